@@ -1,0 +1,55 @@
+"""The environment that tools/setup_env.sh builds is the one it asked for.
+
+The failure this guards against is silent: a resolving `pip install` replacing the CPU torch 2.13.0 with
+a multi-GB CUDA build because of the finn-plus/brevitas setuptools pin.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import re
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+LOCK = REPO / "tools" / "requirements.lock"
+SETUP = REPO / "tools" / "setup_env.sh"
+
+
+def _requested_torch() -> str:
+    match = re.search(r'torch_spec="torch==([^"]+)"', SETUP.read_text())
+    assert match, "tools/setup_env.sh no longer names the torch version it installs"
+    return match.group(1)
+
+
+def test_torch_is_the_requested_cpu_build():
+    assert torch.__version__.split("+")[0] == _requested_torch()
+    assert torch.version.cuda is None, f"a CUDA torch was installed: {torch.__version__}"
+
+
+def test_no_cuda_runtime_packages_were_pulled_in():
+    names = sorted(d.metadata["Name"] for d in md.distributions())
+    cuda = [n for n in names if re.match(r"(nvidia-|triton$|cuda-)", n.lower())]
+    assert cuda == [], f"CUDA packages in the environment: {cuda}"
+
+
+def test_every_installed_package_matches_the_lock():
+    pinned = {}
+    for line in LOCK.read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pinned[re.sub(r"[-_.]+", "-", name.lower())] = version.strip()
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"].lower()): d.version for d in md.distributions()}
+    wrong = {n: (installed.get(n), v) for n, v in pinned.items() if installed.get(n) != v}
+    assert wrong == {}, f"installed != lock (installed, locked): {wrong}"
+    unlocked = sorted(set(installed) - set(pinned) - {"torch", "onebit", "pip"})
+    assert unlocked == [], f"packages installed but not pinned in the lock: {unlocked}"
+
+
+def test_key_versions():
+    assert md.version("finn-plus") == "1.6.1"
+    assert md.version("brevitas") == "0.13.0"
+    import numpy
+
+    assert hasattr(numpy, "bitwise_count"), "numpy>=2 is needed for the accelerator model"
+
