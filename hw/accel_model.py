@@ -1,0 +1,320 @@
+"""Bit-exact model of a FINN streaming accelerator, driven by the bytes its DMAs move.
+
+`AcceleratorModel.run(packed_input) -> packed_output` consumes exactly the bytes the driver writes to
+the input DMA buffer and returns the bytes the output DMA would write, computing layer by layer what the
+HW layers of the final FINN model (dataflow child after specialization and folding) compute:
+
+* MVAU in XNOR mode: activations and weights packed into uint64 words, XNOR-popcount as
+  `MW - bitwise_count(x ^ w)` (numpy's `bitwise_count`), then integer thresholds.
+* MVAU with UINT8 (or any integer) input and +-1/integer weights (the first layer): an integer matmul
+  done in float32/float64 BLAS only where the accumulator bound proves it exact.
+* Thresholding, ConvolutionInputGenerator (im2col, FINN's (kh, kw, c) order), Pool/StreamingMaxPool
+  (max), ElementwiseAdd/Mul/Sub with a constant, and the data-movement layers (Reshape,
+  StreamingDataWidthConverter, StreamingFIFO) whose values pass unchanged.
+Any other node type is refused with an error naming it: never a silent approximation.
+
+Folding (PE/SIMD) changes when values move, not what they are; it enters here through the folded
+(packed) shapes of the input and output streams, which decide the byte layout.
+
+Written by hand rather than by FINN's Python execution because that runs float32 numpy per node on
+unpacked tensors (and not at all for specialized layers), about 100x slower; bench/accel_speed.py
+measures both. Accumulators are computed exactly; where a value does not fit the datatype FINN gave
+the stream (the hardware would wrap it), `range_violations` counts it per layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from hw.driver.packing import datatype_info, datatype_range, pack, unpack
+from hw.io_description import stream_shapes
+from onebit.errors import OnebitError
+
+IDENTITY_OPS = ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO")
+_CHUNK_WORDS = 1 << 22  # rows * PE * words per XNOR chunk: keeps the working set near 32 MB
+
+
+def _base(op_type: str) -> str:
+    for suffix in ("_hls", "_rtl"):
+        if op_type.endswith(suffix):
+            return op_type[: -len(suffix)]
+    return op_type
+
+
+def _bits_to_words(bits: np.ndarray) -> np.ndarray:
+    """(..., n) array of 0/1 -> (..., ceil(n/64)) uint64 words (zero padding: it never mismatches)."""
+    packed = np.packbits(bits.astype(np.uint8, copy=False), axis=-1, bitorder="little")
+    pad = (-packed.shape[-1]) % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros(packed.shape[:-1] + (pad,), np.uint8)], axis=-1)
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+@dataclass
+class Layer:
+    name: str
+    op_type: str
+    compute: Callable[[np.ndarray], np.ndarray]
+    in_shape: tuple[int, ...]           # normal input/output shapes without the batch dimension
+    out_shape: tuple[int, ...]
+    out_dtype: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class AcceleratorModel:
+    """The accelerator of one build, as a function from input DMA bytes to output DMA bytes."""
+
+    def __init__(self, model: ModelWrapper, source: str = "FINN model") -> None:
+        self.source = source
+        self.shapes = stream_shapes(model)
+        self.range_violations: dict[str, int] = {}
+        self.layers: list[Layer] = []
+        tensor = model.graph.input[0].name
+        for node in model.graph.node:
+            if list(node.input[:1]) != [tensor]:
+                raise OnebitError(f"{source}: node {node.name} does not continue the single stream; "
+                                  "onebit models linear dataflow graphs only")
+            self.layers.append(self._build(model, node))
+            tensor = node.output[0]
+        if tensor != model.graph.output[0].name:
+            raise OnebitError(f"{source}: the last node does not produce the graph output")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "AcceleratorModel":
+        path = Path(path)
+        if not path.is_file():
+            raise OnebitError(f"no FINN model at {path}; run the build (onebit build) to create it")
+        return cls(ModelWrapper(str(path)), str(path))
+
+    @classmethod
+    def from_build(cls, build_dir: str | Path) -> "AcceleratorModel":
+        """The final FINN model named by the build's driver/io.json ("hw_model")."""
+        from hw.driver.io_spec import DriverError, IOSpec
+
+        try:
+            spec = IOSpec.load(Path(build_dir) / "driver" / "io.json")
+        except DriverError as error:
+            raise OnebitError(str(error)) from None
+        if not spec.hw_model:
+            raise OnebitError(f"{spec.source} names no hw_model; rebuild to regenerate it")
+        return cls.from_file(Path(build_dir) / spec.hw_model)
+
+    # -- layer construction ---------------------------------------------------------------------
+    def _build(self, model: ModelWrapper, node) -> Layer:
+        op = _base(node.op_type)
+        in_shape = tuple(int(v) for v in model.get_tensor_shape(node.input[0])[1:])
+        out_shape = tuple(int(v) for v in model.get_tensor_shape(node.output[0])[1:])
+        out_dtype = model.get_tensor_datatype(node.output[0]).name
+        if op in IDENTITY_OPS:
+            return Layer(node.name, node.op_type, lambda x: x, in_shape, out_shape, out_dtype)
+        inst = getCustomOp(node)
+        builder = {"MVAU": self._mvau, "Thresholding": self._thresholding,
+                   "ConvolutionInputGenerator": self._im2col, "Pool": self._pool,
+                   "StreamingMaxPool": self._maxpool, "ElementwiseAdd": self._elementwise,
+                   "ElementwiseMul": self._elementwise, "ElementwiseSub": self._elementwise}.get(op)
+        if builder is None:
+            raise OnebitError(f"{self.source}: node {node.name} has type {node.op_type}, which the accelerator "
+                              "model does not know; it models MVAU, Thresholding, ConvolutionInputGenerator, "
+                              f"Pool, StreamingMaxPool, Elementwise{{Add,Mul,Sub}} and {', '.join(IDENTITY_OPS)}")
+        compute, params = builder(model, node, inst)
+        if op == "MVAU":
+            # After RemoveCNVtoFCFlatten an MVAU may take an (H, W, C) tensor as its MW-long vector.
+            in_shape = tuple(int(v) for v in inst.get_normal_input_shape()[1:])
+        return Layer(node.name, node.op_type, compute, in_shape, out_shape, out_dtype, params)
+
+    def _thresholds(self, model: ModelWrapper, node, index: int, channels: int) -> np.ndarray:
+        thr = model.get_initializer(node.input[index])
+        if thr is None:
+            raise OnebitError(f"{self.source}: {node.name} has no threshold initializer")
+        thr = np.asarray(thr, dtype=np.float64).reshape(-1, thr.shape[-1])
+        # An integer accumulator a satisfies a >= t exactly when a >= ceil(t), which is what the
+        # hardware stores; ceil keeps the comparison exact for fractional thresholds.
+        thr = np.ceil(thr)
+        if thr.shape[0] == 1 and channels > 1:
+            thr = np.repeat(thr, channels, axis=0)
+        return thr
+
+    @staticmethod
+    def _apply_thresholds(acc: np.ndarray, thr: np.ndarray, act_val: int, bipolar: bool) -> np.ndarray:
+        if thr.shape[1] == 1:
+            count = (acc >= thr[:, 0]).astype(np.int64)
+        else:
+            count = (acc[..., None] >= thr).sum(axis=-1, dtype=np.int64)
+        return 2 * count - 1 if bipolar else count + act_val
+
+    def _mvau(self, model: ModelWrapper, node, inst):
+        weights = np.asarray(model.get_initializer(node.input[1]), dtype=np.float64)  # (MW, MH)
+        mw, mh = weights.shape
+        xnor = bool(inst.get_nodeattr("binaryXnorMode"))
+        idt, wdt = inst.get_nodeattr("inputDataType"), inst.get_nodeattr("weightDataType")
+        no_act = bool(inst.get_nodeattr("noActivation"))
+        odt = inst.get_nodeattr("outputDataType")
+        params: dict[str, Any] = {"MW": mw, "MH": mh, "xnor": xnor, "PE": inst.get_nodeattr("PE"),
+                                  "SIMD": inst.get_nodeattr("SIMD"), "idt": idt, "wdt": wdt, "odt": odt}
+        if not xnor and idt == "BIPOLAR" and wdt == "BIPOLAR":
+            xnor = True  # FINN computes bipolar x bipolar as XNOR-popcount on the binary encoding too
+        thr = None if no_act else self._thresholds(model, node, 2, mh)
+        act_val = int(inst.get_nodeattr("ActVal"))
+        bipolar_out = odt == "BIPOLAR"
+        lo, hi = datatype_range(odt)
+        name = node.name
+
+        if xnor:
+            params["weight_words"] = _bits_to_words((weights.T > 0))  # (MH, words)
+
+            def matvec(x: np.ndarray) -> np.ndarray:
+                rows = x.reshape(-1, mw)
+                words = _bits_to_words(rows > 0)
+                w = params["weight_words"]
+                out = np.empty((rows.shape[0], mh), dtype=np.int64)
+                step = max(1, _CHUNK_WORDS // (mh * w.shape[1]))
+                for s in range(0, rows.shape[0], step):
+                    diff = np.bitwise_count(words[s:s + step, None, :] ^ w[None, :, :])
+                    out[s:s + step] = mw - diff.sum(axis=-1, dtype=np.int64)
+                return out.reshape(x.shape[:-1] + (mh,))
+        else:
+            bound = float(np.abs(weights).sum(axis=0).max()) * max(abs(v) for v in datatype_range(idt))
+            # float32 sums of integers are exact below 2**24, float64 below 2**53.
+            ftype = np.float32 if bound < 2**24 else np.float64
+            if bound >= 2**53:
+                raise OnebitError(f"{self.source}: {name} accumulators can reach {bound:.3g}, beyond exact float64")
+            params["weights"] = weights.astype(ftype)
+
+            def matvec(x: np.ndarray) -> np.ndarray:
+                acc = x.reshape(-1, mw).astype(ftype) @ params["weights"]
+                return acc.astype(np.int64).reshape(x.shape[:-1] + (mh,))
+
+        def compute(x: np.ndarray) -> np.ndarray:
+            acc = matvec(x)
+            if thr is not None:
+                return self._apply_thresholds(acc, thr, act_val, bipolar_out)
+            bad = int(np.count_nonzero((acc < lo) | (acc > hi)))
+            if bad:
+                self.range_violations[name] = self.range_violations.get(name, 0) + bad
+            return acc
+
+        params["thresholds"] = thr
+        return compute, params
+
+    def _thresholding(self, model: ModelWrapper, node, inst):
+        channels = int(inst.get_nodeattr("NumChannels"))
+        thr = self._thresholds(model, node, 1, channels)
+        act_val = int(inst.get_nodeattr("ActVal"))
+        bipolar = inst.get_nodeattr("outputDataType") == "BIPOLAR"
+        return (lambda x: self._apply_thresholds(x, thr, act_val, bipolar)), {"thresholds": thr}
+
+    def _im2col(self, model: ModelWrapper, node, inst):
+        if inst.get_nodeattr("depthwise"):
+            # A depthwise window generator streams the window in channel-fold-major order; its only
+            # modelled consumer (Pool) reads it back in that order, so the values equal those of the
+            # (kh, kw, c) order used here, which is also what FINN's Python execution produces.
+            consumer = model.find_consumer(node.output[0])
+            if consumer is None or _base(consumer.op_type) != "Pool":
+                raise OnebitError(f"{self.source}: {node.name} is a depthwise ConvolutionInputGenerator not "
+                                  "feeding a Pool layer; not modelled")
+        kh, kw = inst.get_nodeattr("ConvKernelDim")
+        sh, sw = inst.get_nodeattr("Stride")
+        dh, dw = inst.get_nodeattr("Dilation")
+        oh, ow = inst.get_nodeattr("OFMDim")
+        ih, iw = inst.get_nodeattr("IFMDim")
+        ch = int(inst.get_nodeattr("IFMChannels"))
+
+        def compute(x: np.ndarray) -> np.ndarray:
+            x = x.reshape(-1, ih, iw, ch)
+            patches = [x[:, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw, :]
+                       for i in range(kh) for j in range(kw)]
+            # FINN's window element order is (kh, kw, c), channels fastest.
+            return np.stack(patches, axis=3).reshape(x.shape[0], oh, ow, kh * kw * ch)
+
+        return compute, {}
+
+    def _pool(self, model: ModelWrapper, node, inst):
+        if inst.get_nodeattr("Function") != "MaxPool":
+            raise OnebitError(f"{self.source}: {node.name} is a {inst.get_nodeattr('Function')} Pool; only "
+                              "MaxPool is modelled")
+        k = inst.get_nodeattr("KernelSize")
+        ch = int(inst.get_nodeattr("Channels"))
+        k2 = int(k[0] * k[1])
+        return (lambda x: x.reshape(x.shape[:-1] + (k2, ch)).max(axis=-2)), {}
+
+    def _maxpool(self, model: ModelWrapper, node, inst):
+        ih, iw = inst.get_nodeattr("ImgDim")
+        ph, pw = inst.get_nodeattr("PoolDim")
+        ch = int(inst.get_nodeattr("NumChannels"))
+        if ih % ph or iw % pw or inst.get_nodeattr("CeilMode"):
+            raise OnebitError(f"{self.source}: {node.name} pools {ih}x{iw} by {ph}x{pw} with a remainder; "
+                              "not modelled")
+
+        def compute(x: np.ndarray) -> np.ndarray:
+            x = x.reshape(-1, ih // ph, ph, iw // pw, pw, ch)
+            return x.max(axis=(2, 4))
+
+        return compute, {}
+
+    def _elementwise(self, model: ModelWrapper, node, inst):
+        if inst.get_nodeattr("rhs_style") != "const":
+            raise OnebitError(f"{self.source}: {node.name} combines two streams; only a constant operand is modelled")
+        rhs = np.asarray(model.get_initializer(node.input[1]))
+        if not np.all(rhs == np.round(rhs)):
+            raise OnebitError(f"{self.source}: {node.name} has a non-integer constant; not modelled")
+        rhs = rhs.astype(np.int64)
+        op = _base(node.op_type)
+        fn = {"ElementwiseAdd": np.add, "ElementwiseMul": np.multiply, "ElementwiseSub": np.subtract}[op]
+        return (lambda x: fn(x, rhs)), {"constant": rhs}
+
+    # -- execution ------------------------------------------------------------------------------
+    def run_values(self, values: np.ndarray) -> np.ndarray:
+        """Integer input tensor (N, *ishape_normal[1:]) -> integer output tensor (N, *oshape_normal[1:])."""
+        x = np.asarray(values).astype(np.int64, copy=False)
+        n = x.shape[0]
+        for layer in self.layers:
+            x = layer.compute(x.reshape((n,) + layer.in_shape)).reshape((n,) + layer.out_shape)
+        return x
+
+    def run(self, packed: np.ndarray) -> np.ndarray:
+        """Input DMA bytes (N, *ishape_packed[1:]) -> output DMA bytes (N, *oshape_packed[1:])."""
+        s = self.shapes
+        packed = np.asarray(packed)
+        expected = tuple(s["ishape_packed"][1:])
+        if packed.dtype != np.uint8 or tuple(packed.shape[1:]) != expected:
+            raise OnebitError(f"accelerator model input must be uint8 (N, {', '.join(map(str, expected))}), "
+                              f"got {packed.dtype} {packed.shape}")
+        n = packed.shape[0]
+        values = unpack(packed, s["idt"], s["ishape_folded"][-1]).reshape((n,) + tuple(s["ishape_normal"][1:]))
+        out = self.run_values(values)
+        lo, hi = datatype_range(s["odt"])
+        outside = (out < lo) | (out > hi)
+        if outside.any():
+            # The stream is odt bits wide: the hardware keeps the low bits (two's complement wrap).
+            self.range_violations["output"] = self.range_violations.get("output", 0) + int(outside.sum())
+            bits = datatype_info(s["odt"])[0]
+            out = (out - lo) % (1 << bits) + lo
+        folded = out.reshape((n,) + tuple(s["oshape_folded"][1:]))
+        return pack(folded, s["odt"])
+
+    def flip_weight_bit(self, layer_index: int, row: int, column: int) -> None:
+        """Fault injection for tests: negate one +-1 weight (input `row`, output `column`) of an MVAU."""
+        layer = self.layers[layer_index]
+        if _base(layer.op_type) != "MVAU":
+            raise OnebitError(f"layer {layer_index} ({layer.op_type}) is not an MVAU")
+        p = layer.params
+        if "weight_words" in p:
+            word, bit = divmod(row, 64)
+            p["weight_words"][column, word] ^= np.uint64(1) << np.uint64(bit)
+        else:
+            p["weights"][row, column] = -p["weights"][row, column]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One line per layer: type, output shape and datatype, MVAU folding."""
+        rows = []
+        for layer in self.layers:
+            row = {"name": layer.name, "op_type": layer.op_type, "out_shape": list(layer.out_shape),
+                   "out_dtype": layer.out_dtype}
+            row.update({k: v for k, v in layer.params.items() if k in ("MW", "MH", "PE", "SIMD", "xnor", "idt", "wdt")})
+            rows.append(row)
+        return rows

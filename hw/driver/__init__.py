@@ -1,0 +1,13 @@
+"""onebit's board-side driver: copied into every build as `driver/` and onto the board.
+
+Depends on numpy (1.x on PYNQ images) and, for the board backend only, pynq; nothing else of onebit.
+    from driver import Accelerator                          # on the board, from the deploy folder
+    acc = Accelerator("driver/io.json", backend="board")     # or backend="model", model=AcceleratorModel
+    prediction = acc.predict(images_uint8_nchw)
+"""
+from .accelerator import BACKENDS, Accelerator, Prediction
+from .io_spec import FORMAT, VERSION, DriverError, IOSpec
+from .packing import PackingError, pack, unpack
+
+__all__ = ["Accelerator", "BACKENDS", "DriverError", "FORMAT", "IOSpec", "PackingError", "Prediction", "VERSION",
+           "pack", "unpack"]

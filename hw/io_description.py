@@ -1,0 +1,133 @@
+"""Write `driver/io.json`, the I/O description the board driver and the accelerator model read.
+
+Called by the build (hw/build.py) at the end with the final FINN model: the dataflow partition's child
+model after specialization and folding. Shapes follow FINN's `get_driver_shapes` (folded shapes from the
+first/last dataflow node, packed shapes from FINN's own packing), so the bytes match FINN's drivers.
+Schema: hw/driver/io_spec.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from hw.driver.io_spec import FORMAT, VERSION, IOSpec
+from hw.driver.packing import datatype_range, packed_bytes
+from onebit.errors import OnebitError
+
+NCHW_TO_NHWC = (0, 2, 3, 1)
+
+
+def _hw_node(model: ModelWrapper, node) -> Any:
+    try:
+        inst = getCustomOp(node)
+    except Exception as error:  # qonnx raises bare Exceptions for unknown domains/op types
+        raise OnebitError(f"node {node.name} ({node.op_type}) is not a FINN HW layer ({error}); "
+                          "pass the dataflow partition's child model after specialization") from None
+    if not hasattr(inst, "get_folded_input_shape"):
+        raise OnebitError(f"node {node.name} ({node.op_type}) is not a FINN HW layer; pass the dataflow "
+                          "partition's child model after specialization")
+    return inst
+
+
+def stream_shapes(model: ModelWrapper) -> dict[str, Any]:
+    """Datatypes and normal/folded/packed shapes (batch 1) of the accelerator's input and output streams."""
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise OnebitError(f"the accelerator model has {len(model.graph.input)} inputs and "
+                          f"{len(model.graph.output)} outputs; onebit drives single-input single-output builds")
+    in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
+    first = model.find_consumer(in_name)
+    last = model.find_producer(out_name)
+    if first is None or last is None:
+        raise OnebitError("the accelerator model has no nodes between its input and output")
+    first_inst, last_inst = _hw_node(model, first), _hw_node(model, last)
+    idt, odt = model.get_tensor_datatype(in_name).name, model.get_tensor_datatype(out_name).name
+    ishape_normal = [int(v) for v in model.get_tensor_shape(in_name)]
+    oshape_normal = [int(v) for v in model.get_tensor_shape(out_name)]
+    ishape_folded = [int(v) for v in first_inst.get_folded_input_shape()]
+    oshape_folded = [int(v) for v in last_inst.get_folded_output_shape()]
+    return {
+        "idt": idt, "odt": odt,
+        "ishape_normal": ishape_normal, "ishape_folded": ishape_folded,
+        "ishape_packed": ishape_folded[:-1] + [packed_bytes(ishape_folded[-1], idt)],
+        "oshape_normal": oshape_normal, "oshape_folded": oshape_folded,
+        "oshape_packed": oshape_folded[:-1] + [packed_bytes(oshape_folded[-1], odt)],
+        "input_layout": list(model.get_tensor_layout(in_name) or []),
+        "last_op": last.op_type,
+    }
+
+
+def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+             batch_size: int = 1000, fclk_mhz: float = 100.0, platform: str = "zynq-iodma",
+             bitfile: str | None = None, hw_model: str | None = None, score_scale: int = 1,
+             score_offset: int = 0) -> dict[str, Any]:
+    """The io.json content for a final FINN child model (see hw/driver/io_spec.py for the schema)."""
+    s = stream_shapes(model)
+    lo, hi = datatype_range(s["idt"])
+    if lo > 0 or hi < 255:
+        raise OnebitError(f"the accelerator input datatype is {s['idt']}, not one that holds raw uint8 pixels; "
+                          "export the model with raw-pixel UINT8 input (design.md section 1)")
+    normal = s["ishape_normal"]
+    transpose = None
+    if len(normal) == 4 and s["input_layout"] == ["N", "H", "W", "C"]:
+        # FINN streams channels-last; the dataset gives NCHW, so the driver transposes (what FINN leaves
+        # to the user as the Transpose outside the dataflow partition).
+        transpose = list(NCHW_TO_NHWC)
+        derived = (normal[3], normal[1], normal[2])
+    else:
+        derived = tuple(normal[1:])
+    image_shape = tuple(image_shape) if image_shape is not None else derived
+    if int(np.prod(image_shape)) != int(np.prod(normal[1:])):
+        raise OnebitError(f"image shape {list(image_shape)} does not fill the accelerator input {normal}")
+    classes = int(num_classes or int(np.prod(s["oshape_normal"][1:])))
+    # An XNOR score layer without the affine in hardware streams the popcount p; z = 2p - N follows.
+    values = "popcount" if s["last_op"].startswith("MVAU") and (score_scale, score_offset) != (1, 0) else "class_scores"
+    return {
+        "format": FORMAT, "version": VERSION,
+        "platform": platform, "batch_size": int(batch_size), "fclk_mhz": float(fclk_mhz),
+        "bitfile": bitfile, "hw_model": hw_model,
+        "dma": {"input": "idma0", "output": "odma0"},
+        "input": {"pixels": "uint8", "image_shape": list(image_shape), "transpose": transpose,
+                  "finn_datatype": s["idt"], "shape_normal": normal, "shape_folded": s["ishape_folded"],
+                  "shape_packed": s["ishape_packed"]},
+        "output": {"finn_datatype": s["odt"], "shape_normal": s["oshape_normal"],
+                   "shape_folded": s["oshape_folded"], "shape_packed": s["oshape_packed"],
+                   "num_classes": classes, "values": values,
+                   "score_scale": int(score_scale), "score_offset": int(score_offset)},
+        "io_shape_dict": {
+            "idt": [f"DataType['{s['idt']}']"], "odt": [f"DataType['{s['odt']}']"],
+            "ishape_normal": [normal], "oshape_normal": [s["oshape_normal"]],
+            "ishape_folded": [s["ishape_folded"]], "oshape_folded": [s["oshape_folded"]],
+            "ishape_packed": [s["ishape_packed"]], "oshape_packed": [s["oshape_packed"]],
+            "idma_names": ["idma0"], "odma_names": ["odma0"], "num_inputs": 1, "num_outputs": 1,
+            "number_of_external_weights": 0,
+        },
+    }
+
+
+def write_io_description(model: ModelWrapper, out_dir: Path, **options: Any) -> Path:
+    """Write `out_dir/io.json` atomically for the final FINN child model; returns its path.
+
+    `options` are those of `describe` (image_shape, num_classes, batch_size, fclk_mhz, bitfile, hw_model
+    relative to the build folder, score_scale/score_offset when the stream carries the popcount).
+    """
+    content = describe(model, **options)
+    IOSpec(content, "generated io.json")  # the driver's own check, so a build never ships one it refuses
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "io.json"
+    fd, tmp = tempfile.mkstemp(prefix=".io.json.", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(content, handle, indent=2)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
