@@ -64,3 +64,4 @@ __all__ = [
 
 # Method modules (each registers itself on import). Add new methods here.
 from . import ste  # noqa: E402,F401
+from . import binaryduo, hyper, irnet, rbonn  # noqa: E402,F401  (issue #3 methods)

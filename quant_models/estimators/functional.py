@@ -260,10 +260,11 @@ def ste_warmup(x: torch.Tensor, temperature: float) -> torch.Tensor:
     return _SteWarmup.apply(x, float(temperature))
 
 
-def warmup_temperature(epoch: int, total_epochs: int, *, t0: float = 1.0, t_end: float = 1e-3,
+def warmup_temperature(epoch: float, total_epochs: float, *, t0: float = 1.0, t_end: float = 1e-3,
                        end_fraction: float = 0.7) -> float:
-    """STE-Warmup temperature for an epoch: geometric decay T0 * r^epoch rescaled so that T reaches
-    t_end at end_fraction of training; 0.0 (exact sign) from then on.
+    """STE-Warmup temperature at `epoch` (may be fractional, for per-step schedules): geometric decay
+    T0 * r^epoch rescaled so that T reaches t_end at end_fraction of training; 0.0 (exact sign) from
+    then on.
 
     The authors decay T = 0.95^epoch over hundreds of CIFAR epochs (main.py `adjust_temperoture`);
     for short runs the spec (estimators.md §5.3, ASSUMPTION) rescales the rate.
@@ -289,3 +290,58 @@ def hyper_generate(z: torch.Tensor, generator: torch.Tensor, gain: torch.Tensor,
     """
     latent = gain * torch.einsum("oid,pd->oip", z, generator)
     return activation(latent) if activation is not None else latent
+
+
+# ------------------------------------------------------------------------------------------------
+# A binary weight layer skeleton shared by the four methods
+# ------------------------------------------------------------------------------------------------
+class ScaledBinaryLayer(nn.Module):
+    """Linear or stride-1 conv layer computing `scale_c * (sign(W) (*) x)` from a method's latent state.
+
+    Subclasses implement `train_weight()` (the effective weight with the method's gradient path, used
+    in training mode) and `binary_weight_and_scale()` (the export form, docs/design.md §2). In eval
+    mode the forward accumulates with the +-1 weights first and scales afterwards, so the sums are
+    exact integers on +-1 / UINT8 inputs and the eval model equals the collapsed one bit for bit.
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int | None = None, padding: int = 0) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = kernel_size
+        self.padding = padding
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.kernel_size is None:
+            return (self.out_features, self.in_features)
+        return (self.out_features, self.in_features, self.kernel_size, self.kernel_size)
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_features
+
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size is None:
+            return torch.nn.functional.linear(x, weight)
+        return torch.nn.functional.conv2d(x, weight, padding=self.padding)
+
+    def _scale_output(self, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        view = [1, -1] + [1] * (y.dim() - 2)
+        return y * scale.reshape(view) if scale.numel() > 1 else y * scale.reshape(())
+
+    def train_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def binary_weight_and_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self._apply_weight(x, self.train_weight())
+        sign, scale = self.binary_weight_and_scale()
+        return self._scale_output(self._apply_weight(x, sign.to(x.dtype)), scale.to(x.device, x.dtype))
+
+    def extra_repr(self) -> str:
+        kind = "linear" if self.kernel_size is None else f"conv{self.kernel_size}x{self.kernel_size} pad {self.padding}"
+        return f"{self.in_features} -> {self.out_features}, {kind}"
