@@ -1,0 +1,420 @@
+"""FINN build of a onebit QONNX model with finn-plus' own builder steps, and the `onebit build` command.
+
+`build_accelerator(qonnx, out_dir, board, folding)` runs FINN's step functions (finn.builder.
+build_dataflow_steps) one by one with one `DataflowBuildConfig`, saving the model after every step as
+`finn/<step>.onnx` and naming the step when one fails. We call the step functions instead of
+`build_dataflow_cfg` because the latter replaces sys.stdout/sys.stderr and the root logger for the whole
+process (finn/builder/build_dataflow.py: setup_logging), which would swallow our progress bars and
+errors; the steps and their configuration are FINN's own either way.
+
+Two onebit steps sit between FINN's, each a small documented graph edit (see their docstrings):
+`step_onebit_uint8_input` (the accelerator reads raw UINT8 pixels; drop the identity input threshold)
+and `step_onebit_split_score_affine` (the accelerator streams the last layer's popcounts; the exact
+integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
+finn-hlslib or XSI run only where those tools exist; otherwise they are listed in skipped.txt.
+
+`main` (`onebit build model.pt --board Pynq-Z1 --out DIR`) is the whole pipeline: checkpoint ->
+collapse -> QONNX -> FINN build -> verification -> report (hw may import export: data flows that way).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from hw.boards import Board, get_board
+from hw.finn_env import ToolStatus, import_finn_steps, tool_status
+from hw.folding import FoldingSpec, add_folding_arguments, auto_fold_function, extract_folding, spec_from_args
+from onebit.errors import OnebitError, cli_errors
+
+SCORE_AFFINE_KEY = "onebit_score_affine"
+
+# FINN steps that run everywhere (pure Python): streamlining to XNOR-popcount, HW layers, folding,
+# estimates and HLS/RTL code generation. The folding steps are chosen per FoldingSpec in _step_list.
+FRONTEND_HEAD = ["step_qonnx_to_finn", "step_tidy_up", "step_onebit_uint8_input", "step_streamline",
+                 "step_onebit_split_score_affine", "step_convert_to_hw", "step_minimize_bit_width_initial",
+                 "step_create_dataflow_partition", "step_specialize_layers"]
+FRONTEND_TAIL = ["step_minimize_bit_width", "step_generate_estimate_reports", "step_hw_codegen"]
+
+_HOW_TO_GET = ("install AMD Vivado + Vitis HLS 2024.2 (the version finn-plus 1.6.1 supports) and put them on "
+               "PATH (source settings64.sh), then `finn deps update` (fetches finn-hlslib, builds XSI); or "
+               "use the onebit Docker image")
+# FINN steps that need external tools: (step, tools it needs). Order = FINN's default flow.
+TOOL_STEPS: list[tuple[str, tuple[str, ...]]] = [
+    ("step_hw_ipgen", ("vitis_hls", "finn_hlslib")),
+    ("step_set_fifo_depths", ("vivado", "vitis_hls", "finn_hlslib", "xsi")),
+    ("step_create_stitched_ip", ("vivado",)),
+    ("step_measure_rtlsim_performance", ("vivado", "xsi")),
+    ("step_out_of_context_synthesis", ("vivado",)),
+    ("step_prepare_synthesis", ("vivado",)),
+    ("step_synthesize_bitfile", ("vivado",)),
+    ("step_make_driver", ("vivado",)),  # needs the bitfile flow's IODMA-wrapped model
+    ("step_deployment_package", ("vivado",)),
+]
+
+
+class BuildError(OnebitError):
+    """A FINN step failed or the graph is not the XNOR-popcount dataflow graph onebit expects."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# onebit's two graph edits (custom builder steps: same signature as FINN's)
+
+def step_onebit_uint8_input(model, cfg):
+    """Annotate the graph input UINT8 and drop the input quantizer when it is an exact identity on UINT8.
+
+    Why: the model input is raw pixels 0..255 (docs/design.md §1). Brevitas exports the 8-bit input
+    quantizer (scale 1, zero point 0) as a Quant node that FINN turns into a MultiThreshold with the 255
+    thresholds 0.5, 1.5, .., 254.5 -- the identity on UINT8. Left in, FINN builds a Thresholding layer
+    with float thresholds on a FLOAT32 input (~100k LUT in its estimate) that does nothing. With the
+    input annotated UINT8 the identity goes and the first MVAU reads the pixels. Any other threshold
+    (the binary-input variant's pixel >= 128) stays: it is part of the accelerator.
+    """
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    graph_input = model.graph.input[0].name
+    model.set_tensor_datatype(graph_input, DataType["UINT8"])
+    node = model.find_consumer(graph_input)
+    # Layout-only nodes (flatten of the MLP input) may sit in front of the quantizer.
+    while node is not None and node.op_type in ("Reshape", "Flatten", "Transpose"):
+        node = model.find_consumer(node.output[0])
+    if node is not None and node.op_type == "MultiThreshold" and _is_uint8_identity(model, node, getCustomOp(node)):
+        producer_output, consumer_input = node.input[0], node.output[0]
+        for consumer in model.find_consumers(consumer_input) or []:
+            for index, name in enumerate(consumer.input):
+                if name == consumer_input:
+                    consumer.input[index] = producer_output
+        model.graph.node.remove(node)
+    model = model.transform(InferDataTypes())
+    return model
+
+
+def _is_uint8_identity(model, node, inst) -> bool:
+    thresholds = model.get_initializer(node.input[1])
+    if thresholds is None or thresholds.shape[-1] != 255:
+        return False
+    out_dtype = inst.get_nodeattr("out_dtype")
+    out_dtype = out_dtype.decode() if isinstance(out_dtype, bytes) else out_dtype
+    expected = np.arange(255, dtype=np.float64) + 0.5
+    return (out_dtype == "UINT8" and float(inst.get_nodeattr("out_scale")) == 1.0
+            and float(inst.get_nodeattr("out_bias")) == 0.0
+            and bool(np.all(thresholds.astype(np.float64) == expected[None, :])))
+
+
+def step_onebit_split_score_affine(model, cfg):
+    """Make the accelerator output the last layer's popcounts p; z = 2p - n runs on the host.
+
+    Why: streamlining turns the bipolar score layer into XnorPopcountMatMul (p = number of agreeing
+    bits) followed by Mul(2a) and Add(-n a), which restore a*z with z = 2p - n (a = the layer's scale, 1
+    for onebit's plain model). finn-plus would map those two float ops to ElementwiseMul/Add layers with
+    FLOAT32 arithmetic in the fabric. Removing them keeps the accelerator integer-only; the exact integer
+    affine is recorded in the model's metadata (and report.json) for the driver and the verification.
+    """
+    graph_output = model.graph.output[0].name
+    add = model.find_producer(graph_output)
+    mul = model.find_producer(add.input[0]) if add is not None and add.op_type == "Add" else None
+    xnor = model.find_producer(mul.input[0]) if mul is not None and mul.op_type == "Mul" else None
+    if xnor is None or xnor.op_type != "XnorPopcountMatMul":
+        found = " -> ".join(n.op_type for n in model.graph.node[-3:])
+        raise BuildError(f"the streamlined graph ends in {found}, not XnorPopcountMatMul -> Mul -> Add; "
+                         "the score layer must be a binary layer on binary activations")
+    scale = model.get_initializer(mul.input[1])
+    offset = model.get_initializer(add.input[1])
+    fan_in = int(model.get_initializer(xnor.input[1]).shape[0])
+    if scale is None or offset is None or scale.size != 1 or offset.size != 1:
+        raise BuildError("the score layer's Mul/Add are not scalar constants: a per-class scale or offset "
+                         "cannot be moved off the accelerator exactly; the score layer needs one scale")
+    a, b = float(scale.reshape(-1)[0]), float(offset.reshape(-1)[0])
+    alpha = a / 2.0
+    if not (alpha > 0 and abs(b + fan_in * alpha) <= 1e-6 * fan_in * alpha):
+        raise BuildError(f"score affine y = {a} p + {b} is not alpha*(2p - n) with n={fan_in}; refusing to guess")
+    popcount = xnor.output[0]
+    popcount_dtype = model.get_tensor_datatype(popcount)
+    model.graph.node.remove(mul)
+    model.graph.node.remove(add)
+    # The graph output keeps its name and shape (N, classes) but now carries p.
+    xnor.output[0] = graph_output
+    for value in [v for v in model.graph.value_info if v.name in (popcount, mul.output[0])]:
+        model.graph.value_info.remove(value)
+    model.set_tensor_datatype(graph_output, popcount_dtype)
+    model.set_metadata_prop(SCORE_AFFINE_KEY, json.dumps(
+        {"form": "popcount", "n": fan_in, "alpha": alpha, "scores": "z = 2*p - n"}))
+    return model
+
+
+_ONEBIT_STEPS: dict[str, Callable] = {
+    "step_onebit_uint8_input": step_onebit_uint8_input,
+    "step_onebit_split_score_affine": step_onebit_split_score_affine,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the build
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    board: Board
+    folding: FoldingSpec
+    steps_run: list[str]
+    step_seconds: dict[str, float]
+    skipped: list[dict[str, str]]
+    tools: ToolStatus
+    final_model: Path
+    score_affine: dict[str, Any]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def step_model(self, step: str) -> Path:
+        return self.out_dir / "finn" / f"{step}.onnx"
+
+
+def _step_list(folding: FoldingSpec) -> list[str]:
+    if folding.mode == "auto":
+        middle = ["step_onebit_auto_fold"]
+    elif folding.mode == "file":
+        middle = ["step_apply_folding_config"]
+    else:
+        middle = ["step_target_fps_parallelization", "step_apply_folding_config"]
+    return FRONTEND_HEAD + middle + FRONTEND_TAIL
+
+
+def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, full_flow: bool):
+    from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType, ShellFlowType
+
+    outputs = [DataflowOutputType.ESTIMATE_REPORTS]
+    if full_flow:
+        outputs += [DataflowOutputType.STITCHED_IP, DataflowOutputType.RTLSIM_PERFORMANCE,
+                    DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER, DataflowOutputType.DEPLOYMENT_PACKAGE]
+    return DataflowBuildConfig(
+        output_dir=str(out_dir),
+        synth_clk_period_ns=board.clock_ns,
+        board=board.finn_board,
+        fpga_part=board.fpga_part,
+        shell_flow_type=ShellFlowType[board.shell_flow],
+        generate_outputs=outputs,
+        target_fps=folding.target_fps if folding.mode == "target_fps" else None,
+        folding_config_file=folding.file if folding.mode == "file" else None,
+        save_intermediate_models=True,
+    )
+
+
+def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
+                      progress: bool = True) -> BuildResult:
+    """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    out_dir = Path(out_dir).resolve()
+    (out_dir / "finn").mkdir(parents=True, exist_ok=True)
+    # FINN's scratch (HLS/RTL code-gen folders, partition models) is the build folder's hw/.
+    finn_steps = import_finn_steps(out_dir / "hw")
+    tools = tool_status()
+    cfg = _make_config(out_dir, board, folding, tools.full_flow)
+
+    steps = _step_list(folding)
+    if tools.full_flow:
+        steps += [name for name, _ in TOOL_STEPS]
+    skipped = [] if tools.full_flow else _skipped_steps(tools)
+
+    lookup = dict(finn_steps.build_dataflow_step_lookup)
+    lookup.update(_ONEBIT_STEPS)
+    if folding.mode == "auto":
+        auto_fold = auto_fold_function()
+        lookup["step_onebit_auto_fold"] = lambda model, cfg: auto_fold(model, board)
+
+    model = ModelWrapper(str(qonnx_path))
+    seconds: dict[str, float] = {}
+    previous = Path(qonnx_path)
+    log_path = out_dir / "build.log"
+    bar = _progress(steps, progress)
+    with open(log_path, "a") as log_file, _finn_logging_to(log_file):
+        for step in bar:
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(step.removeprefix("step_"))
+            started = time.perf_counter()
+            try:
+                model = lookup[step](model, cfg)
+            except OnebitError:
+                raise
+            except Exception as error:  # FINN raises anything from AssertionError to FINNUserError
+                log_file.write(f"\n[{step}] failed:\n{traceback.format_exc()}")
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise BuildError(f"FINN step {step} failed: {type(error).__name__}: {first_line[:300]} "
+                                 f"(input model {previous}, traceback in {log_path})") from None
+            seconds[step] = round(time.perf_counter() - started, 3)
+            previous = out_dir / "finn" / f"{step}.onnx"
+            model.save(str(previous))
+    affine_text = model.get_metadata_prop(SCORE_AFFINE_KEY)
+    result = BuildResult(out_dir=out_dir, board=board, folding=folding, steps_run=steps, step_seconds=seconds,
+                         skipped=skipped, tools=tools, final_model=previous,
+                         score_affine=json.loads(affine_text) if affine_text else {})
+    _write_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
+    _write_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
+    return result
+
+
+def _skipped_steps(tools: ToolStatus) -> list[dict[str, str]]:
+    rows = []
+    for step, needs in TOOL_STEPS:
+        missing = [getattr(tools, tool) for tool in needs if getattr(tools, tool)]
+        rows.append({"step": step, "missing": "; ".join(missing) or "an earlier skipped step's output",
+                     "how": _HOW_TO_GET})
+    return rows
+
+
+def _skipped_text(skipped: list[dict[str, str]]) -> str:
+    if not skipped:
+        return "none: every FINN step ran (Vivado, Vitis HLS, finn-hlslib and XSI were found)\n"
+    lines = ["FINN steps not run on this machine (never faked; re-run `onebit build` where the tools exist):", ""]
+    for row in skipped:
+        lines.append(f"{row['step']}: missing {row['missing']}")
+    lines += ["", f"How to get them: {skipped[0]['how']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _progress(steps: list[str], enabled: bool):
+    if not enabled:
+        return steps
+    from tqdm import tqdm
+
+    return tqdm(steps, desc="FINN build", unit="step", file=sys.stderr)
+
+
+class _finn_logging_to:
+    """Send FINN's logging (and its prints) for the duration of the build to the build log.
+
+    Why: FINN's transformations print and log a lot (warnings about float ops, folding notes), which
+    would bury the progress bar and the report; the build log keeps all of it.
+    """
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def __enter__(self):
+        import contextlib
+
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s: %(message)s"))
+        self.loggers = [logging.getLogger(name) for name in ("finn", "qonnx", "py.warnings")]
+        self.saved = [(lg.handlers[:], lg.propagate) for lg in self.loggers]
+        for lg in self.loggers:
+            lg.handlers = [self.handler]
+            lg.propagate = False
+        logging.captureWarnings(True)
+        self.redirect = contextlib.redirect_stdout(self.stream)
+        self.redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.redirect.__exit__(*exc)
+        logging.captureWarnings(False)
+        for lg, (handlers, propagate) in zip(self.loggers, self.saved):
+            lg.handlers = handlers
+            lg.propagate = propagate
+        return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def finish_build_folder(result: BuildResult) -> dict[str, Any]:
+    """The accelerator engineer's hooks: driver/io.json from the final model, the board-side package."""
+    extras: dict[str, Any] = {}
+    try:
+        from hw.io_description import write_io_description  # provided by hw/io_description.py
+    except ImportError:
+        extras["io_description"] = "not written: hw/io_description.py is not available in this checkout"
+    else:
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        driver_dir = result.out_dir / "driver"
+        driver_dir.mkdir(exist_ok=True)
+        extras["io_description"] = str(write_io_description(ModelWrapper(str(result.final_model)), driver_dir))
+    package = Path(__file__).resolve().parent / "driver"
+    if package.is_dir() and any(package.glob("*.py")):
+        target = result.out_dir / "driver"
+        target.mkdir(exist_ok=True)
+        for item in package.iterdir():
+            if item.name == "__pycache__":
+                continue
+            if item.is_dir():
+                shutil.copytree(item, target / item.name, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(item, target / item.name)
+        extras["driver"] = str(target)
+    result.extras.update(extras)
+    return extras
+
+
+# ---------------------------------------------------------------------------------------------------
+# command line: the whole pipeline
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a model.pt written by onebit (quant_models.train)")
+    parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
+    parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
+    add_folding_arguments(parser)
+    parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
+                        help="test images verified at every level (default 1000; 0 = whole test set)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """checkpoint -> collapse -> QONNX -> FINN build -> verification -> report; returns the exit code."""
+    from export.collapse import collapse
+    from export.qonnx import export_qonnx
+    from hw.report import print_summary, write_report
+    from hw.verify import verify_build
+    from quant_models.checkpoint import load_checkpoint
+
+    board = get_board(args.board)
+    folding = spec_from_args(args)
+    if args.verify_samples < 0:
+        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    trained, meta = load_checkpoint(args.checkpoint)
+    out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("report.json", "report.md"):  # report.json marks a finished build: never keep an old one
+        (out_dir / stale).unlink(missing_ok=True)
+    started = time.perf_counter()
+    shutil.copy2(args.checkpoint, out_dir / ".model.pt.tmp")
+    os.replace(out_dir / ".model.pt.tmp", out_dir / "model.pt")
+    plain, collapse_report = collapse(trained, meta)
+    qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
+    result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress)
+    finish_build_folder(result)
+    verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
+                                progress=not args.no_progress)
+    collapse_report.update(verification.pop("collapse_check", {}))
+    report = write_report(result, meta, collapse_report, verification,
+                          seconds=time.perf_counter() - started)
+    print_summary(report)
+    return 0 if verification["ok"] else 1
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="onebit build", description="FINN build of a onebit checkpoint for a board, with bit-exact verification")
+    add_pipeline_arguments(parser)
+    return run_pipeline(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""How a build chooses its parallelism (PE/SIMD per layer): a folding file, a target FPS, or auto-fold.
+
+* `--folding FILE`: a FINN folding config (JSON, `{"Defaults": {}, "<node name>": {"PE": .., "SIMD": ..}}`),
+  applied by FINN's step_apply_folding_config. A build writes its final folding as `folding.json`, so a
+  build can be reproduced or hand-tuned from it.
+* `--target-fps N`: FINN's own SetFolding heuristic (step_target_fps_parallelization) at the board clock.
+* `--auto-fold`: the best FPS within the board's resource budget, delegated to `hw.autofold`
+  (its `auto_fold(model: ModelWrapper, board: Board) -> ModelWrapper` sets PE/SIMD on the HW layers).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from onebit.errors import OnebitError
+
+DEFAULT_TARGET_FPS = 10_000
+# Node attributes that define a folding (what step_apply_folding_config reads back).
+FOLDING_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode", "runtime_writeable_weights",
+                 "depth_trigger_uram", "depth_trigger_bram", "inFIFODepths", "outFIFODepths")
+
+
+class FoldingError(OnebitError):
+    """A folding request that cannot be satisfied (bad file, conflicting options, no auto-fold)."""
+
+
+@dataclass(frozen=True)
+class FoldingSpec:
+    mode: str  # "file" | "target_fps" | "auto"
+    file: Path | None = None
+    target_fps: int | None = None
+
+    def describe(self) -> str:
+        if self.mode == "file":
+            return f"folding file {self.file}"
+        if self.mode == "auto":
+            return "auto-fold (best FPS within the board budget)"
+        return f"FINN SetFolding for {self.target_fps} FPS"
+
+
+def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--folding", type=Path, metavar="FILE", help="FINN folding config JSON (e.g. a build's folding.json)")
+    group.add_argument("--target-fps", type=int, metavar="N",
+                       help=f"FINN's folding heuristic for N frames/s at the board clock (default {DEFAULT_TARGET_FPS})")
+    group.add_argument("--auto-fold", action="store_true", help="best FPS within the board's LUT/BRAM budget (hw.autofold)")
+
+
+def spec_from_args(args: argparse.Namespace) -> FoldingSpec:
+    if getattr(args, "folding", None) is not None:
+        return folding_from_file(args.folding)
+    if getattr(args, "auto_fold", False):
+        auto_fold_function()  # fail now, before minutes of work, if it is not there
+        return FoldingSpec("auto")
+    fps = getattr(args, "target_fps", None)
+    return target_fps(DEFAULT_TARGET_FPS if fps is None else fps)
+
+
+def target_fps(fps: int) -> FoldingSpec:
+    if int(fps) < 1:
+        raise FoldingError(f"--target-fps must be a positive number of frames per second, got {fps}")
+    return FoldingSpec("target_fps", target_fps=int(fps))
+
+
+def folding_from_file(path: str | Path) -> FoldingSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise FoldingError(f"folding file {path} does not exist; pass a FINN folding JSON (a build's folding.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FoldingError(f"folding file {path} is not valid JSON ({error}); pass a FINN folding JSON") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise FoldingError(f"folding file {path} must map node names to attribute dicts, e.g. "
+                           '{"MVAU_hls_0": {"PE": 16, "SIMD": 49}}')
+    return FoldingSpec("file", file=path.resolve())
+
+
+def auto_fold_function() -> Callable[[Any, Any], Any]:
+    """hw.autofold.auto_fold, or FoldingError saying what to use instead."""
+    try:
+        module = importlib.import_module("hw.autofold")
+    except ModuleNotFoundError as error:
+        if error.name != "hw.autofold":
+            raise
+        raise FoldingError("--auto-fold needs hw/autofold.py, which this installation lacks; "
+                           "use --target-fps N or --folding FILE") from None
+    function = getattr(module, "auto_fold", None)
+    if not callable(function):
+        raise FoldingError("hw.autofold has no auto_fold(model, board); use --target-fps N or --folding FILE")
+    return function
+
+
+def extract_folding(model) -> dict[str, dict[str, Any]]:
+    """The folding of a HW-layer model in FINN's folding-config format (node name -> attributes)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    config: dict[str, dict[str, Any]] = {"Defaults": {}}
+    for node in model.graph.node:
+        try:
+            inst = getCustomOp(node)
+        except Exception:  # plain ONNX nodes have no folding
+            continue
+        attrs: dict[str, Any] = {}
+        for name in FOLDING_ATTRS:
+            try:
+                value = inst.get_nodeattr(name)
+            except (AttributeError, Exception):
+                continue
+            if isinstance(value, bytes):
+                value = value.decode()
+            attrs[name] = value
+        if attrs:
+            config[node.name] = attrs
+    return config
