@@ -521,7 +521,32 @@ def _allowed(inst, attr: str) -> set:
     return set(spec[3]) if spec and len(spec) > 3 and spec[3] else set()
 
 
+METADATA_KEY = "onebit_autofold"
+
+
 def auto_fold(
+    model: "ModelWrapper",
+    board: "Board | str",
+    margin: float | Mapping[str, float] = DEFAULT_MARGIN,
+    clock_mhz: float | None = None,
+    report_dir: str | Path | None = None,
+    progress: bool = False,
+) -> "ModelWrapper":
+    """The builder-step form: fold for `board` and return the folded model.
+
+    The result summary (FPS, bottleneck, totals, budget, folding config) is stored in the model's
+    metadata under `onebit_autofold` (JSON) so a later step can report it; with `report_dir` the full
+    report (folding.json, autofold_report.json/.md, autofold_resources.png) is written there too.
+    """
+    folded, result = fold_for_board(model, board, margin=margin, clock_mhz=clock_mhz, progress=progress)
+    summary = {k: v for k, v in result.to_dict().items() if k != "layers"}
+    folded.set_metadata_prop(METADATA_KEY, json.dumps(summary))
+    if report_dir is not None:
+        result.write(report_dir)
+    return folded
+
+
+def fold_for_board(
     model: "ModelWrapper",
     board: "Board | str",
     margin: float | Mapping[str, float] = DEFAULT_MARGIN,
@@ -605,19 +630,27 @@ def _apply_state(model: "ModelWrapper", groups: list[_Group], state: list[int],
     return {k: v for k, v in config.items() if v or k == "Defaults"}
 
 
+def fastest_valid_folding(model: "ModelWrapper", fpga_part: str) -> dict[str, Any]:
+    """The least-cycles valid setting of every folding group, as a FINN folding config.
+
+    Used to fill in layers a foreign folding file has no entry for (e.g. finn-plus' Reshape and the
+    SWG + Pool pair that replaced StreamingMaxPool), so that they never become the bottleneck.
+    """
+    groups = _build_groups(model)
+    _evaluate_groups(model, groups, fpga_part)
+    config: dict[str, Any] = {"Defaults": {}}
+    for group in groups:
+        idx = min(range(len(group.evals)), key=lambda i: (group.evals[i][0], _parallelism(group.settings[i]), i))
+        for name, attrs in group.settings[idx].items():
+            config.setdefault(name, {}).update(attrs)
+    return config
+
+
 def apply_folding_config(model: "ModelWrapper", config: Mapping[str, Any]) -> "ModelWrapper":
-    """Apply a FINN folding config (the step_apply_folding_config format) with qonnx's ApplyConfig."""
-    import tempfile
+    """Apply a FINN folding config (the step_apply_folding_config format) with FINN's ApplyConfig."""
+    from finn.transformation.general import ApplyConfig
 
-    from qonnx.transformation.general import ApplyConfig
-
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(dict(config), handle)
-        name = handle.name
-    try:
-        return model.transform(ApplyConfig(name))
-    finally:
-        os.unlink(name)
+    return model.transform(ApplyConfig(dict(config)))
 
 
 def evaluate_folding(
@@ -691,10 +724,8 @@ def make_autofold_step(board: "Board | str", margin: float | Mapping[str, float]
     """
 
     def step_onebit_auto_fold(model, cfg):
-        folded, result = auto_fold(model, board, margin=margin,
-                                   clock_mhz=1000.0 / float(cfg.synth_clk_period_ns), progress=True)
-        result.write(out_dir or cfg.output_dir)
-        return folded
+        return auto_fold(model, board, margin=margin, clock_mhz=1000.0 / float(cfg.synth_clk_period_ns),
+                         report_dir=out_dir or cfg.output_dir, progress=True)
 
     return step_onebit_auto_fold
 
@@ -725,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         model = ModelWrapper(str(path))
     except Exception as error:  # onnx raises several unrelated types for a bad file
         raise AutoFoldError(f"cannot read {path} as ONNX ({error}); pass a FINN ONNX model") from error
-    _, result = auto_fold(model, args.board, margin=args.margin, clock_mhz=args.clock_mhz, progress=True)
+    _, result = fold_for_board(model, args.board, margin=args.margin, clock_mhz=args.clock_mhz, progress=True)
     paths = result.write(args.out)
     print(f"{result.board}: {result.fps:,.0f} FPS (bottleneck {result.bottleneck}), "
           f"LUT {result.totals['LUT']:,.0f}/{result.budget['LUT']:,.0f}, "

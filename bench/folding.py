@@ -1,0 +1,339 @@
+"""Benchmark: automatic folding vs finn-examples' published folding, TFC-w1a1 and CNV-w1a1.
+
+For each network and board (Pynq-Z1, ZCU104) it compares, side by side and as ratios,
+  * auto-fold (hw.autofold, default 80 % LUT/BRAM margin): FINN-estimated FPS, LUT, BRAM_18K;
+  * finn-examples' folding (bench/data/finn_examples_foldings.json, copied from Xilinx/finn-examples)
+    mapped onto the same HW graph and scored with the same FINN estimates, plus its published
+    measured FPS and resources with their sources;
+  * the wall time of the Vivado-less part (Brevitas export, FINN frontend to specialized HW layers,
+    auto-fold, estimate reports, HLS/RTL code generation).
+
+The networks are Brevitas' own bnn_pynq TFC_1W1A / CNV_1W1A (brevitas_examples, the networks
+finn-examples built), randomly initialised with a fixed seed: folding, cycles and resource estimates
+depend on the topology and datatypes, not on the trained weight values. Pre/post-processing follows
+finn-plus' bnn-pynq flow (divide-by-255 in front, top-1 LabelSelect at the end).
+
+    python bench/folding.py [--boards Pynq-Z1 ZCU104] [--out bench/results]
+
+writes bench/results/folding.json, folding.md and folding.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/folding.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from onebit.errors import OnebitError, cli_errors  # noqa: E402
+
+DATA = REPO / "bench" / "data" / "finn_examples_foldings.json"
+NETWORKS = {"tfc-w1a1": ("tfc_1w1a", (1, 1, 28, 28)), "cnv-w1a1": ("cnv_1w1a", (1, 3, 32, 32))}
+DEFAULT_BOARDS = ("Pynq-Z1", "ZCU104")
+
+
+def published(net: str) -> dict[str, Any]:
+    """finn-examples' folding, its source and its published figures for `net`."""
+    data = json.loads(DATA.read_text())["networks"]
+    if net not in data:
+        raise OnebitError(f"no published folding for '{net}'; known: {', '.join(data)}")
+    return data[net]
+
+
+def reference_hw_model(net: str, work_dir: str | Path, board: str = "Pynq-Z1",
+                       timings: dict[str, float] | None = None):
+    """The HW-layer graph (after step_specialize_layers) of Brevitas' bnn_pynq `net`, via FINN's own steps.
+
+    `timings` (if given) receives the seconds of the export and of the FINN frontend.
+    """
+    from hw.boards import get_board
+    from hw.finn_env import import_finn_steps
+
+    if net not in NETWORKS:
+        raise OnebitError(f"unknown reference network '{net}'; known: {', '.join(NETWORKS)}")
+    work = Path(work_dir)
+    steps = import_finn_steps(work / "finn_tmp")
+    import torch
+
+    import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
+    from brevitas.export import export_qonnx
+    from brevitas_examples.bnn_pynq.models import model_with_cfg
+    from finn.builder.build_dataflow_config import DataflowBuildConfig, ShellFlowType
+    from finn.builder.custom_step_library.general import add_postproc_top1, add_preproc_divide_by_255
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup
+
+    name, shape = NETWORKS[net]
+    timings = {} if timings is None else timings
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    model, _ = model_with_cfg(name, pretrained=False)
+    model.eval()
+    onnx_path = work / f"{net}_qonnx.onnx"
+    os.environ.setdefault("BREVITAS_JIT", "0")
+    export_qonnx(model, torch.randn(shape), str(onnx_path))
+    cleanup(str(onnx_path), out_file=str(onnx_path))
+    timings["export_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    b = get_board(board)
+    cfg = DataflowBuildConfig(output_dir=str(work / f"out_{net}"), synth_clk_period_ns=b.clock_ns,
+                              generate_outputs=[], fpga_part=b.fpga_part, board=b.finn_board,
+                              shell_flow_type=ShellFlowType[b.shell_flow])
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    hw = ModelWrapper(str(onnx_path))
+    for step in (add_preproc_divide_by_255, add_postproc_top1, steps.step_qonnx_to_finn, steps.step_tidy_up,
+                 steps.step_streamline, steps.step_convert_to_hw, steps.step_minimize_bit_width_initial,
+                 steps.step_create_dataflow_partition, steps.step_specialize_layers):
+        hw = step(hw, cfg)
+    timings["frontend_s"] = time.perf_counter() - started
+    return hw
+
+
+def _index(name: str) -> int:
+    match = re.search(r"_(\d+)$", name)
+    return int(match.group(1)) if match else 0
+
+
+def map_published_folding(model, folding: dict[str, Any], fpga_part: str) -> dict[str, Any]:
+    """finn-examples' folding translated onto this graph's node names.
+
+    finn-examples' graphs (FINN v0.10) name nodes by kind and order, as ours do, but finn-plus adds
+    layers they did not have (a Reshape in front of TFC; SWG + Pool in place of StreamingMaxPool in
+    CNV). Matching is by kind and order: the i-th MVAU gets the i-th published MVAU entry, the i-th
+    dense SWG the i-th published SWG entry, and so on. Layers with no published entry get their
+    fastest valid folding (hw.autofold.fastest_valid_folding), so the published folding is never
+    charged for a layer it did not have. Attributes a node does not have are dropped.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw.autofold import fastest_valid_folding
+
+    kinds = {"MVAU": "MVAU", "MatrixVectorActivation": "MVAU", "Thresholding": "Thresholding",
+             "ConvolutionInputGenerator": "SWG", "LabelSelect": "LabelSelect"}
+
+    def kind_of(name: str) -> str | None:
+        for prefix, kind in kinds.items():
+            if name.startswith(prefix):
+                return kind
+        return None
+
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for key in sorted((k for k in folding if k != "Defaults"), key=_index):
+        kind = kind_of(key)
+        if kind:
+            by_kind.setdefault(kind, []).append(folding[key])
+
+    config = fastest_valid_folding(model, fpga_part)
+    seen: dict[str, int] = {}
+    for node in model.graph.node:
+        kind = kind_of(node.op_type)
+        if kind is None:
+            continue
+        inst = getCustomOp(node)
+        types = inst.get_nodeattr_types()
+        if kind == "SWG" and int(inst.get_nodeattr("depthwise")) == 1:
+            continue  # finn-examples' pooling had no SWG: keep the fastest setting
+        i = seen.get(kind, 0)
+        seen[kind] = i + 1
+        entries = by_kind.get(kind, [])
+        if i >= len(entries):
+            raise OnebitError(f"published folding has no entry for {node.name} ({kind} #{i}); wrong network?")
+        config[node.name] = {k: v for k, v in entries[i].items() if k in types}
+    return config
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else a / b
+
+
+def run(boards: tuple[str, ...] = DEFAULT_BOARDS, out_dir: str | Path = REPO / "bench" / "results",
+        work_dir: str | Path | None = None, margin: float = 0.8) -> dict[str, Any]:
+    import tempfile
+
+    from tqdm import tqdm
+
+    from hw.autofold import apply_folding_config, evaluate_folding, fits, fold_for_board
+    from hw.boards import get_board
+
+    work_root = Path(work_dir or tempfile.mkdtemp(prefix="onebit_bench_folding_"))
+    rows, timing_rows = [], []
+    for net in tqdm(list(NETWORKS), desc="networks"):
+        pub = published(net)
+        for board_name in boards:
+            board = get_board(board_name)
+            times: dict[str, float] = {}
+            work = work_root / f"{net}_{board.name}"
+            hw = reference_hw_model(net, work, board.name, times)
+
+            started = time.perf_counter()
+            folded, auto = fold_for_board(hw, board, margin=margin)
+            times["autofold_s"] = time.perf_counter() - started
+            auto.write(work / "autofold")
+
+            ref_cfg = map_published_folding(hw, pub["folding"], board.fpga_part)
+            ref = evaluate_folding(apply_folding_config(hw, ref_cfg), board, margin=margin)
+            if not fits(ref):
+                # Same-budget comparison where the published folding is over the default margin:
+                # give auto-fold the budget the published folding needs.
+                need = max(ref.totals[r] / ref.device[r] for r in ("LUT", "BRAM_18K") if ref.device[r])
+                _, auto_same = fold_for_board(hw, board, margin=min(1.0, max(margin, need)))
+            else:
+                auto_same = auto
+
+            times.update(_codegen_time(folded, board, work))
+            times["total_s"] = sum(times.values())
+            p = pub["published"]
+            rows.append({
+                "network": net, "board": board.name, "clock_mhz": auto.clock_mhz, "margin": margin,
+                "auto_fps": auto.fps, "auto_lut": auto.totals["LUT"], "auto_bram18": auto.totals["BRAM_18K"],
+                "auto_bottleneck": auto.bottleneck,
+                "ref_fps": ref.fps, "ref_lut": ref.totals["LUT"], "ref_bram18": ref.totals["BRAM_18K"],
+                "ref_bottleneck": ref.bottleneck, "ref_fits_margin": fits(ref),
+                "auto_same_budget_fps": auto_same.fps,
+                "fps_ratio": _ratio(auto.fps, ref.fps), "lut_ratio": _ratio(auto.totals["LUT"], ref.totals["LUT"]),
+                "bram_ratio": _ratio(auto.totals["BRAM_18K"], ref.totals["BRAM_18K"]),
+                "published_measured_fps": p["measured_fps_aarch64_100mhz"],
+                "published_lut": p["lut"], "published_bram18": None if p["bram36"] is None else 2 * p["bram36"],
+                "auto_config": auto.config, "ref_config": ref_cfg,
+            })
+            timing_rows.append({"network": net, "board": board.name, **{k: round(v, 2) for k, v in times.items()}})
+    result = {
+        "about": "FINN estimates (get_exp_cycles, res_estimation) of auto-fold vs finn-examples' folding on the "
+                 "same HW graph; published figures from bench/data/finn_examples_foldings.json",
+        "sources": {net: {"folding": published(net)["source"], "published": published(net)["published"]}
+                    for net in NETWORKS},
+        "rows": rows, "timings": timing_rows,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "folding.json", json.dumps(result, indent=2) + "\n")
+    _write(out / "folding.md", _markdown(result))
+    _plot(rows, out / "folding.png")
+    return result
+
+
+def _codegen_time(model, board, work: Path) -> dict[str, float]:
+    """Seconds of FINN's estimate reports and HLS/RTL code generation (the rest of the Vivado-less flow)."""
+    from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType, ShellFlowType
+
+    from hw.finn_env import import_finn_steps
+
+    steps = import_finn_steps(work / "finn_tmp")
+    cfg = DataflowBuildConfig(output_dir=str(work / "out_codegen"), synth_clk_period_ns=board.clock_ns,
+                              generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS], fpga_part=board.fpga_part,
+                              board=board.finn_board, shell_flow_type=ShellFlowType[board.shell_flow])
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    times = {}
+    started = time.perf_counter()
+    model = steps.step_minimize_bit_width(model, cfg)
+    model = steps.step_generate_estimate_reports(model, cfg)
+    times["estimates_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    steps.step_hw_codegen(model, cfg)
+    times["codegen_s"] = time.perf_counter() - started
+    return times
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    return "n/p" if value is None else format(value, spec)
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Automatic folding vs finn-examples' folding (FINN estimates, same HW graph)",
+        "",
+        "Estimated FPS = clock / bottleneck cycles (FINN `get_exp_cycles`); LUT / BRAM_18K = FINN `res_estimation`"
+        " totals (no FIFOs, width converters or shell). *ref* = finn-examples' folding mapped onto the same"
+        " graph. Published = measured on a board by finn-examples / BNN-PYNQ (sources below); n/p = not published.",
+        "",
+        "| network | board | MHz | auto FPS | ref FPS | FPS ratio | auto LUT | ref LUT | LUT ratio | auto BRAM18 |"
+        " ref BRAM18 | BRAM ratio | ref fits 80 %? | auto FPS at ref's budget | published FPS (measured, 100 MHz) |"
+        " published LUT | published BRAM18 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['network']} | {r['board']} | {r['clock_mhz']:g} | {_fmt(r['auto_fps'])} | {_fmt(r['ref_fps'])} |"
+            f" {_fmt(r['fps_ratio'], '.2f')}x | {_fmt(r['auto_lut'])} | {_fmt(r['ref_lut'])} |"
+            f" {_fmt(r['lut_ratio'], '.2f')}x | {_fmt(r['auto_bram18'])} | {_fmt(r['ref_bram18'])} |"
+            f" {_fmt(r['bram_ratio'], '.2f')}x | {'yes' if r['ref_fits_margin'] else 'no'} |"
+            f" {_fmt(r['auto_same_budget_fps'])} | {_fmt(r['published_measured_fps'])} | {_fmt(r['published_lut'])} |"
+            f" {_fmt(r['published_bram18'])} |"
+        )
+    lines += ["", "Bottlenecks: " + "; ".join(
+        f"{r['network']}/{r['board']}: auto {r['auto_bottleneck']}, ref {r['ref_bottleneck']}" for r in result["rows"]),
+        "", "## Wall time of the Vivado-less part (seconds, this machine)", "",
+        "| network | board | export | FINN frontend | auto-fold | estimate reports | HLS/RTL codegen | total |",
+        "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for t in result["timings"]:
+        lines.append(f"| {t['network']} | {t['board']} | {t['export_s']:.1f} | {t['frontend_s']:.1f} |"
+                     f" {t['autofold_s']:.1f} | {t['estimates_s']:.1f} | {t['codegen_s']:.1f} | {t['total_s']:.1f} |")
+    lines += ["", "## Sources", ""]
+    for net, src in result["sources"].items():
+        f, p = src["folding"], src["published"]
+        lines.append(f"* {net}: folding {f['repo']}/{f['path']} @ {f['commit'][:10]}; measured FPS: "
+                     f"{p['measured_fps_source']}; bottleneck: {p['bottleneck_source']}; resources: {p['resources_source']}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [f"{r['network']}\n{r['board']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, (title, a, b) in zip(axes, [("estimated FPS (log)", "auto_fps", "ref_fps"),
+                                        ("LUT (estimate)", "auto_lut", "ref_lut"),
+                                        ("BRAM_18K (estimate)", "auto_bram18", "ref_bram18")]):
+        ax.bar(x - 0.2, [r[a] for r in rows], 0.4, label="auto-fold (80 % margin)")
+        ax.bar(x + 0.2, [r[b] for r in rows], 0.4, label="finn-examples folding")
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        if "FPS" in title:
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/folding.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--boards", nargs="+", default=list(DEFAULT_BOARDS))
+    parser.add_argument("--margin", type=float, default=0.8)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--work", default=None, help="scratch folder (default: a new temp folder)")
+    args = parser.parse_args(argv)
+    result = run(tuple(args.boards), args.out, args.work, args.margin)
+    for r in result["rows"]:
+        print(f"{r['network']:9s} {r['board']:8s} auto {r['auto_fps']:>12,.0f} FPS  ref {r['ref_fps']:>12,.0f} FPS"
+              f"  ratio {r['fps_ratio']:.2f}x  LUT {r['auto_lut']:,.0f} vs {r['ref_lut']:,.0f}")
+    print(f"wrote {Path(args.out) / 'folding.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
