@@ -22,7 +22,7 @@ def _pixels(n: int, shape: list[int], seed: int = 0) -> torch.Tensor:
         ({"name": "lfc", "in_shape": [1, 8, 8], "num_classes": 2}, 3),
         ({"name": "tfc", "in_shape": [1, 28, 28], "num_classes": 10, "hidden": [32, 16]}, 2),
         ({"name": "cnv", "in_shape": [3, 32, 32], "num_classes": 10}, 8),
-        ({"name": "cnv", "in_shape": [1, 28, 28], "num_classes": 10}, 8),
+        ({"name": "cnv", "in_shape": [1, 28, 28], "num_classes": 10, "channels": [16, 16, 32, 32, 32, 32], "fc": [64, 64]}, 8),
         ({"name": "cnv", "in_shape": [2, 40, 36], "num_classes": 5, "channels": [8, 8, 16, 16, 32, 32], "fc": [64]}, 7),
     ],
 )
