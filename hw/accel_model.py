@@ -55,6 +55,30 @@ def _bits_to_words(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
+def final_model_path(build_dir: str | Path, hw_model: str | None = None) -> Path:
+    """The build's final FINN model: io.json's hw_model, else the last step in report.json's steps."""
+    build_dir = Path(build_dir)
+    if hw_model:
+        return build_dir / hw_model
+    report = build_dir / "report.json"
+    if report.is_file():
+        import json
+
+        data = json.loads(report.read_text())
+        if data.get("final_model"):
+            return build_dir / data["final_model"]
+        for step in reversed(data.get("steps_run", [])):
+            candidate = build_dir / "finn" / f"{step}.onnx"
+            if candidate.is_file():
+                return candidate
+    # The build saves finn/<step>.onnx after each step in order, so the newest is the final model.
+    steps = sorted((build_dir / "finn").glob("*.onnx"), key=lambda p: p.stat().st_mtime)
+    if steps:
+        return steps[-1]
+    raise OnebitError(f"{build_dir}: no finn/<step>.onnx models (and no hw_model in driver/io.json); "
+                      "rebuild with `onebit build`")
+
+
 @dataclass
 class Layer:
     name: str
@@ -100,9 +124,7 @@ class AcceleratorModel:
             spec = IOSpec.load(Path(build_dir) / "driver" / "io.json")
         except DriverError as error:
             raise OnebitError(str(error)) from None
-        if not spec.hw_model:
-            raise OnebitError(f"{spec.source} names no hw_model; rebuild to regenerate it")
-        return cls.from_file(Path(build_dir) / spec.hw_model)
+        return cls.from_file(final_model_path(build_dir, spec.hw_model))
 
     # -- layer construction ---------------------------------------------------------------------
     def _build(self, model: ModelWrapper, node) -> Layer:

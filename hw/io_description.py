@@ -22,6 +22,7 @@ from hw.driver.packing import datatype_range, packed_bytes
 from onebit.errors import OnebitError
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
+SCORE_AFFINE_KEY = "onebit_score_affine"  # metadata hw/build.py's step_onebit_split_score_affine writes
 
 
 def _hw_node(model: ModelWrapper, node) -> Any:
@@ -69,6 +70,13 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
              score_offset: int = 0) -> dict[str, Any]:
     """The io.json content for a final FINN child model (see hw/driver/io_spec.py for the schema)."""
     s = stream_shapes(model)
+    affine_text = model.get_metadata_prop(SCORE_AFFINE_KEY)
+    if affine_text and (score_scale, score_offset) == (1, 0):
+        # The build moved z = 2p - n off the accelerator: the stream carries the popcount p.
+        affine = json.loads(affine_text)
+        if affine.get("form") != "popcount" or "n" not in affine:
+            raise OnebitError(f"unknown score affine {affine_text} in the model metadata; rebuild")
+        score_scale, score_offset = 2, -int(affine["n"])
     lo, hi = datatype_range(s["idt"])
     if lo > 0 or hi < 255:
         raise OnebitError(f"the accelerator input datatype is {s['idt']}, not one that holds raw uint8 pixels; "
@@ -87,7 +95,7 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
         raise OnebitError(f"image shape {list(image_shape)} does not fill the accelerator input {normal}")
     classes = int(num_classes or int(np.prod(s["oshape_normal"][1:])))
     # An XNOR score layer without the affine in hardware streams the popcount p; z = 2p - N follows.
-    values = "popcount" if s["last_op"].startswith("MVAU") and (score_scale, score_offset) != (1, 0) else "class_scores"
+    values = "class_scores" if (score_scale, score_offset) == (1, 0) else "popcount"
     return {
         "format": FORMAT, "version": VERSION,
         "platform": platform, "batch_size": int(batch_size), "fclk_mhz": float(fclk_mhz),
@@ -117,6 +125,15 @@ def write_io_description(model: ModelWrapper, out_dir: Path, **options: Any) -> 
     `options` are those of `describe` (image_shape, num_classes, batch_size, fclk_mhz, bitfile, hw_model
     relative to the build folder, score_scale/score_offset when the stream carries the popcount).
     """
+    if options.get("image_shape") is None and len(model.get_tensor_shape(model.graph.input[0].name)) != 4:
+        # An MLP's accelerator takes the flattened vector; the image shape users pass is the exported
+        # network's (N, C, H, W) input, which the build folder's QONNX model records.
+        qonnx_path = Path(out_dir).parent / "model_qonnx.onnx"
+        if qonnx_path.is_file():
+            import onnx
+
+            dims = onnx.load(str(qonnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+            options["image_shape"] = tuple(int(d.dim_value) for d in dims[1:])
     content = describe(model, **options)
     IOSpec(content, "generated io.json")  # the driver's own check, so a build never ships one it refuses
     out_dir = Path(out_dir)

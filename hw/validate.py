@@ -1,0 +1,232 @@
+"""`onebit validate BUILD_DIR`: a test set through software inference and through the accelerator, compared.
+
+Software: the build's checkpoint (model.pt) collapsed to its integer form (export.collapse) in PyTorch,
+giving the class scores z of every image. Accelerator: the board (pynq, the bitfile in the build) when run
+on a PYNQ board, the bit-exact accelerator model (hw/accel_model.py) elsewhere, both through the same
+driver path (hw/driver). Reports both accuracies, the number of samples whose integer scores differ and
+the first of them, a confusion matrix PNG and images/s under BUILD_DIR/validation/. Exit status 1 on any
+mismatch, 2 on bad input. FINN cppsim is one more level where finn-hlslib and the HLS headers exist.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onebit.errors import OnebitError, cli_errors
+
+CPPSIM_ENV = "ONEBIT_FINN_HLSLIB"  # folder of a finn-hlslib checkout; the HLS headers come from XILINX_HLS
+
+
+def on_pynq_board() -> bool:
+    """True where pynq finds an FPGA device (a PYNQ board image), False elsewhere."""
+    try:
+        import pynq
+
+        return len(pynq.Device.devices) > 0
+    except Exception:  # pynq missing, or its device probing fails off-board
+        return False
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def check_build_dir(build_dir: Path) -> None:
+    if not build_dir.is_dir():
+        raise OnebitError(f"{build_dir}: no such build folder; run `onebit build model.pt --out {build_dir}` first")
+    if not (build_dir / "driver" / "io.json").is_file():
+        raise OnebitError(f"{build_dir}: no driver/io.json (the I/O description); the build did not finish, "
+                          "rerun `onebit build`")
+    if not (build_dir / "model.pt").is_file():
+        raise OnebitError(f"{build_dir}: no model.pt (the checkpoint the build came from); copy it there "
+                          "or rerun `onebit build`")
+
+
+def software_scores(build_dir: Path, images: np.ndarray) -> np.ndarray:
+    """Integer class scores z of the collapsed checkpoint in PyTorch."""
+    import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
+    from export.collapse import collapse, integer_scores
+    from quant_models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(build_dir / "model.pt")
+    plain, _ = collapse(model, meta)
+    return integer_scores(plain, images)
+
+
+def cppsim_status() -> str | None:
+    """None where cppsim can run, else why not and how to get it."""
+    hlslib, hls = os.environ.get(CPPSIM_ENV), os.environ.get("XILINX_HLS")
+    if not hlslib or not Path(hlslib).is_dir():
+        return (f"skipped: FINN cppsim needs finn-hlslib (git clone https://github.com/Xilinx/finn-hlslib, "
+                f"then export {CPPSIM_ENV}=<that folder>) and the Vitis HLS headers (export XILINX_HLS=...)")
+    if not hls or not (Path(hls) / "include").is_dir():
+        return "skipped: FINN cppsim needs the Vitis HLS headers: install Vitis HLS and export XILINX_HLS"
+    return None
+
+
+def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, accel_model=None):
+    """The driver for a build: board or accelerator model (explicit; 'auto' picks by the machine)."""
+    from hw.driver import Accelerator, DriverError, IOSpec
+
+    try:
+        spec = IOSpec.load(build_dir / "driver" / "io.json")
+        if backend == "auto":
+            backend = "board" if on_pynq_board() else "model"
+        if backend == "model" and accel_model is None:
+            from hw.accel_model import AcceleratorModel
+
+            accel_model = AcceleratorModel.from_build(build_dir)
+        bitfile = None
+        if backend == "board" and spec.bitfile:
+            bitfile = build_dir / "deploy" / spec.bitfile
+            bitfile = bitfile if bitfile.is_file() else build_dir / "driver" / spec.bitfile
+        return Accelerator(spec, backend=backend, model=accel_model, bitfile=bitfile, batch_size=batch_size)
+    except DriverError as error:
+        raise OnebitError(str(error)) from None
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=6,
+                color="white" if value > matrix.max() / 2 else "black")
+    fig.colorbar(image)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int | None = None,
+                   backend: str = "auto", batch_size: int | None = None, cppsim: bool = False,
+                   data_root: str | None = None, accel_model=None, progress: bool = True,
+                   write: bool = True) -> dict[str, Any]:
+    """Run the comparison and return the report (also written to BUILD_DIR/validation/ when `write`)."""
+    from quant_models.checkpoint import read_checkpoint
+    from quant_models.data import load_dataset
+
+    build_dir = Path(build_dir)
+    check_build_dir(build_dir)
+    meta = read_checkpoint(build_dir / "model.pt")
+    name = dataset or meta.get("dataset", {}).get("name")
+    if not name:
+        raise OnebitError(f"{build_dir}/model.pt names no dataset; pass --dataset")
+    data = load_dataset(name, "test", data_root)
+    images, labels = data.images, data.labels
+    if limit is not None:
+        if limit < 1:
+            raise OnebitError(f"--limit must be >= 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+
+    accelerator = make_accelerator(build_dir, backend, batch_size, accel_model)
+    if tuple(images.shape[1:]) != accelerator.spec.image_shape:
+        raise OnebitError(f"dataset {name} has images {images.shape[1:]}, the accelerator takes "
+                          f"{accelerator.spec.image_shape}; pass the dataset the model was trained on")
+
+    t0 = time.perf_counter()
+    z_sw = software_scores(build_dir, images)
+    sw_seconds = time.perf_counter() - t0
+
+    chunks = range(0, len(images), accelerator.batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc=f"accelerator ({accelerator.backend})", unit="batch")
+    t0 = time.perf_counter()
+    z_hw = np.concatenate([accelerator.predict(images[s:s + accelerator.batch_size]).scores for s in chunks])
+    hw_seconds = time.perf_counter() - t0
+
+    if z_sw.shape != z_hw.shape:
+        raise OnebitError(f"software scores {z_sw.shape} and accelerator scores {z_hw.shape} differ in shape; "
+                          "the build does not belong to this checkpoint")
+    mismatched = np.flatnonzero(np.any(z_sw != z_hw, axis=1))
+    pred_sw, pred_hw = z_sw.argmax(axis=1), z_hw.argmax(axis=1)
+    k = z_hw.shape[1]
+    report: dict[str, Any] = {
+        "build": str(build_dir), "dataset": name, "samples": int(len(images)),
+        "backend": accelerator.backend,
+        "accelerator": ("PYNQ board (bitfile)" if accelerator.backend == "board"
+                        else "bit-exact accelerator model (no board)"),
+        "software_accuracy": float(np.mean(pred_sw == labels)),
+        "accelerator_accuracy": float(np.mean(pred_hw == labels)),
+        "mismatches": int(len(mismatched)),
+        "first_mismatches": [int(i) for i in mismatched[:10]],
+        "argmax_disagreements": int(np.sum(pred_sw != pred_hw)),
+        "software_images_per_s": float(len(images) / sw_seconds),
+        "accelerator_images_per_s": float(len(images) / hw_seconds),
+        "range_violations": dict(getattr(accelerator.model, "range_violations", {}) or {}),
+        "cppsim": (cppsim_status() or "available (run FINN's PrepareCppSim/CompileCppSim on the final model)")
+        if cppsim else "not requested (--cppsim)",
+        "confusion_matrix": confusion_matrix(labels, pred_hw, k).tolist(),
+    }
+    if write:
+        out = build_dir / "validation"
+        out.mkdir(exist_ok=True)
+        classes = list(getattr(data, "classes", [])) or [str(i) for i in range(k)]
+        plot_confusion(np.array(report["confusion_matrix"]), classes[:k],
+                       f"{name} test, {report['accelerator']}\naccuracy {report['accelerator_accuracy']:.2%}, "
+                       f"{report['mismatches']} mismatches vs software", out / "confusion_matrix.png")
+        _atomic_write(out / "validation.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    return report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"validation of {r['build']} on {r['samples']} {r['dataset']} test images",
+        f"  accelerator: {r['accelerator']}",
+        f"  software (PyTorch, collapsed checkpoint) accuracy: {r['software_accuracy']:.2%}  "
+        f"({r['software_images_per_s']:.0f} images/s)",
+        f"  accelerator accuracy: {r['accelerator_accuracy']:.2%}  ({r['accelerator_images_per_s']:.0f} images/s)",
+        f"  integer score mismatches: {r['mismatches']}" + (f" (first at {r['first_mismatches']})" if r["mismatches"] else ""),
+        f"  cppsim: {r['cppsim']}",
+    ]
+    if r["range_violations"]:
+        lines.append(f"  values outside their FINN datatype (the hardware would wrap them): {r['range_violations']}")
+    return "\n".join(lines)
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onebit validate", description=__doc__.splitlines()[0])
+    parser.add_argument("build_dir", type=Path, help="a build folder written by `onebit build`")
+    parser.add_argument("--dataset", help="test set name (default: the checkpoint's dataset)")
+    parser.add_argument("--data-root", help="dataset folder (default: as quant_models.data resolves it)")
+    parser.add_argument("--limit", type=int, help="first N test images only")
+    parser.add_argument("--backend", choices=("auto", "board", "model"), default="auto",
+                        help="board (PYNQ), model (bit-exact accelerator model) or auto (board where one is)")
+    parser.add_argument("--batch-size", type=int, help="images per DMA transfer (default: io.json's)")
+    parser.add_argument("--cppsim", action="store_true", help=f"also FINN cppsim (needs ${CPPSIM_ENV}, XILINX_HLS)")
+    args = parser.parse_args(argv)
+    report = validate_build(args.build_dir, args.dataset, args.limit, args.backend, args.batch_size,
+                            args.cppsim, args.data_root)
+    print(format_report(report))
+    print(f"  written: {args.build_dir / 'validation'}/validation.json, confusion_matrix.png")
+    return 1 if report["mismatches"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
