@@ -108,3 +108,37 @@ def test_binary_input_threshold_at_128() -> None:
 def test_bad_arch(arch: dict, message: str) -> None:
     with pytest.raises(OnebitError, match=message):
         build_model(arch, get_estimator("ste"))
+
+
+def test_input_quant_exports_as_qonnx_quant_with_scale_one(tmp_path) -> None:
+    """The UINT8 identity is a QONNX Quant node (scale 1, zero point 0, 8 bit, unsigned) that executes
+    as the identity on 0..255; the binary input is Sub(127.5) -> BipolarQuant."""
+    import numpy as np
+    import onnx
+    from brevitas.export import export_qonnx
+    from onnx import numpy_helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from quant_models.topologies import InputQuant
+
+    x = torch.arange(256, dtype=torch.float32).reshape(1, 1, 16, 16)
+    path = tmp_path / "input8.onnx"
+    export_qonnx(InputQuant(8).eval(), x, export_path=str(path))
+    graph = onnx.load(path).graph
+    assert [n.op_type for n in graph.node] == ["Quant"]
+    values = {i.name: float(numpy_helper.to_array(i)) for i in graph.initializer}
+    scale, zero_point, bit_width = (values[name] for name in graph.node[0].input[1:4])
+    assert (scale, zero_point, bit_width) == (1.0, 0.0, 8.0)
+    assert {a.name: a.i for a in graph.node[0].attribute if a.name in ("signed", "narrow")} == {"signed": 0, "narrow": 0}
+    model = ModelWrapper(str(path))
+    out = execute_onnx(model, {model.graph.input[0].name: x.numpy()})[model.graph.output[0].name]
+    assert np.array_equal(out, x.numpy())
+
+    path1 = tmp_path / "input1.onnx"
+    export_qonnx(InputQuant(1).eval(), x, export_path=str(path1))
+    graph1 = onnx.load(path1).graph
+    assert [n.op_type for n in graph1.node] == ["Sub", "BipolarQuant"]
+    model1 = ModelWrapper(str(path1))
+    out1 = execute_onnx(model1, {model1.graph.input[0].name: x.numpy()})[model1.graph.output[0].name]
+    assert np.array_equal(out1, np.where(x.numpy() >= 128, 1.0, -1.0))
