@@ -68,7 +68,8 @@ class RBOLayer(ScaledBinaryLayer):
         return self.scale_factor.abs().clamp_min(ALPHA_FLOOR)
 
     def _remember_grad(self, grad: torch.Tensor) -> None:
-        self.g_prev.copy_(grad.detach())
+        # rebind, not copy_: the old tensor is saved in this step's graph (for u's gradient)
+        self.g_prev = grad.detach().clone()
         self.has_prev = True
 
     def latent_weight(self) -> torch.Tensor:

@@ -1,0 +1,96 @@
+"""Hyper-BinaryNet layers: hyper accumulation, STE-Warmup schedule, export equivalence at T = 0."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from quant_models.estimators import get_estimator
+from quant_models.estimators.hyper import HyperActivation, HyperLayer
+from quant_models.estimators.ste import STEConv2d, STELinear
+from quant_models.topologies import build_model, default_arch
+
+
+def test_conv_effective_weight_is_sum_of_latent_contributions_and_all_paths_get_gradient() -> None:
+    torch.manual_seed(0)
+    layer = HyperLayer(3, 4, 3, 0).double()
+    w = layer.latent_weight()
+    z, m, s = layer.z.detach(), layer.generator.detach(), layer.gain.detach()
+    manual = torch.zeros(4, 3, 9, dtype=torch.float64)
+    for j in range(9):  # the d latent contributions of every weight
+        manual += s * z[:, :, j : j + 1] * m[:, j].reshape(1, 1, 9)
+    assert torch.allclose(w, manual.reshape(4, 3, 3, 3))
+    layer.train()
+    layer.temperature.fill_(0.0)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64).sign()
+    layer(x).pow(2).sum().backward()
+    assert bool((layer.z.grad != 0).all())            # every embedding entry
+    assert bool((layer.generator.grad != 0).all())    # every generator entry (shared by all kernels)
+    assert layer.gain.grad is not None and float(layer.gain.grad) != 0.0
+    # parameter count: C_out*C_in*d + k^2*d + 1
+    assert sum(p.numel() for p in layer.parameters()) == 4 * 3 * 9 + 81 + 1
+
+
+def test_linear_grouping_cuts_to_fan_in() -> None:
+    layer = HyperLayer(20, 3, group=9, z_dim=4)
+    assert layer.z.shape == (3, 3, 4) and layer.generator.shape == (9, 4)
+    assert layer.latent_weight().shape == (3, 20)
+
+
+def test_warmup_schedule_is_exactly_binary_after_70_percent() -> None:
+    estimator = get_estimator("hyper")
+    model = build_model(default_arch("tfc", [1, 28, 28], 10, hidden=[16, 16]), estimator).train()
+    x = torch.randint(0, 256, (8, 1, 28, 28)).float()
+    estimator.on_epoch_start(model, 0, 10)
+    assert estimator.current_temperature == 1.0
+    weights = model.blocks[1].weight_layer.train_weight()
+    assert not set(weights.detach().unique().tolist()) <= {-1.0, 1.0}  # real-valued during warm-up
+    estimator.on_epoch_start(model, 7, 10)
+    assert estimator.current_temperature == 0.0
+    for layer in [b.weight_layer for b in model.blocks] + [model.score]:
+        assert set(layer.train_weight().detach().unique().tolist()) <= {-1.0, 1.0}
+    acts = []
+    hooks = [b.act.register_forward_hook(lambda mod, i, o: acts.append(o)) for b in model.blocks]
+    model(x)
+    for h in hooks:
+        h.remove()
+    assert all(set(a.detach().unique().tolist()) <= {-1.0, 1.0} for a in acts)
+    step = get_estimator("hyper", schedule="step")
+    step.on_step_start(model, 69, 100)
+    assert 0 < step.current_temperature < 1.1e-3 * 1.2
+    step.on_step_start(model, 70, 100)
+    assert step.current_temperature == 0.0
+
+
+def test_weights_only_flag_keeps_hard_sign_activations() -> None:
+    act = HyperActivation(4, warmup=False).train()
+    act.temperature.fill_(1.0)
+    y = torch.tensor([[-0.3, 0.2, 0.0, 2.0]], requires_grad=True)
+    out = act(y)
+    assert out.tolist() == [[-1.0, 1.0, 1.0, 1.0]]
+    out.sum().backward()
+    assert y.grad.tolist() == [[1.0, 1.0, 1.0, 0.0]]
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_export_equivalence_at_t0(kind: str) -> None:
+    torch.manual_seed(3)
+    if kind == "linear":
+        hyper, plain = HyperLayer(40, 6), STELinear(40, 6)
+        x = torch.randn(32, 40).sign()
+    else:
+        hyper, plain = HyperLayer(5, 6, 3, 0), STEConv2d(5, 6, 3, 0)
+        x = torch.randn(8, 5, 7, 7).sign()
+    sign, scale = hyper.binary_weight_and_scale()
+    assert torch.equal(scale, torch.ones(6))
+    with torch.no_grad():
+        plain.weight.copy_(sign)
+    hyper.train()
+    hyper.temperature.fill_(0.0)
+    plain.eval(), 
+    z_train = hyper(x)
+    hyper.eval()
+    z_eval = hyper(x)
+    z_plain = plain(x)
+    z_plain = getattr(z_plain, "value", z_plain)
+    assert torch.equal(z_train.round(), z_plain.round()) and torch.equal(z_eval, z_train)
+    assert torch.equal(z_plain, z_plain.round())  # integer scores
