@@ -104,7 +104,7 @@ class _SetBatch(Transformation):
             value.type.tensor_type.shape.dim[0].dim_value = self.batch
         del model.graph.value_info[:]  # re-inferred by InferShapes with the new batch
         for node in model.graph.node:
-            if node.op_type == "Reshape":
+            if node.op_type == "Reshape" and node.domain in ("", "ai.onnx"):
                 target = model.get_initializer(node.input[1])
                 if target is not None and target.size and target[0] == 1:
                     fixed = target.copy()

@@ -32,6 +32,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+if __package__ in (None, ""):  # `python hw/build.py ...` from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from hw.boards import Board, get_board
 from hw.finn_env import ToolStatus, import_finn_steps, tool_status
 from hw.folding import FoldingSpec, add_folding_arguments, auto_fold_function, extract_folding, spec_from_args
@@ -97,6 +100,25 @@ def step_onebit_uint8_input(model, cfg):
                 if name == consumer_input:
                     consumer.input[index] = producer_output
         model.graph.node.remove(node)
+    node = model.find_consumer(graph_input)
+    # The MLP's flatten (N, C, H, W) -> (N, C*H*W) becomes a host-side reshape: the accelerator reads the
+    # pixels in NCHW-flatten order (for C=1 exactly the dataset's byte order). finn-plus would otherwise
+    # make it a HW Reshape layer, which has no Python execution (not in its custom-op registry), so the
+    # HW-layer graph could not be verified.
+    if node is not None and node.op_type == "Reshape" and node.domain in ("", "ai.onnx"):
+        flat_shape = model.get_tensor_shape(node.output[0])
+        if flat_shape is not None and len(flat_shape) == 2:
+            for consumer in model.find_consumers(node.output[0]) or []:
+                for index, name in enumerate(consumer.input):
+                    if name == node.output[0]:
+                        consumer.input[index] = graph_input
+            model.graph.node.remove(node)
+            dims = model.graph.input[0].type.tensor_type.shape.dim
+            del dims[:]
+            dims.add().dim_value = 1
+            dims.add().dim_value = int(flat_shape[1])
+            model.set_metadata_prop("onebit_input_layout", json.dumps({"host_reshape": "NCHW flatten",
+                                                                       "accelerator_input_shape": [1, int(flat_shape[1])]}))
     model = model.transform(InferDataTypes())
     return model
 
@@ -230,8 +252,13 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
     if folding.mode == "auto":
-        auto_fold = auto_fold_function()
-        lookup["step_onebit_auto_fold"] = lambda model, cfg: auto_fold(model, board)
+        import hw.autofold as autofold
+
+        if hasattr(autofold, "make_autofold_step"):  # writes its own report next to ours
+            lookup["step_onebit_auto_fold"] = autofold.make_autofold_step(board)
+        else:
+            auto_fold = auto_fold_function()
+            lookup["step_onebit_auto_fold"] = lambda model, cfg: auto_fold(model, board)
 
     model = ModelWrapper(str(qonnx_path))
     seconds: dict[str, float] = {}
@@ -416,5 +443,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     raise SystemExit(main())

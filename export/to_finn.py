@@ -1,0 +1,41 @@
+"""`python export/to_finn.py model.pt`: checkpoint -> collapse -> QONNX -> FINN build -> verification -> report.
+
+The command of docs/design.md §3. The pipeline itself lives in hw/build.py (`run_pipeline`), because the
+FINN build is the hw stage and a stage may only import earlier ones; this entry point dispatches to it at
+run time, exactly as `onebit export` does (the same options as `onebit build`).
+
+Run as a plain script from anywhere: the repository root (this file's parent's parent) is put on sys.path
+so `quant_models`, `export` and `hw` import without installing the package, and export/ itself is
+taken off sys.path (its qonnx.py would shadow the qonnx package).
+Default --verify-samples is 1000 (keeps a TFC run under 30 s); 0 verifies the whole test set.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Python puts this file's folder (export/) first on sys.path; export/qonnx.py would then shadow the
+    # qonnx package. Replace it with the repository root.
+    _here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(_here)]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from onebit.errors import cli_errors  # noqa: E402
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from hw.build import add_pipeline_arguments, run_pipeline
+
+    parser = argparse.ArgumentParser(
+        prog="python export/to_finn.py",
+        description="export a onebit checkpoint to FINN: collapse, QONNX, FINN build, bit-exact verification")
+    add_pipeline_arguments(parser)
+    return run_pipeline(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

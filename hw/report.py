@@ -1,0 +1,203 @@
+"""report.md + report.json (+ resources.png) of a build: what was built, what it costs, whether it is exact.
+
+Numbers come from FINN's own estimate reports (report/estimate_layer_cycles.json,
+estimate_layer_resources.json, estimate_network_performance.json); FPS and latency are recomputed at the
+board clock from FINN's cycle counts (FINN's network estimate uses the config's synth clock, the same here).
+report.json is written last and atomically: its presence marks a finished build.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hw.build import BuildResult
+from hw.verify import LEVELS
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def layer_table(result: BuildResult) -> list[dict[str, Any]]:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    report_dir = result.out_dir / "report"
+    cycles = _read_json(report_dir / "estimate_layer_cycles.json")
+    resources = _read_json(report_dir / "estimate_layer_resources.json")
+    model = ModelWrapper(str(result.final_model))
+    rows = []
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+
+        def attr(name: str):
+            try:
+                return inst.get_nodeattr(name)
+            except Exception:
+                return None
+
+        res = resources.get(node.name, {})
+        rows.append({"layer": node.name, "op_type": node.op_type, "PE": attr("PE"), "SIMD": attr("SIMD"),
+                     "cycles": int(cycles.get(node.name, 0)), "LUT": float(res.get("LUT", 0)),
+                     "BRAM_18K": float(res.get("BRAM_18K", 0)), "DSP": float(res.get("DSP", 0))})
+    return rows
+
+
+def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dict[str, Any],
+                 verification: dict[str, Any], seconds: float) -> dict[str, Any]:
+    board = result.board
+    rows = layer_table(result)
+    totals = {key: sum(r[key] for r in rows) for key in ("LUT", "BRAM_18K", "DSP")}
+    bottleneck = max(rows, key=lambda r: r["cycles"]) if rows else None
+    network = _read_json(result.out_dir / "report" / "estimate_network_performance.json")
+    max_cycles = bottleneck["cycles"] if bottleneck else 0
+    fps = board.clock_mhz * 1e6 / max_cycles if max_cycles else None
+    latency_cycles = network.get("critical_path_cycles", sum(r["cycles"] for r in rows))
+    budget = board.budget()
+    report = {
+        "format": "onebit-build-report", "version": 1,
+        "checkpoint": {"arch": meta.get("arch"), "estimator": meta.get("estimator"),
+                       "dataset": meta.get("dataset"), "metrics": {k: v for k, v in (meta.get("metrics") or {}).items()
+                                                                   if k != "history"}},
+        "board": board.to_dict(),
+        "folding": {"mode": result.folding.mode, "description": result.folding.describe(),
+                    "file": str(result.out_dir / "folding.json")},
+        "accuracy": verification["levels"]["pytorch_trained"].get("accuracy"),
+        "verification": {k: v for k, v in verification.items() if k != "collapse_check"},
+        "collapse": collapse_report,
+        "layers": rows,
+        "bottleneck": {"layer": bottleneck["layer"], "cycles": max_cycles} if bottleneck else None,
+        "estimate": {"fps": fps, "latency_us": latency_cycles / board.clock_mhz if latency_cycles else None,
+                     "latency_cycles": latency_cycles, "clock_mhz": board.clock_mhz,
+                     "finn_network_estimate": network},
+        "resources": {"total": totals, "budget": {"LUT": budget["LUT"], "BRAM_18K": budget["BRAM_18K"], "DSP": budget["DSP"]},
+                      "fraction": {k: totals[k] / budget[k] if budget[k] else None for k in totals},
+                      "note": "FINN estimates of the dataflow layers; FIFOs, width converters, DMA and the shell are not included"},
+        "accelerator_io": {
+            "input": {"datatype": "UINT8", "pixels": "raw 0..255",
+                      "layout": "NCHW flatten (host reshape)" if meta.get("arch", {}).get("name") != "cnv" else "NHWC"},
+            "output": {"stream": "popcount p of the score layer (UINT, one per class)",
+                       "to_scores": "z = 2*p - n", "n": result.score_affine.get("n"),
+                       "datatype": _output_datatype(result)},
+        },
+        "artifacts": {"build_dir": str(result.out_dir), "qonnx": str(result.out_dir / "model_qonnx.onnx"),
+                      "final_model": str(result.final_model), "step_models": str(result.out_dir / "finn"),
+                      "generated_hw": str(result.out_dir / "hw"), "finn_reports": str(result.out_dir / "report"),
+                      "validation": str(result.out_dir / "validation"), "skipped": str(result.out_dir / "skipped.txt"),
+                      **{k: v for k, v in result.extras.items()}},
+        "steps": {"run": result.steps_run, "seconds": result.step_seconds},
+        "skipped_steps": result.skipped,
+        "seconds": round(seconds, 1),
+    }
+    png = _resources_png(result.out_dir / "resources.png", rows, board.name)
+    if png:
+        report["artifacts"]["resources_png"] = str(png)
+    _atomic(result.out_dir / "report.md", render_markdown(report))
+    _atomic(result.out_dir / "report.json", json.dumps(report, indent=2, default=str))
+    return report
+
+
+def _output_datatype(result: BuildResult) -> str | None:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(result.final_model))
+    return str(model.get_tensor_datatype(model.graph.output[0].name).name)
+
+
+def layer_table_text(rows: list[dict[str, Any]]) -> str:
+    header = f"{'layer':<22} {'op':<14} {'PE':>4} {'SIMD':>5} {'cycles':>8} {'LUT':>8} {'BRAM18':>7}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['layer']:<22} {r['op_type']:<14} {str(r['PE'] or '-'):>4} {str(r['SIMD'] or '-'):>5} "
+                     f"{r['cycles']:>8} {r['LUT']:>8.0f} {r['BRAM_18K']:>7.0f}")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    est, res, ver = report["estimate"], report["resources"], report["verification"]
+    lines = [f"# onebit build: {report['checkpoint']['arch']['name']} for {report['board']['name']}", ""]
+    acc = report["accuracy"]
+    lines.append(f"Test accuracy (integer scores, {ver['samples']} {ver['dataset']} test images): "
+                 f"{acc:.2%}" if acc is not None else "Test accuracy: n/a")
+    lines += ["", "## Verification (integers compared on every sample, against the trained PyTorch model)", "",
+              "| level | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
+              "|---|---|---|---|---|---|"]
+    for level in LEVELS:
+        e = ver["levels"][level]
+        if e.get("executed"):
+            lines.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {e['argmax_mismatches']} | "
+                         f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")
+        else:
+            lines.append(f"| {level} | not executed: {e['reason']} | | | | |")
+    lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}", ""]
+    lines += ["## Per-layer estimates (FINN)", "", "```", layer_table_text(report["layers"]), "```", ""]
+    if report["bottleneck"]:
+        lines.append(f"Bottleneck: {report['bottleneck']['layer']} ({report['bottleneck']['cycles']} cycles). "
+                     f"Estimated {est['fps']:,.0f} FPS, latency {est['latency_us']:.1f} us at {est['clock_mhz']:.0f} MHz.")
+    t, b = res["total"], res["budget"]
+    lines += ["", f"Resources: LUT {t['LUT']:,.0f} / {b['LUT']:,} ({res['fraction']['LUT']:.1%}), "
+                  f"BRAM_18K {t['BRAM_18K']:,.0f} / {b['BRAM_18K']:,} ({res['fraction']['BRAM_18K']:.1%}), "
+                  f"DSP {t['DSP']:,.0f} / {b['DSP']:,}. {res['note']}.", ""]
+    io = report["accelerator_io"]
+    lines += ["## Accelerator I/O", "", f"- input: {io['input']['datatype']} {io['input']['pixels']}, {io['input']['layout']}",
+              f"- output: {io['output']['stream']} ({io['output']['datatype']}); class scores {io['output']['to_scores']}, "
+              f"n = {io['output']['n']}", ""]
+    lines += ["## Skipped FINN steps", ""]
+    lines += [f"- {s['step']}: missing {s['missing']}" for s in report["skipped_steps"]] or ["- none"]
+    lines += ["", "## Artifacts", ""] + [f"- {k}: {v}" for k, v in report["artifacts"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    est, res, ver = report["estimate"], report["resources"], report["verification"]
+    print(layer_table_text(report["layers"]))
+    if est["fps"]:
+        print(f"\nbottleneck {report['bottleneck']['layer']}: {report['bottleneck']['cycles']} cycles -> "
+              f"estimated {est['fps']:,.0f} FPS, latency {est['latency_us']:.1f} us at {est['clock_mhz']:.0f} MHz "
+              f"on {report['board']['name']}")
+    t, b = res["total"], res["budget"]
+    print(f"resources: LUT {t['LUT']:,.0f}/{b['LUT']:,}  BRAM_18K {t['BRAM_18K']:,.0f}/{b['BRAM_18K']:,}  "
+          f"DSP {t['DSP']:,.0f}/{b['DSP']:,}")
+    acc = report["accuracy"]
+    print(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
+    for level in LEVELS:
+        e = ver["levels"][level]
+        if e.get("executed"):
+            print(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
+                  f"({e['seconds']} s)")
+        else:
+            print(f"  {level:<18} not executed: {e['reason']}")
+    print(f"first divergent level: {ver['first_divergent_level'] or 'none'}; "
+          f"{len(report['skipped_steps'])} FINN steps skipped (see skipped.txt)")
+    print(f"build folder: {report['artifacts']['build_dir']} (report.md, report.json)")
+
+
+def _resources_png(path: Path, rows: list[dict[str, Any]], board: str) -> Path | None:
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["layer"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.5 * len(rows) + 2), sharey=True)
+    for ax, key in zip(axes, ("cycles", "LUT", "BRAM_18K")):
+        ax.barh(names, [r[key] for r in rows], color="tab:blue")
+        ax.set_title(key)
+        ax.invert_yaxis() if ax is axes[0] else None
+    fig.suptitle(f"FINN estimates per layer ({board})")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,281 @@
+"""Bit-exact verification of every level of a build on the same test images (docs/design.md §4).
+
+Levels, in pipeline order, each reduced to the class scores z (int64, N x classes):
+  pytorch_trained    the trained model's score-layer accumulators (OnebitNet.integer_scores)
+  pytorch_collapsed  the same for the collapsed plain model (export/collapse.py)
+  qonnx              model_qonnx.onnx executed by qonnx's execute_onnx (output z as float)
+  finn_streamlined   finn/step_streamline.onnx by FINN's execute_onnx (XNOR-popcount + thresholds; z)
+  finn_hw_layers     finn/step_create_dataflow_partition.onnx, the HW-layer graph before specialization,
+                     by FINN's Python execution; it outputs the popcounts p, mapped exactly z = 2p - n
+Every float output must be an exact integer (else that is reported as a mismatch on that sample). A level
+that cannot run is reported with the reason. The first level that differs from the trained model is named.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onebit.errors import OnebitError
+
+LEVELS = ("pytorch_trained", "pytorch_collapsed", "qonnx", "finn_streamlined", "finn_hw_layers")
+MAX_LISTED = 20
+
+
+class VerificationError(OnebitError):
+    """Verification could not start (no test set, bad sample count)."""
+
+
+def load_test_set(meta: dict[str, Any], samples: int):
+    """(images uint8 N x C x H x W, labels) of the checkpoint's dataset test split; samples=0 -> all."""
+    from quant_models.data import load_dataset
+
+    dataset = meta.get("dataset", {}) or {}
+    name = dataset.get("name")
+    if not name:
+        raise VerificationError("the checkpoint does not name its dataset; cannot pick verification images")
+    test = load_dataset(name, "test", dataset.get("root"))
+    if samples:
+        test = test.head(samples)
+    return test.images, test.labels, name
+
+
+def _as_integers(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, per-sample flag 'all entries were exact integers')."""
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.rint(values)
+    exact = np.all(rounded == values, axis=tuple(range(1, values.ndim)))
+    return rounded.astype(np.int64), exact
+
+
+def _set_batch(model, batch: int):
+    from qonnx.transformation.base import Transformation
+
+    class SetBatch(Transformation):
+        def apply(self, model):
+            weights = {init.name for init in model.graph.initializer}
+            for value in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+                dims = value.type.tensor_type.shape.dim
+                if dims and value.name not in weights:
+                    dims[0].dim_value = batch
+            for node in model.graph.node:
+                if node.op_type == "Reshape" and node.domain in ("", "ai.onnx"):
+                    target = model.get_initializer(node.input[1])
+                    if target is not None and target.size and target[0] in (1, -1) and len(target) > 1:
+                        fixed = target.copy()
+                        fixed[0] = batch
+                        model.set_initializer(node.input[1], fixed)
+            return model, False
+
+    return model.transform(SetBatch())
+
+
+def _graph_runner(path: Path, batch: int):
+    """A function images -> outputs for the graph at `path` (FINN execute_onnx), batched where possible."""
+    from finn.core.onnx_exec import execute_onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    single = ModelWrapper(str(path))
+    in_name, out_name = single.graph.input[0].name, single.graph.output[0].name
+    in_shape = single.get_tensor_shape(in_name)
+
+    def shaped(x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), *in_shape[1:]).astype(np.float32)
+
+    def run_single(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([execute_onnx(single, {in_name: shaped(x[i:i + 1])})[out_name] for i in range(len(x))])
+
+    batched = None
+    if batch > 1:
+        try:
+            batched = _batched_graph_model(single, batch)
+        except Exception:
+            batched = None
+
+    def run_batched(x: np.ndarray) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(x), batch):
+            chunk = x[start:start + batch]
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(execute_onnx(batched, {in_name: shaped(chunk)})[out_name][:n])
+        return np.concatenate(outputs)
+
+    return run_single, (run_batched if batched is not None else None)
+
+
+def _batched_graph_model(model, batch: int):
+    """A copy of a batch-1 FINN graph for batch `batch`, or None if its ops fix the batch at 1.
+
+    Every tensor is batch-first; MVAU/Thresholding nodes carry the batch as numInputVectors[0]; ops with
+    other shape attributes (sliding windows, pools) are not batched and make this return None.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = _set_batch(model, batch)
+    for node in model.graph.node:
+        if node.domain.startswith("finn.custom_op.fpgadataflow"):
+            inst = getCustomOp(node)
+            try:
+                vectors = list(inst.get_nodeattr("numInputVectors"))
+            except Exception:
+                return None
+            if len(vectors) != 1:
+                return None
+            inst.set_nodeattr("numInputVectors", [batch])
+    return model
+
+
+def run_graph(path: Path, images: np.ndarray, batch: int = 500, progress: bool = False) -> tuple[np.ndarray, str]:
+    """Outputs of the ONNX graph at `path` on `images`, and how it ran ("batched N" or "per sample").
+
+    A batched copy is used only after it reproduced the batch-1 graph on the first samples exactly.
+    """
+    run_single, run_batched = _graph_runner(path, batch)
+    probe = images[: min(4, len(images))]
+    if run_batched is not None:
+        try:
+            if np.array_equal(run_batched(probe), run_single(probe)):
+                return _chunked(run_batched, images, batch * 4, progress, path.stem), f"batched {batch}"
+        except Exception:
+            pass
+    return _chunked(run_single, images, 50, progress, path.stem), "per sample"
+
+
+def _chunked(function, images: np.ndarray, chunk: int, progress: bool, label: str) -> np.ndarray:
+    from tqdm import tqdm
+
+    outputs = []
+    with tqdm(total=len(images), desc=f"verify {label}", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(images), chunk):
+            outputs.append(function(images[start:start + chunk]))
+            bar.update(len(outputs[-1]))
+    return np.concatenate(outputs)
+
+
+def compare(reference: np.ndarray, scores: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
+    """Integer and argmax mismatches of `scores` against `reference` (samples x classes)."""
+    wrong = np.any(scores != reference, axis=1) | ~exact
+    argmax_wrong = scores.argmax(1) != reference.argmax(1)
+    indices = np.flatnonzero(wrong)
+    return {"samples": int(len(reference)), "integer_mismatches": int(wrong.sum()),
+            "argmax_mismatches": int(argmax_wrong.sum()), "non_integer_outputs": int((~exact).sum()),
+            "first_mismatches": [int(i) for i in indices[:MAX_LISTED]]}
+
+
+def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,
+                 images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Run every level on the same images; returns the verification dict (also written to validation/)."""
+    from export.collapse import integer_scores
+    from export.qonnx import run_qonnx
+
+    if images is None:
+        images, labels, dataset = load_test_set(meta, samples)
+    else:
+        dataset = (meta.get("dataset") or {}).get("name", "given images")
+    affine = build.score_affine
+    levels: dict[str, dict[str, Any]] = {}
+    scores: dict[str, np.ndarray] = {}
+
+    def record(level: str, started: float, values: np.ndarray | None, how: str, error: str | None = None):
+        entry: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 2), "how": how}
+        if error is not None:
+            entry.update({"executed": False, "reason": error})
+        else:
+            z, exact = _as_integers(values)
+            scores[level] = z
+            entry.update({"executed": True, **compare(scores.get("pytorch_trained", z), z, exact)})
+            if labels is not None:
+                entry["accuracy"] = float(np.mean(z.argmax(1) == labels))
+        levels[level] = entry
+
+    started = time.perf_counter()
+    record("pytorch_trained", started, integer_scores(trained, images), "torch, batched 1000")
+    started = time.perf_counter()
+    record("pytorch_collapsed", started, integer_scores(plain, images), "torch, batched 1000")
+
+    started = time.perf_counter()
+    try:
+        record("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", images), "qonnx execute_onnx, batched 1000")
+    except Exception as error:  # a level that cannot run is reported, not fatal
+        record("qonnx", started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+
+    for level, step in (("finn_streamlined", "step_streamline"), ("finn_hw_layers", "step_create_dataflow_partition")):
+        started = time.perf_counter()
+        path = build.step_model(step)
+        if not path.exists():
+            record(level, started, None, "", f"{path.name} was not produced by the build")
+            continue
+        try:
+            values, how = run_graph(path, images, progress=progress)
+            if level == "finn_hw_layers" and affine.get("form") == "popcount":
+                values = 2 * np.rint(values) - affine["n"]  # exact: p is an integer count
+                how += "; z = 2p - n"
+            record(level, started, values, f"FINN execute_onnx (python), {how}")
+        except Exception as error:
+            record(level, started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+
+    first_divergent = next((lv for lv in LEVELS if levels.get(lv, {}).get("executed") and
+                            levels[lv]["integer_mismatches"]), None)
+    not_executed = [lv for lv in LEVELS if not levels[lv].get("executed")]
+    result = {
+        "dataset": dataset, "samples": int(len(images)), "compared_against": "pytorch_trained",
+        "score_form": "z = sum(w*a) over +-1 weights and activations (the score layer's accumulator)",
+        "levels": levels, "first_divergent_level": first_divergent, "not_executed": not_executed,
+        "ok": first_divergent is None,
+        "collapse_check": {"trained_vs_collapsed_integer_mismatches": levels["pytorch_collapsed"]["integer_mismatches"],
+                           "trained_vs_collapsed_argmax_mismatches": levels["pytorch_collapsed"]["argmax_mismatches"]},
+    }
+    _write_validation(build.out_dir, result, scores, labels)
+    return result
+
+
+def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
+    folder = Path(out_dir) / "validation"
+    folder.mkdir(exist_ok=True)
+    rows = ["| level | executed | samples | integer mismatches | argmax mismatches | first mismatching indices |",
+            "|---|---|---|---|---|---|"]
+    for level in LEVELS:
+        entry = result["levels"][level]
+        if entry.get("executed"):
+            rows.append(f"| {level} | yes | {entry['samples']} | {entry['integer_mismatches']} | "
+                        f"{entry['argmax_mismatches']} | {entry['first_mismatches'][:8]} |")
+        else:
+            rows.append(f"| {level} | no: {entry['reason']} | | | | |")
+    tmp = folder / f".mismatches.md.tmp-{os.getpid()}"
+    tmp.write_text("\n".join(rows) + "\n")
+    os.replace(tmp, folder / "mismatches.md")
+    tmp = folder / f".verification.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "collapse_check"}, indent=2))
+    os.replace(tmp, folder / "verification.json")
+    if labels is not None and "pytorch_trained" in scores:
+        _confusion_png(folder / "confusion.png", labels, scores["pytorch_trained"].argmax(1))
+
+
+def _confusion_png(path: Path, labels: np.ndarray, predicted: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = int(max(labels.max(), predicted.max())) + 1
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion (accuracy {np.trace(matrix) / matrix.sum():.2%})")
+    for i in range(classes):
+        for j in range(classes):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=6)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
