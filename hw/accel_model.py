@@ -144,7 +144,6 @@ class AcceleratorModel:
         out_dtype = model.get_tensor_datatype(node.output[0]).name
         if op in IDENTITY_OPS:
             return Layer(node.name, node.op_type, lambda x: x, in_shape, out_shape, out_dtype)
-        inst = getCustomOp(node)
         builder = {"MVAU": self._mvau, "Thresholding": self._thresholding,
                    "ConvolutionInputGenerator": self._im2col, "Pool": self._pool,
                    "StreamingMaxPool": self._maxpool, "FMPadding": self._fmpadding, "ElementwiseAdd": self._elementwise,
@@ -153,6 +152,10 @@ class AcceleratorModel:
             raise OnebitError(f"{self.source}: node {node.name} has type {node.op_type}, which the accelerator "
                               "model does not know; it models MVAU, Thresholding, ConvolutionInputGenerator, "
                               f"Pool, StreamingMaxPool, FMPadding, Elementwise{{Add,Mul,Sub}} and {', '.join(IDENTITY_OPS)}")
+        try:
+            inst = getCustomOp(node)
+        except Exception as error:  # qonnx raises bare Exceptions for missing attributes
+            raise OnebitError(f"{self.source}: node {node.name} ({node.op_type}) cannot be read: {error}") from None
         compute, params = builder(model, node, inst)
         if op == "MVAU":
             # After RemoveCNVtoFCFlatten an MVAU may take an (H, W, C) tensor as its MW-long vector.

@@ -1,0 +1,55 @@
+"""Session fixtures shared across test folders: tiny-trained onebit builds (TFC-w1a1, CNV-w1a1).
+
+Trained for a fraction of an epoch on Fashion-MNIST and built with FINN up to code generation once per
+session (about a minute each), so every level (PyTorch, FINN graphs, accelerator model, driver) is
+compared on a real build folder. Owner: accelerator engineer (issue #4); kept small on purpose.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def _train(out: Path, model: str, extra: list[str]) -> Path:
+    from quant_models.train import main as train_main
+
+    checkpoint = out / f"{model}.pt"
+    args = ["--model", model, "--dataset", "fashion-mnist", "--epochs", "1", "--limit-test", "200",
+            "--seed", "0", "--out", str(checkpoint), "--quiet", *extra]
+    assert train_main(args) == 0
+    return checkpoint
+
+
+def _build(checkpoint: Path, out_dir: Path) -> Path:
+    import quant_models.compat  # noqa: F401
+    from export.collapse import collapse
+    from export.qonnx import export_qonnx
+    from hw.boards import get_board
+    from hw.build import build_accelerator, finish_build_folder
+    from hw.folding import target_fps
+    from quant_models.checkpoint import load_checkpoint
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(checkpoint, out_dir / "model.pt")
+    trained, meta = load_checkpoint(checkpoint)
+    plain, _ = collapse(trained, meta)
+    qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
+    result = build_accelerator(qonnx_path, out_dir, get_board("Pynq-Z1"), target_fps(10000), progress=False)
+    finish_build_folder(result)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tfc_build(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tfc")
+    return _build(_train(root, "tfc", ["--limit-train", "2000"]), root / "build")
+
+
+@pytest.fixture(scope="session")
+def cnv_build(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cnv")
+    # Narrow channels keep the session fixture near a minute; the structure is CNV's (6 conv, 2 pools, 3 FC).
+    arch = ["--arch", "channels=[16,16,32,32,64,64]", "--arch", "fc=[64,64]"]
+    return _build(_train(root, "cnv", ["--limit-train", "500", *arch]), root / "build")
