@@ -1,0 +1,41 @@
+# onebit build image: onebit + finn-plus with FINN's external dependencies fetched at image build time.
+# Vivado/Vitis are NOT in the image: mount them from the host and select them like FINN does
+# (FINN_XILINX_PATH, FINN_XILINX_VERSION); docker/entrypoint.sh sources them and builds XSI once.
+# Exact `docker build` / `docker run` lines: docs/docker.md.
+#
+# Same base as the environment the test suite runs in (Debian 12 bookworm, CPython 3.11), and the same
+# setup script as outside Docker (tools/setup_env.sh: CPU torch first, then the --no-deps lock).
+FROM python:3.11.7-slim-bookworm
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# System packages FINN needs at run time: git and wget (FINN's dependency fetcher clones and downloads with them), a C++ toolchain and cmake
+# (cppsim, the XSI bindings), zip/unzip/xz (board files, deployment zip), libgomp (onnxruntime/torch),
+# and the Fashion-MNIST idx files onebit trains on by default. Versions come from Debian 12's archive
+# (tests/test_dockerfile.py checks they are the packages the test suite runs with).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates wget git g++ make cmake zip unzip xz-utils libgomp1 dataset-fashion-mnist \
+    && rm -rf /var/lib/apt/lists/*
+
+# A non-root user (uid 1000, like FINN's containers running as the caller) and the build volume.
+RUN useradd --create-home --uid 1000 --shell /bin/bash onebit \
+    && mkdir -p /build /home/onebit/onebit \
+    && chown onebit:onebit /build /home/onebit/onebit
+
+USER 1000:1000
+WORKDIR /home/onebit/onebit
+ENV FINN_DEPS=/home/onebit/finn_deps \
+    FINN_XILINX_PATH=/opt/Xilinx \
+    FINN_XILINX_VERSION=2024.2 \
+    PATH=/home/onebit/onebit/.venv/bin:$PATH
+
+# The whole source before the setup: its editable install records the packages present at install time.
+# Then finn-hlslib, board files, nlohmann-json, ...: what finn-plus fetches, with finn-plus' own updater.
+COPY --chown=1000:1000 . .
+RUN bash tools/setup_env.sh \
+    && python docker/fetch_finn_deps.py
+
+VOLUME ["/build"]
+ENTRYPOINT ["/home/onebit/onebit/docker/entrypoint.sh"]
+CMD ["onebit", "--help"]
