@@ -255,7 +255,8 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
         import hw.autofold as autofold
 
         if hasattr(autofold, "make_autofold_step"):  # writes its own report next to ours
-            lookup["step_onebit_auto_fold"] = autofold.make_autofold_step(board)
+            margin = {} if folding.margin is None else {"margin": folding.margin}
+            lookup["step_onebit_auto_fold"] = autofold.make_autofold_step(board, **margin)
         else:
             auto_fold = auto_fold_function()
             lookup["step_onebit_auto_fold"] = lambda model, cfg: auto_fold(model, board)

@@ -33,12 +33,14 @@ class FoldingSpec:
     mode: str  # "file" | "target_fps" | "auto"
     file: Path | None = None
     target_fps: int | None = None
+    margin: float | None = None  # auto-fold's usable fraction of LUT/BRAM; None = hw.autofold's default
 
     def describe(self) -> str:
         if self.mode == "file":
             return f"folding file {self.file}"
         if self.mode == "auto":
-            return "auto-fold (best FPS within the board budget)"
+            share = f"{self.margin:.0%} of" if self.margin is not None else "the margin of"
+            return f"auto-fold (best FPS within {share} the board budget)"
         return f"FINN SetFolding for {self.target_fps} FPS"
 
 
@@ -48,14 +50,21 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target-fps", type=int, metavar="N",
                        help=f"FINN's folding heuristic for N frames/s at the board clock (default {DEFAULT_TARGET_FPS})")
     group.add_argument("--auto-fold", action="store_true", help="best FPS within the board's LUT/BRAM budget (hw.autofold)")
+    parser.add_argument("--margin", type=float, metavar="F", default=None,
+                        help="with --auto-fold: usable fraction of the board's LUT/BRAM (0 < F <= 1, default 0.8)")
 
 
 def spec_from_args(args: argparse.Namespace) -> FoldingSpec:
     if getattr(args, "folding", None) is not None:
         return folding_from_file(args.folding)
+    margin = getattr(args, "margin", None)
+    if margin is not None and not getattr(args, "auto_fold", False):
+        raise FoldingError(f"--margin {margin} only applies to --auto-fold; add --auto-fold or drop --margin")
+    if margin is not None and not 0.0 < margin <= 1.0:
+        raise FoldingError(f"--margin must be a fraction in (0, 1] of the board's LUT/BRAM, got {margin}; e.g. --margin 0.8")
     if getattr(args, "auto_fold", False):
         auto_fold_function()  # fail now, before minutes of work, if it is not there
-        return FoldingSpec("auto")
+        return FoldingSpec("auto", margin=margin)
     fps = getattr(args, "target_fps", None)
     return target_fps(DEFAULT_TARGET_FPS if fps is None else fps)
 
