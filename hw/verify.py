@@ -63,6 +63,10 @@ def _set_batch(model, batch: int):
                 if dims and value.name not in weights:
                     dims[0].dim_value = batch
             for node in model.graph.node:
+                if node.op_type == "Im2Col":  # qonnx's Im2Col carries its input shape as "(1,H,W,C)"
+                    for attribute in node.attribute:
+                        if attribute.name == "input_shape" and attribute.s.startswith(b"(1,"):
+                            attribute.s = f"({batch},".encode() + attribute.s[3:]
                 if node.op_type == "Reshape" and node.domain in ("", "ai.onnx"):
                     target = model.get_initializer(node.input[1])
                     if target is not None and target.size and target[0] in (1, -1) and len(target) > 1:
@@ -144,7 +148,39 @@ def run_graph(path: Path, images: np.ndarray, batch: int = 500, progress: bool =
                 return _chunked(run_batched, images, batch * 4, progress, path.stem), f"batched {batch}"
         except Exception:
             pass
+    workers = min(os.cpu_count() or 1, 4)
+    if workers > 1 and len(images) >= 100:
+        return _parallel(run_single, images, workers, progress, path.stem), f"per sample, {workers} processes"
     return _chunked(run_single, images, 50, progress, path.stem), "per sample"
+
+
+_WORKER_FUNCTION = None
+
+
+def _worker_call(chunk: np.ndarray) -> np.ndarray:
+    return _WORKER_FUNCTION(chunk)
+
+
+def _parallel(function, images: np.ndarray, workers: int, progress: bool, label: str) -> np.ndarray:
+    """Per-sample execution spread over forked processes (FINN's Python ops are single-threaded numpy).
+
+    fork, because the workers need this process's prepared FINN settings and the loaded graph.
+    """
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    global _WORKER_FUNCTION
+    _WORKER_FUNCTION = function
+    chunks = [images[i:i + 25] for i in range(0, len(images), 25)]
+    outputs = []
+    with multiprocessing.get_context("fork").Pool(workers) as pool, \
+            tqdm(total=len(images), desc=f"verify {label}", unit="img", disable=not progress, leave=False) as bar:
+        for out in pool.imap(_worker_call, chunks):
+            outputs.append(out)
+            bar.update(len(out))
+    _WORKER_FUNCTION = None
+    return np.concatenate(outputs)
 
 
 def _chunked(function, images: np.ndarray, chunk: int, progress: bool, label: str) -> np.ndarray:
