@@ -431,6 +431,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started)
+    from hw.deploy import make_deployment_package, remove_deployment_package
+
+    if verification["ok"]:  # after the report: the board README quotes its accuracy and FPS
+        make_deployment_package(out_dir, report=report, progress=not args.no_progress)
+    else:  # a package whose expected outputs the accelerator does not reproduce would mislead
+        remove_deployment_package(out_dir)
     print_summary(report)
     return 0 if verification["ok"] else 1
 
