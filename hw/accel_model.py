@@ -379,3 +379,18 @@ class AcceleratorModel:
             row.update({k: v for k, v in layer.params.items() if k in ("MW", "MH", "PE", "SIMD", "xnor", "idt", "wdt")})
             rows.append(row)
         return rows
+
+
+def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec) -> np.ndarray:
+    """Reference: FINN's own Python execution of the build's HW-layer graph (the dataflow child before
+    specialization; specialized layers have no Python execution), one image at a time, int64 raw outputs."""
+    from finn.core.onnx_exec import execute_onnx
+
+    model = ModelWrapper(str(Path(build_dir) / "finn" / "step_create_dataflow_partition.onnx"))
+    name_in, name_out = model.graph.input[0].name, model.graph.output[0].name
+    outputs = []
+    for image in images:
+        x = image[None].astype(np.float32)
+        x = x.transpose(spec.transpose) if spec.transpose else x
+        outputs.append(execute_onnx(model, {name_in: x.reshape(spec.ishape_normal)})[name_out].reshape(-1))
+    return np.array(outputs).astype(np.int64)

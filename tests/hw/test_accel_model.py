@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.accel_model import AcceleratorModel, final_model_path
+from hw.accel_model import AcceleratorModel, final_model_path, finn_python_outputs
 from hw.driver import Accelerator, IOSpec
 from hw.validate import software_scores, validate_build
 from onebit.errors import OnebitError
@@ -22,20 +22,8 @@ def _driver(build) -> Accelerator:
                        model=AcceleratorModel.from_build(build))
 
 
-def _finn_python(build, images: np.ndarray, spec: IOSpec) -> np.ndarray:
-    """FINN's Python execution of the HW-layer graph (the dataflow child before specialization)."""
-    from finn.core.onnx_exec import execute_onnx
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    model = ModelWrapper(str(build / "finn" / "step_create_dataflow_partition.onnx"))
-    name_in, name_out = model.graph.input[0].name, model.graph.output[0].name
-    outputs = []
-    for image in images:
-        x = image[None].astype(np.float32)
-        x = x.transpose(spec.transpose) if spec.transpose else x
-        x = x.reshape(spec.ishape_normal)
-        outputs.append(execute_onnx(model, {name_in: x})[name_out].reshape(-1))
-    return np.array(outputs).astype(np.int64)
+def _finn_python(build, images, spec):
+    return finn_python_outputs(build, images, spec)
 
 
 def test_tfc_every_test_image_equals_pytorch_and_finn(tfc_build, test_set):

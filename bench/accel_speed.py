@@ -1,0 +1,82 @@
+"""Images/s of the accelerator model vs FINN's Python execution of the HW-layer graph vs PyTorch, side by side.
+
+    python bench/accel_speed.py --tfc build/tfc --cnv build/cnv [--n 10000] [--finn-n 50]
+
+For each build: the bit-exact accelerator model through the driver (pack -> model -> unpack) and the
+collapsed checkpoint in PyTorch on the same N test images (their integer scores are also compared: the
+benchmark refuses to report speed for a model that is wrong), and FINN's Python execution of the
+dataflow graph before specialization on the first `--finn-n` images (it runs ~10 ms to ~100 ms per image).
+Writes bench/results/accel_speed.json and .md with the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def measure(build: Path, n: int, finn_n: int) -> dict:
+    from hw.accel_model import AcceleratorModel, finn_python_outputs
+    from hw.driver import Accelerator, IOSpec
+    from hw.validate import software_scores
+    from quant_models.checkpoint import read_checkpoint
+    from quant_models.data import load_dataset
+
+    data = load_dataset(read_checkpoint(build / "model.pt")["dataset"]["name"], "test")
+    images = data.images[:n]
+    spec = IOSpec.load(build / "driver" / "io.json")
+    driver = Accelerator(spec, backend="model", model=AcceleratorModel.from_build(build))
+    t0 = time.perf_counter()
+    prediction = driver.predict(images)
+    model_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    z_torch = software_scores(build, images)
+    torch_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    finn_raw = finn_python_outputs(build, images[:finn_n], spec)
+    finn_s = time.perf_counter() - t0
+    return {
+        "build": str(build), "images": int(len(images)), "finn_images": int(finn_n),
+        "mismatches_vs_pytorch": int(np.any(prediction.scores != z_torch, axis=1).sum()),
+        "mismatches_vs_finn": int(np.any(prediction.raw[:finn_n] != finn_raw, axis=1).sum()),
+        "accel_model_images_per_s": len(images) / model_s,
+        "pytorch_images_per_s": len(images) / torch_s,
+        "finn_python_images_per_s": finn_n / finn_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tfc", type=Path, required=True)
+    parser.add_argument("--cnv", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--finn-n", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    rows = {name: measure(path, args.n, args.finn_n) for name, path in (("TFC-w1a1", args.tfc), ("CNV-w1a1", args.cnv))}
+    for r in rows.values():
+        r["model_vs_finn"] = r["accel_model_images_per_s"] / r["finn_python_images_per_s"]
+        r["model_vs_pytorch"] = r["accel_model_images_per_s"] / r["pytorch_images_per_s"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accel_speed.json").write_text(json.dumps(rows, indent=2))
+    lines = ["| model | images | accel model img/s | FINN Python img/s | PyTorch img/s | model/FINN | model/PyTorch | mismatches (PyTorch, FINN) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['images']} | {r['accel_model_images_per_s']:.0f} | {r['finn_python_images_per_s']:.1f} | "
+                     f"{r['pytorch_images_per_s']:.0f} | {r['model_vs_finn']:.0f}x | {r['model_vs_pytorch']:.2f}x | "
+                     f"{r['mismatches_vs_pytorch']}, {r['mismatches_vs_finn']} |")
+    (args.out / "accel_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    bad = any(r["mismatches_vs_pytorch"] or r["mismatches_vs_finn"] for r in rows.values())
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
