@@ -88,6 +88,11 @@ def _graph_runner(path: Path, batch: int):
     in_shape = single.get_tensor_shape(in_name)
 
     def shaped(x: np.ndarray) -> np.ndarray:
+        # The HW-layer graph of a CNN reads NHWC (FINN's streamliner moves the NCHW->NHWC transpose in
+        # front of the dataflow partition, i.e. to the host); MLP graphs read the NCHW flatten.
+        if x.ndim == 4 and len(in_shape) == 4 and list(in_shape[1:]) == [x.shape[2], x.shape[3], x.shape[1]] \
+                and list(in_shape[1:]) != list(x.shape[1:]):
+            x = x.transpose(0, 2, 3, 1)
         return x.reshape(len(x), *in_shape[1:]).astype(np.float32)
 
     def run_single(x: np.ndarray) -> np.ndarray:
