@@ -54,11 +54,20 @@ def save_checkpoint(path: str | os.PathLike, model: OnebitNet, meta: dict[str, A
     try:
         with os.fdopen(handle, "wb") as out:
             torch.save(checkpoint, out)
+        set_default_permissions(tmp_name)
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def set_default_permissions(path: str | os.PathLike) -> None:
+    """Give a file made by `tempfile.mkstemp` (mode 0600) the mode a plain `open` would give it, so
+    artifacts stay readable by other users and containers."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

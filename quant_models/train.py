@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from onebit.errors import OnebitError, cli_errors
-from quant_models.checkpoint import check_state_dict, save_checkpoint
+from quant_models.checkpoint import check_state_dict, save_checkpoint, set_default_permissions
 from quant_models.data import ImageDataset, load_dataset
 from quant_models.estimators import ESTIMATORS, get_estimator, parse_hparams
 from quant_models.topologies import ARCHITECTURES, OnebitNet, build_model, complete_arch
@@ -217,6 +217,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
     os.close(handle)
     try:
         fig.savefig(tmp, dpi=100)
+        set_default_permissions(tmp)
         os.replace(tmp, path)
     finally:
         plt.close(fig)

@@ -1,6 +1,7 @@
 """Checkpoint round trip and every documented error."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,9 @@ def test_round_trip_identical_outputs(tmp_path: Path, arch: dict) -> None:
     assert torch.equal(loaded.integer_scores(x), model.integer_scores(x))
     assert torch.equal(loaded(x), model(x))
     assert not list(tmp_path.glob(".*.tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_missing_and_not_a_checkpoint(tmp_path: Path) -> None:
