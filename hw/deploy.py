@@ -371,14 +371,20 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
     build_dir = Path(build_dir).resolve()
     if not build_dir.is_dir():
         raise DeployError(f"{build_dir}: no such build folder; run `onebit build model.pt --out {build_dir}` first")
+    final, zip_path = build_dir / "deploy", build_dir / "deploy.zip"
+    # An old package describes another build: it goes first, so a failure below leaves none rather than a stale one.
+    remove_deployment_package(build_dir)
     report = _read_report(build_dir, report)
     board = (report.get("board") or {}).get("name")
     if not board:
         raise DeployError(f"{build_dir}/report.json names no board; rerun `onebit build`")
-    final, zip_path = build_dir / "deploy", build_dir / "deploy.zip"
-    # An old package describes another build: it goes first, so a failure below leaves none rather than a stale one.
-    remove_deployment_package(build_dir)
     bit, hwh = find_bitstream(build_dir)
+    stale_note = None
+    if (bit or hwh) and "step_synthesize_bitfile" not in ((report.get("steps") or {}).get("run") or []):
+        # FINN never deletes bitfile/: one left from an earlier Vivado build of this folder is not this build's.
+        stale_note = (f"{(bit or hwh).parent.relative_to(build_dir)}/ holds a bitstream, but this build did not run "
+                      "step_synthesize_bitfile: it is from an earlier build of this folder and is not packaged")
+        bit = hwh = None
     tmp = build_dir / f".deploy.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     stages = ["bitstream", "driver", "notebooks", "validation set", "readme", "manifest", "zip"]
@@ -430,6 +436,8 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
             "expected": {"accuracy": report.get("accuracy"), "fps": (report.get("estimate") or {}).get("fps"),
                          "clock_mhz": (report.get("estimate") or {}).get("clock_mhz")},
         }
+        if stale_note:
+            missing.append({"path": "bitfile/ (stale)", "why": stale_note})
         if missing:
             (tmp / "MISSING.txt").write_text(_missing_text(missing, skipped, build_dir, board,
                                                            no_bitstream=bitfile_rel is None or hwh_rel is None))

@@ -110,8 +110,9 @@ def _check_vivado_less_build(build: Path, board: str) -> dict:
     return report
 
 
-def _build(checkpoint: Path, out: Path, board: str, extra: list[str] = ()) -> Path:
-    argv = [str(checkpoint), "--board", board, "--out", str(out), "--verify-samples", "20", "--no-progress", *extra]
+def _build(checkpoint: Path, out: Path, board: str, extra: list[str] = (), samples: int = 20) -> Path:
+    argv = [str(checkpoint), "--board", board, "--out", str(out), "--verify-samples", str(samples), "--no-progress",
+            *extra]
     assert build_main(argv) == 0
     return out
 
@@ -133,7 +134,8 @@ def test_cnv_builds_package_without_vivado_and_board_set_matches_accelerator(cnv
     from hw.accel_model import AcceleratorModel
     from hw.driver import Accelerator
 
-    build = _build(cnv_build / "model.pt", tmp_path / "cnv", "Pynq-Z1")
+    # 5 verified samples: CNV's per-sample FINN graph execution in verification costs ~2 s each.
+    build = _build(cnv_build / "model.pt", tmp_path / "cnv", "Pynq-Z1", samples=5)
     report = _check_vivado_less_build(build, "Pynq-Z1")
     assert report["checkpoint"]["arch"]["name"] == "cnv"
     with np.load(build / "deploy" / "validation" / "validation_set.npz", allow_pickle=False) as data:
