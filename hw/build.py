@@ -419,6 +419,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("report.json", "report.md"):  # report.json marks a finished build: never keep an old one
         (out_dir / stale).unlink(missing_ok=True)
+    from hw.deploy import remove_deployment_package
+
+    remove_deployment_package(out_dir)  # nor the previous build's deployment package
     started = time.perf_counter()
     shutil.copy2(args.checkpoint, out_dir / ".model.pt.tmp")
     os.replace(out_dir / ".model.pt.tmp", out_dir / "model.pt")
@@ -431,7 +434,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started)
-    from hw.deploy import make_deployment_package, remove_deployment_package
+    from hw.deploy import make_deployment_package
 
     if verification["ok"]:  # after the report: the board README quotes its accuracy and FPS
         make_deployment_package(out_dir, report=report, progress=not args.no_progress)
