@@ -8,11 +8,13 @@ backend stops with a clear message where no bitstream exists. Any failing cell f
 """
 from __future__ import annotations
 
+import asyncio
 import json
-import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import numpy as np
@@ -38,25 +40,61 @@ def _linked_build(tfc_build: Path, root: Path) -> Path:
     return build
 
 
-@pytest.fixture(scope="module")
-def deployed(tfc_build, tmp_path_factory) -> Path:
+def _deploy(tfc_build: Path, root: Path) -> Path:
     import quant_models.compat  # noqa: F401  (the package's expected outputs come from Brevitas layers)
     from hw.deploy import make_deployment_package
 
-    build = _linked_build(tfc_build, tmp_path_factory.mktemp("notebooks"))
-    return make_deployment_package(build, samples=SAMPLES, progress=False)
+    return make_deployment_package(_linked_build(tfc_build, root), samples=SAMPLES, progress=False)
 
 
-def _run(path: Path, cwd: Path, monkeypatch, **env: str) -> nbformat.NotebookNode:
-    for key in ("ONEBIT_BUILD_DIR", "ONEBIT_BACKEND", "ONEBIT_N", "ONEBIT_BATCH_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend puts plots in the outputs
+async def _execute(path: Path, cwd: Path, env: dict[str, str]) -> nbformat.NotebookNode | CellExecutionError:
+    """Run one notebook in a fresh kernel with its own environment; the executed notebook, or the cell error."""
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=180, kernel_name="python3",
-                   resources={"metadata": {"path": str(cwd)}}).execute()
+    kernel_env = {k: v for k, v in os.environ.items() if not k.startswith("ONEBIT_") and k != "MPLBACKEND"}
+    kernel_env.update(env)  # MPLBACKEND unset: the kernel's inline backend puts the plots in the outputs
+    try:
+        await NotebookClient(notebook, timeout=180, kernel_name="python3",
+                             resources={"metadata": {"path": str(cwd)}}).async_execute(env=kernel_env)
+    except CellExecutionError as error:
+        return error
     return notebook
+
+
+@pytest.fixture(scope="module")
+def runs(tfc_build, tmp_path_factory) -> dict[str, Any]:
+    """Every notebook run of this module, executed concurrently (one kernel each: they are independent and
+    mostly wait on imports, so two cores finish them in about half the time)."""
+    root = tmp_path_factory.mktemp("notebooks")
+    deployed = _deploy(tfc_build, root / "good")
+    # A package whose stored reference differs from the accelerator in one integer of one sample.
+    broken = _deploy(tfc_build, root / "broken")
+    path = broken / "validation" / "validation_set.npz"
+    with np.load(path) as stored:
+        data = {key: stored[key] for key in stored.files}
+    data["scores"][5, 3] += 2  # as a flipped weight bit changes one class score by 2
+    np.savez_compressed(path, **data)
+
+    # As on the board: opened from deploy/notebooks with the default BUILD_DIR ".."; "auto" is the model here.
+    jobs = {name: (deployed / "notebooks" / name, deployed / "notebooks", {"ONEBIT_N": str(SAMPLES)})
+            for name in NAMES}
+    jobs["checkpoint"] = (NOTEBOOKS / "2_validate.ipynb", root, {
+        "ONEBIT_BUILD_DIR": str(tfc_build), "ONEBIT_BACKEND": "model", "ONEBIT_N": "40", "ONEBIT_BATCH_SIZE": "16"})
+    jobs["mismatch"] = (broken / "notebooks" / "2_validate.ipynb", broken / "notebooks", {"ONEBIT_N": str(SAMPLES)})
+    jobs["board"] = (deployed / "notebooks" / "1_classify.ipynb", deployed / "notebooks", {"ONEBIT_BACKEND": "board"})
+
+    async def run_all() -> list:
+        return await asyncio.gather(*(_execute(*job) for job in jobs.values()))
+
+    results: dict[str, Any] = dict(zip(jobs, asyncio.run(run_all())))
+    results["deployed"] = deployed
+    return results
+
+
+def _ok(runs: dict[str, Any], key: str) -> nbformat.NotebookNode:
+    result = runs[key]
+    if isinstance(result, CellExecutionError):
+        pytest.fail(f"{key}: a cell failed:\n{result}")
+    return result
 
 
 def _text(notebook: nbformat.NotebookNode) -> str:
@@ -83,55 +121,42 @@ def test_committed_notebooks_have_no_outputs_and_match_their_generator():
     assert result.returncode == 0, result.stderr
 
 
-def test_notebooks_run_from_the_deployment_package(deployed, monkeypatch):
-    # As on the board: opened from deploy/notebooks, default parameters but for N; "auto" -> model here.
+def test_notebooks_run_from_the_deployment_package(runs):
+    deployed = runs["deployed"]
     assert sorted(p.name for p in (deployed / "notebooks").glob("*.ipynb")) == list(NAMES)
-    runs = {name: _run(deployed / "notebooks" / name, deployed / "notebooks", monkeypatch, ONEBIT_N=str(SAMPLES))
-            for name in NAMES}
-    for name, notebook in runs.items():
-        text = _text(notebook)
-        assert "backend: model" in text, name
+    for name in NAMES:
+        notebook = _ok(runs, name)
+        assert "backend: model" in _text(notebook), name
         assert _pngs(notebook) >= 1, f"{name} shows no plot"
     validate = _text(runs["2_validate.ipynb"])
     assert f"samples:                     {SAMPLES}" in validate
     assert "validation set of the package" in validate
     assert "integer score mismatches:    0" in validate
     assert f"bit-exact: all {SAMPLES} samples" in validate
-    # The notebook's accuracies are those of the package's stored reference, recomputed here.
+    # The notebook's software accuracy is that of the package's stored reference, recomputed here.
     with np.load(deployed / "validation" / "validation_set.npz") as data:
         software = float(np.mean(data["classes"][:SAMPLES] == data["labels"][:SAMPLES]))
     assert f"software accuracy:           {software:.2%}" in validate
     assert "   <- predicted" in _text(runs["1_classify.ipynb"])
-    throughput = _text(runs["3_throughput.ipynb"])
+    throughput = "\n" + _text(runs["3_throughput.ipynb"])
     for batch in (1, 2, 4, 8, 16, 32, 64):
-        assert f"\n{batch:6d} " in "\n" + throughput, f"batch size {batch} missing"
+        assert f"\n{batch:6d} " in throughput, f"batch size {batch} missing"
 
 
-def test_validate_notebook_without_validation_set_uses_the_checkpoint(tfc_build, monkeypatch, tmp_path):
-    notebook = _run(NOTEBOOKS / "2_validate.ipynb", tmp_path, monkeypatch, ONEBIT_BUILD_DIR=str(tfc_build),
-                    ONEBIT_BACKEND="model", ONEBIT_N="40", ONEBIT_BATCH_SIZE="16")
-    text = _text(notebook)
+def test_validate_notebook_without_validation_set_uses_the_checkpoint(runs):
+    text = _text(_ok(runs, "checkpoint"))
     assert "the checkpoint in PyTorch on 40 test images" in text
     assert "integer score mismatches:    0" in text and "batch size 16" in text
 
 
-def test_validate_notebook_fails_on_one_wrong_integer(deployed, tfc_build, monkeypatch, tmp_path):
-    build = _linked_build(tfc_build, tmp_path)
-    package = build / "deploy"
-    shutil.copytree(deployed, package)
-    path = package / "validation" / "validation_set.npz"
-    with np.load(path) as stored:
-        data = {key: stored[key] for key in stored.files}
-    data["scores"][5, 3] += 2  # one class score of one sample, as a one-bit weight flip would change it
-    np.savez_compressed(path, **data)
-    with pytest.raises(CellExecutionError) as failure:
-        _run(package / "notebooks" / "2_validate.ipynb", package / "notebooks", monkeypatch, ONEBIT_N=str(SAMPLES))
-    assert f"1 of {SAMPLES} samples differ from the software reference (first at [5])" in str(failure.value)
+def test_validate_notebook_fails_on_one_wrong_integer(runs):
+    failure = runs["mismatch"]
+    assert isinstance(failure, CellExecutionError), "the validation notebook passed a wrong reference"
+    assert f"1 of {SAMPLES} samples differ from the software reference (first at [5])" in str(failure)
 
 
-def test_board_backend_in_a_notebook_says_what_is_missing(deployed, monkeypatch):
-    # This package has no bitstream (no Vivado here): the board backend must stop with the driver's message.
-    with pytest.raises(CellExecutionError) as failure:
-        _run(deployed / "notebooks" / "1_classify.ipynb", deployed / "notebooks", monkeypatch,
-             ONEBIT_BACKEND="board")
-    assert "names no bitfile" in str(failure.value) and "backend='model'" in str(failure.value)
+def test_board_backend_in_a_notebook_says_what_is_missing(runs):
+    # This package has no bitstream (no Vivado here): the board backend stops with the driver's message.
+    failure = runs["board"]
+    assert isinstance(failure, CellExecutionError)
+    assert "names no bitfile" in str(failure) and "backend='model'" in str(failure)
