@@ -1,0 +1,1 @@
+"""onebit's benchmarks; each writes JSON + Markdown (and a PNG where it plots) under bench/results/."""
