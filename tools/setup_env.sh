@@ -18,7 +18,9 @@ want="$(cat "$lock" "$0" "$here/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "onebit: environment $venv is up to date"
 else
+    # From scratch, so a package dropped from the lock does not linger in an old environment.
     echo "onebit: creating environment $venv"
+    rm -rf "$venv"
     "$python" -m venv "$venv"
     pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
     "${pip[@]}" "$torch_spec"
