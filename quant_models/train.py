@@ -118,6 +118,7 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
             seen += len(index)
             if batch % 20 == 0:
                 batches.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        train_seconds = time.perf_counter() - epoch_start
         test_accuracy = evaluate(model, test_set, device)
         record = {
             "epoch": epoch + 1,
@@ -126,6 +127,8 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
             "test_accuracy": test_accuracy,
             "lr": config.lr * _cosine(step - 1, total_steps),
             "seconds": time.perf_counter() - epoch_start,
+            "train_seconds": train_seconds,
+            "images_per_second": seen / max(train_seconds, 1e-9),
         }
         history.append(record)
         if config.progress:
