@@ -69,11 +69,14 @@ class Accelerator:
                               "or use backend='model'")
         try:
             from .overlay import OnebitOverlay
+            from .simdevice import BoardRequiredError
         except ImportError as error:
             raise DriverError(f"backend='board' needs pynq ({error}); run on a PYNQ board image or use "
                               "backend='model'") from None
         try:
             return OnebitOverlay(str(bitfile), self.spec, self._batch_size, device=device)
+        except BoardRequiredError as error:  # a simulated device (simdevice.py) reached the hardware
+            raise DriverError(f"backend='board': {error}") from None
         except RuntimeError as error:
             if "No Devices Found" in str(error):
                 raise DriverError("backend='board' needs a PYNQ board (pynq: No Devices Found); "

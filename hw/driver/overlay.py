@@ -20,7 +20,9 @@ class OnebitOverlay(Overlay):
         self.spec = spec
         self.idma = getattr(self, spec.idma_name)
         self.odma = getattr(self, spec.odma_name)
-        if spec.platform == "zynq-iodma":
+        if spec.platform == "zynq-iodma" and download:
+            # The build's clock, as finn-examples sets it after programming; with download=False the running
+            # bitstream keeps the clock it was loaded with.
             from pynq.ps import Clocks
             Clocks.fclk0_mhz = spec.fclk_mhz
         self.ibuf = self.obuf = None
@@ -34,10 +36,11 @@ class OnebitOverlay(Overlay):
     def batch_size(self, value: int) -> None:
         # Hardware batch is one image; the driver batch is how many the DMA moves per start.
         self._batch_size = int(value)
+        # On the overlay's device (pynq's default is the active device, which may be another one).
         self.ibuf = allocate(shape=(self._batch_size,) + self.spec.ishape_packed[1:], dtype=np.uint8,
-                             cacheable=True)
+                             target=self.device, cacheable=True)
         self.obuf = allocate(shape=(self._batch_size,) + self.spec.oshape_packed[1:], dtype=np.uint8,
-                             cacheable=True)
+                             target=self.device, cacheable=True)
 
     def execute_on_buffers(self, n: int) -> None:
         if self.odma.read(0x00) & 0x4 == 0:
