@@ -8,6 +8,7 @@ backend stops with a clear message where no bitstream exists. Any failing cell f
 """
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -160,3 +161,39 @@ def test_board_backend_in_a_notebook_says_what_is_missing(runs):
     failure = runs["board"]
     assert isinstance(failure, CellExecutionError)
     assert "names no bitfile" in str(failure) and "backend='model'" in str(failure)
+
+
+BOARD_MODULES = {"os", "sys", "time", "json", "warnings", "pathlib", "numpy", "matplotlib", "pynq", "driver"}
+
+
+def _off_board_only(chain: list) -> bool:
+    """True if the node under this chain of (parent If, field) runs only off the board: in the body of
+    `if backend == "model":` or in the else branch of `if backend == "board": ...`."""
+    for node, field in chain:
+        test = ast.unparse(node.test)
+        if (field == "body" and test == "backend == 'model'") or (field == "orelse" and test == "backend == 'board'"):
+            return True
+    return False
+
+
+def test_board_path_of_the_notebooks_imports_no_torch_or_build_tools():
+    # On a PYNQ image there is no torch, FINN or onebit checkout: every other import must sit in a branch
+    # that only runs off the board (the model backend, or the no-validation-set fallback).
+    for name in NAMES:
+        notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type != "code":
+                continue
+
+            def visit(node, chain):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                    for module in modules:
+                        if module.split(".")[0] not in BOARD_MODULES:
+                            assert _off_board_only(chain), f"{name}: `{ast.unparse(node)}` runs on the board"
+                for field, value in ast.iter_fields(node):
+                    for child in value if isinstance(value, list) else [value]:
+                        if isinstance(child, ast.AST):
+                            visit(child, chain + [(node, field)] if isinstance(node, ast.If) else chain)
+
+            visit(ast.parse(cell.source), [])
