@@ -4,10 +4,13 @@ Depends on numpy (1.x on PYNQ images) and, for the board backend only, pynq; not
     from driver import Accelerator                          # on the board, from the deploy folder
     acc = Accelerator("driver/io.json", backend="board")     # or backend="model", model=AcceleratorModel
     prediction = acc.predict(images_uint8_nchw)
+
+Off the board, `simdevice.SimulatedDevice` (pass `device=`) runs the board backend's pynq code up to the point
+where the FPGA is needed and stops there with a one-line error.
 """
 from .accelerator import BACKENDS, Accelerator, Prediction
-from .io_spec import FORMAT, VERSION, DriverError, IOSpec
+from .io_spec import FORMAT, VERSION, BoardRequiredError, DriverError, IOSpec
 from .packing import PackingError, pack, unpack
 
-__all__ = ["Accelerator", "BACKENDS", "DriverError", "FORMAT", "IOSpec", "PackingError", "Prediction", "VERSION",
-           "pack", "unpack"]
+__all__ = ["Accelerator", "BACKENDS", "BoardRequiredError", "DriverError", "FORMAT", "IOSpec", "PackingError",
+           "Prediction", "VERSION", "pack", "unpack"]

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .io_spec import DriverError, IOSpec
+from .io_spec import BoardRequiredError, DriverError, IOSpec
 from .packing import datatype_range, pack, unpack
 
 BACKENDS = ("board", "model")
@@ -69,7 +69,6 @@ class Accelerator:
                               "or use backend='model'")
         try:
             from .overlay import OnebitOverlay
-            from .simdevice import BoardRequiredError
         except ImportError as error:
             raise DriverError(f"backend='board' needs pynq ({error}); run on a PYNQ board image or use "
                               "backend='model'") from None

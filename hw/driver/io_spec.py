@@ -42,6 +42,11 @@ class DriverError(Exception):
     """Bad input to the driver or an unusable I/O description: a one-line message saying what to do."""
 
 
+class BoardRequiredError(RuntimeError):
+    """An operation that only the FPGA / processing system of a PYNQ board can do (raised by simdevice.py's
+    simulated pynq device; defined here so the driver can catch it without importing pynq)."""
+
+
 def _require(mapping: dict, key: str, where: str) -> Any:
     if key not in mapping:
         raise DriverError(f"{where}: missing key '{key}'; rebuild to regenerate io.json")

@@ -31,6 +31,8 @@ from pynq.buffer import PynqBuffer
 from pynq.pl_server.device import Device
 from pynq.pl_server.hwh_parser import get_hwh_name
 
+from .io_spec import BoardRequiredError
+
 AP_CTRL = 0x00
 AP_START, AP_IDLE = 0x1, 0x4
 # The PS families pynq's HWH parser knows, and the CPU architecture of each (what pynq.ps.Clocks dispatches on).
@@ -44,10 +46,6 @@ class HostBuffer(PynqBuffer):
     attribute lets the same pynq buffer code run under this venv's numpy 2."""
 
     device = None
-
-
-class BoardRequiredError(RuntimeError):
-    """An operation that only the FPGA / processing system of a PYNQ board can do."""
 
 
 def _hwh_parser(hwh: Path):

@@ -15,7 +15,8 @@ pytest.importorskip("pynq")
 
 from hw.driver import Accelerator, DriverError, IOSpec  # noqa: E402
 from hw.driver.overlay import OnebitOverlay  # noqa: E402
-from hw.driver.simdevice import BoardRequiredError, SimulatedDevice  # noqa: E402
+from hw.driver import BoardRequiredError  # noqa: E402
+from hw.driver.simdevice import SimulatedDevice  # noqa: E402
 
 IDMA_BASE, ODMA_BASE = 0x43C0_0000, 0x43C1_0000
 
