@@ -107,7 +107,9 @@ if validation_set.is_file():
     with np.load(validation_set, allow_pickle=False) as stored:
         data = {key: stored[key] for key in stored.files}
     images, labels, expected = data["images"][:N], data["labels"][:N], data["scores"][:N]
-    class_names = [str(name) for name in data["class_names"]]
+    # class_names is optional in the package (design.md 5 lists images, labels, scores, classes)
+    class_names = ([str(name) for name in data["class_names"]] if "class_names" in data
+                   else [str(k) for k in range(spec.num_classes)])
     reference = f"validation set of the package ({len(images)} of {len(data['labels'])} images)"
 elif backend == "board":
     raise FileNotFoundError(f"{validation_set} is missing; the board has no PyTorch to make the reference, "
