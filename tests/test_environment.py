@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import re
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -14,6 +15,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "tools" / "requirements.lock"
 SETUP = REPO / "tools" / "setup_env.sh"
+# Only what is installed in the environment itself: once pkg_resources is imported (Brevitas does), setuptools
+# puts its vendored copies (packaging, zipp, ...) on sys.path, and their metadata would shadow the real ones.
+SITE_PACKAGES = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+
+
+def _installed() -> dict[str, str]:
+    return {re.sub(r"[-_.]+", "-", d.metadata["Name"].lower()): d.version
+            for d in md.distributions(path=SITE_PACKAGES)}
 
 
 def _requested_torch() -> str:
@@ -28,8 +37,7 @@ def test_torch_is_the_requested_cpu_build():
 
 
 def test_no_cuda_runtime_packages_were_pulled_in():
-    names = sorted(d.metadata["Name"] for d in md.distributions())
-    cuda = [n for n in names if re.match(r"(nvidia-|triton$|cuda-)", n.lower())]
+    cuda = [n for n in sorted(_installed()) if re.match(r"(nvidia-|triton$|cuda-)", n)]
     assert cuda == [], f"CUDA packages in the environment: {cuda}"
 
 
@@ -39,7 +47,7 @@ def test_every_installed_package_matches_the_lock():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
             pinned[re.sub(r"[-_.]+", "-", name.lower())] = version.strip()
-    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"].lower()): d.version for d in md.distributions()}
+    installed = _installed()
     wrong = {n: (installed.get(n), v) for n, v in pinned.items() if installed.get(n) != v}
     assert wrong == {}, f"installed != lock (installed, locked): {wrong}"
     unlocked = sorted(set(installed) - set(pinned) - {"torch", "onebit", "pip"})
