@@ -114,6 +114,7 @@ def prepare_finn(work_dir: str | Path) -> Path:
       every transformation that touches the build dir calls get_settings() and raises otherwise.
     - XILINX_VIVADO: see _NO_VIVADO_PLACEHOLDER (only set when the user has not set it).
     - finn.xsi names: see _RtlsimUnavailable (only bound when XSI really is missing).
+    - hw/finn_fixes.py: corrections to finn-plus behaviour that would build wrong hardware.
     Calling it again with another folder re-points the settings (one build after another in one process).
     """
     global _prepared_dir
@@ -146,6 +147,9 @@ def prepare_finn(work_dir: str | Path) -> Path:
                 setattr(finn_xsi, name, _RtlsimUnavailable)
     else:
         finn_xsi.ensure_available()
+    from hw import finn_fixes
+
+    finn_fixes.apply()
     _prepared_dir = work
     return work
 
