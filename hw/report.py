@@ -140,6 +140,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Resources: LUT {t['LUT']:,.0f} / {b['LUT']:,} ({res['fraction']['LUT']:.1%}), "
                   f"BRAM_18K {t['BRAM_18K']:,.0f} / {b['BRAM_18K']:,} ({res['fraction']['BRAM_18K']:.1%}), "
                   f"DSP {t['DSP']:,.0f} / {b['DSP']:,}. {res['note']}.", ""]
+    warning = over_budget_warning(report)
+    if warning:
+        lines += [f"**{warning}**", ""]
     io = report["accelerator_io"]
     lines += ["## Accelerator I/O", "", f"- input: {io['input']['datatype']} {io['input']['pixels']}, {io['input']['layout']}",
               f"- output: {io['output']['stream']} ({io['output']['datatype']}); class scores {io['output']['to_scores']}, "
@@ -148,6 +151,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"- {s['step']}: missing {s['missing']}" for s in report["skipped_steps"]] or ["- none"]
     lines += ["", "## Artifacts", ""] + [f"- {k}: {v}" for k, v in report["artifacts"].items()]
     return "\n".join(lines) + "\n"
+
+
+def over_budget_warning(report: dict[str, Any]) -> str | None:
+    """A one-line warning when FINN's estimates exceed the board (a folding that cannot be placed), else None."""
+    fraction = report["resources"]["fraction"]
+    over = [f"{kind} {value:.0%}" for kind, value in fraction.items() if value is not None and value > 1.0]
+    if not over:
+        return None
+    return (f"WARNING: this folding does not fit {report['board']['name']} ({', '.join(over)} of the board); "
+            "rebuild with --auto-fold (best FPS within the budget) or a lower --target-fps")
 
 
 def print_summary(report: dict[str, Any]) -> None:
@@ -160,6 +173,9 @@ def print_summary(report: dict[str, Any]) -> None:
     t, b = res["total"], res["budget"]
     print(f"resources: LUT {t['LUT']:,.0f}/{b['LUT']:,}  BRAM_18K {t['BRAM_18K']:,.0f}/{b['BRAM_18K']:,}  "
           f"DSP {t['DSP']:,.0f}/{b['DSP']:,}")
+    warning = over_budget_warning(report)
+    if warning:
+        print(warning)
     acc = report["accuracy"]
     print(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
     for level in LEVELS:

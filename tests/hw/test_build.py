@@ -179,3 +179,16 @@ def test_layer_that_cannot_become_binary_is_named(tfc_build: Path, tmp_path: Pat
     finally:
         ESTIMATORS.pop("test-hardtanh", None)
     assert code == 2 and "blocks.1.act" in message and "not a binary activation" in message
+
+
+def test_report_warns_when_the_folding_does_not_fit_the_board(tfc_pipeline: Path) -> None:
+    from hw.report import over_budget_warning, render_markdown
+
+    report = json.loads((tfc_pipeline / "report.json").read_text())
+    assert report["resources"]["fraction"]["LUT"] < 1.0
+    assert over_budget_warning(report) is None
+    assert "does not fit" not in render_markdown(report)
+    report["resources"]["fraction"]["LUT"] = 1.925
+    warning = over_budget_warning(report)
+    assert warning is not None and report["board"]["name"] in warning and "LUT 192%" in warning
+    assert "--auto-fold" in warning and warning in render_markdown(report)
