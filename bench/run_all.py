@@ -4,7 +4,9 @@
    `onebit build` (FINN, Pynq-Z1, verification on the test set), unless `--work` already holds them;
 2. bench/accel_speed.py: accelerator model vs FINN Python execution vs PyTorch on those builds;
 3. bench/folding.py: automatic folding vs finn-examples' published folding;
-4. bench/estimators.py: the training methods against STE (`--quick` unless `--full`).
+4. bench/estimators.py: the training methods against STE (`--quick` unless `--full`);
+5. bench/methods_hw.py (only when asked, `--only methods`: about an hour on 2 CPU cores): every training
+   method trained, built with FINN and validated on the accelerator model by the user's commands.
 Each writes its own results; this script writes bench/results/index.md with their wall times.
 """
 from __future__ import annotations
@@ -52,15 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench",
                         help="folder for the reference checkpoints and builds (default build/bench)")
     parser.add_argument("--full", action="store_true", help="the full estimator benchmark (hours on CPU)")
-    parser.add_argument("--only", default="accel,folding,estimators", help="comma list of benchmarks to run")
+    parser.add_argument("--only", default="accel,folding,estimators", help="comma list of benchmarks to run (also: methods)")
     args = parser.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
-    unknown = sorted(set(chosen) - {"accel", "folding", "estimators"})
+    unknown = sorted(set(chosen) - {"accel", "folding", "estimators", "methods"})
     if unknown:
-        raise OnebitError(f"unknown benchmark(s) {unknown}; choose from accel, folding, estimators")
+        raise OnebitError(f"unknown benchmark(s) {unknown}; choose from accel, folding, estimators, methods")
     args.work.mkdir(parents=True, exist_ok=True)
 
-    from bench import accel_speed, estimators, folding
+    from bench import accel_speed, estimators, folding, methods_hw
 
     runs: dict[str, dict] = {}
     for bench in chosen:
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         elif bench == "folding":
             code = folding.main([])
             results = "folding.md"
+        elif bench == "methods":
+            code = methods_hw.main(["--work", str(args.work / "methods_hw")])
+            results = "methods_hw.md"
         else:
             code = estimators.main([] if args.full else ["--quick"])
             results = "estimators.md" if args.full else "estimators_quick.md"

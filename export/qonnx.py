@@ -57,8 +57,11 @@ def export_qonnx(plain: OnebitNet, meta: dict[str, Any] | None, path: str | Path
         raise OnebitError(f"Brevitas QONNX export of the collapsed model failed: {type(error).__name__}: "
                           f"{str(error).splitlines()[0][:200] if str(error) else ''}") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        # torch's exporter also writes the initializers to `<tmp>.data`; cleanup() inlines them into the
+        # model, so the side file is an orphan either way.
+        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
+            if leftover.exists():
+                leftover.unlink()
     return path
 
 

@@ -32,6 +32,7 @@ def test_cli_trained_method_exports_bit_exact(method: str, tmp_path: Path) -> No
     trained = integer_scores(model, test.images)
     assert np.array_equal(trained, integer_scores(plain, test.images))
     path = export_qonnx(plain, meta, tmp_path / "model_qonnx.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.curve.png", "model.pt", "model_qonnx.onnx"]
     graph = onnx.load(str(path)).graph
     ops = {node.op_type for node in graph.node}
     assert ops & {"BipolarQuant", "Quant"}  # ordinary binary quant nodes
