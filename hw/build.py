@@ -334,7 +334,7 @@ class _finn_logging_to:
 
         self.handler = logging.StreamHandler(self.stream)
         self.handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s: %(message)s"))
-        self.loggers = [logging.getLogger(name) for name in ("finn", "qonnx", "py.warnings")]
+        self.loggers = [logging.getLogger(name) for name in ("finn", "finn_logger", "qonnx", "py.warnings")]
         self.saved = [(lg.handlers[:], lg.propagate) for lg in self.loggers]
         for lg in self.loggers:
             lg.handlers = [self.handler]
