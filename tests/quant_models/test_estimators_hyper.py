@@ -61,6 +61,15 @@ def test_warmup_schedule_is_exactly_binary_after_70_percent() -> None:
     assert step.current_temperature == 0.0
 
 
+@pytest.mark.parametrize("schedule,epochs,warns", [("epoch", 1, True), ("epoch", 2, True), ("epoch", 4, False),
+                                                    ("step", 1, False)])
+def test_too_short_per_epoch_warmup_is_warned(schedule: str, epochs: int, warns: bool, capsys) -> None:
+    estimator = get_estimator("hyper", schedule=schedule)
+    model = build_model(default_arch("tfc", [1, 28, 28], 10, hidden=[16, 16]), estimator).train()
+    estimator.on_epoch_start(model, 0, epochs)
+    assert ("stays soft for all" in capsys.readouterr().err) == warns
+
+
 def test_weights_only_flag_keeps_hard_sign_activations() -> None:
     act = HyperActivation(4, warmup=False).train()
     act.temperature.fill_(1.0)
