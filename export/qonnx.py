@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -34,9 +35,24 @@ class ScoresView(nn.Module):
         return self.model.score(self.model.features(x))
 
 
+@contextlib.contextmanager
+def _quiet_torch_onnx_logger():
+    """torch's ONNX exporter logs a warning per torchvision op it cannot register (torchvision is not a
+    dependency); none of them is ever in a onebit graph."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_qonnx(plain: OnebitNet, meta: dict[str, Any] | None, path: str | Path) -> Path:
     """Write the QONNX model of `plain` to `path` (atomically) and return the path."""
-    from brevitas.export import export_qonnx as brevitas_export_qonnx
+    with warnings.catch_warnings():  # Brevitas warns at import that an optional CUDA kernel is absent
+        warnings.simplefilter("ignore")
+        from brevitas.export import export_qonnx as brevitas_export_qonnx
     from qonnx.util.cleanup import cleanup
 
     path = Path(path)
@@ -46,7 +62,7 @@ def export_qonnx(plain: OnebitNet, meta: dict[str, Any] | None, path: str | Path
     view = ScoresView(plain).eval()
     try:
         # Brevitas/torch.onnx print pages of progress and deprecation notes; keep the console for results.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_onnx_logger():
             warnings.simplefilter("ignore")
             brevitas_export_qonnx(view, example, export_path=str(tmp))
             cleanup(str(tmp), out_file=str(tmp))
