@@ -419,6 +419,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("report.json", "report.md"):  # report.json marks a finished build: never keep an old one
         (out_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "validation", ignore_errors=True)  # `onebit validate` results of the old build
     from hw.deploy import remove_deployment_package
 
     remove_deployment_package(out_dir)  # nor the previous build's deployment package

@@ -175,10 +175,15 @@ def test_layer_that_cannot_become_binary_is_named(tfc_build: Path, tmp_path: Pat
         odd = build_model(trained.arch, HardtanhEstimator())
         odd.load_state_dict(trained.state_dict())
         save_checkpoint(tmp_path / "hardtanh.pt", odd, {k: meta.get(k, {}) for k in ("dataset", "training", "metrics")})
+        # a previous build's results in the same folder must not survive a failed rebuild
+        (tmp_path / "b" / "validation").mkdir(parents=True)
+        (tmp_path / "b" / "validation" / "validation.json").write_text("{}")
+        (tmp_path / "b" / "report.json").write_text("{}")
         code, message = _run_main([str(tmp_path / "hardtanh.pt"), "--out", str(tmp_path / "b")], capsys)
     finally:
         ESTIMATORS.pop("test-hardtanh", None)
     assert code == 2 and "blocks.1.act" in message and "not a binary activation" in message
+    assert not (tmp_path / "b" / "report.json").exists() and not (tmp_path / "b" / "validation").exists()
 
 
 def test_report_warns_when_the_folding_does_not_fit_the_board(tfc_pipeline: Path) -> None:
