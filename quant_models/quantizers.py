@@ -5,8 +5,10 @@ Brevitas' QONNX export emits standard Quant / BipolarQuant nodes that FINN recog
 """
 from __future__ import annotations
 
+import torch
 from brevitas.core.scaling import ScalingImplType
 from brevitas.quant import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat
+from torch import nn
 
 
 class PixelUint8Quant(Uint8ActPerTensorFloat):
@@ -35,5 +37,46 @@ class BipolarActQuant(SignedBinaryActPerTensorConst):
 
 class BipolarWeightQuant(SignedBinaryWeightPerTensorConst):
     """+-1 weights with a constant scale of 1 (bnn_pynq's CommonWeightQuant at 1 bit)."""
+
+    scaling_const = 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# The training methods' quantizers (quant_models/estimators/): Brevitas quantizers whose tensor_quant
+# is the method's own (its forward and backward), injected into Brevitas proxies like any other.
+# ------------------------------------------------------------------------------------------------
+class MethodTensorQuant(nn.Module):
+    """Base of a method's Brevitas tensor_quant: `quantize(x)` is the method's value with its backward.
+
+    Returns Brevitas' (value, scale, zero_point, bit_width) tuple. The scale is 1 unless `quantize`
+    returns one: the methods' scales fold into thresholds at export (export/collapse.py), where the
+    collapsed network is rebuilt from the STE quantizers above.
+    """
+
+    bits: float = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("zero", torch.tensor(0.0), persistent=False)
+        self.register_buffer("one", torch.tensor(1.0), persistent=False)
+        self.register_buffer("bit_width", torch.tensor(self.bits), persistent=False)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.quantize(x)
+        value, scale = out if isinstance(out, tuple) else (out, self.one)
+        return value, scale, self.zero, self.bit_width
+
+
+class MethodActQuant(SignedBinaryActPerTensorConst):
+    """Declarative base of the methods' activation quantizers: a subclass sets `tensor_quant`."""
+
+    scaling_const = 1.0
+
+
+class MethodWeightQuant(SignedBinaryWeightPerTensorConst):
+    """Declarative base of the methods' weight quantizers: a subclass sets `tensor_quant`."""
 
     scaling_const = 1.0

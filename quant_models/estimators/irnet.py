@@ -18,11 +18,20 @@ ir_1w1a.py `IRConv2d`, modules/binaryfunction.py, CIFAR-10/VGG-Small/main.py `Lo
 FINN adaptations: the score layer uses one power-of-two scale for the whole tensor (a per-class scale
 would change the argmax); every other layer keeps the per-filter scale, which folds into the
 thresholds. Export form: sign(w_c - mean(w_c)) (standardisation does not change a sign) and s_c.
+
+Brevitas form: `IRNetWeightQuant` and `IRNetActQuant` are declarative Brevitas quantizers whose
+tensor_quant is Libra-PB + EDE; onebit's layers run their latent weights and activations through those
+Brevitas proxies in training, and a user can put them into any Brevitas layer.
 """
 from __future__ import annotations
 
 import torch
+from brevitas.nn import QuantIdentity
+from brevitas.nn.mixin.parameter import QuantWeightMixin
 from torch import nn
+
+from quant_models import compat  # noqa: F401  (Tensor.rename shim before any Brevitas layer runs)
+from quant_models.quantizers import MethodActQuant, MethodTensorQuant, MethodWeightQuant
 
 from . import register_estimator
 from .base import Estimator, bipolar_sign, check_role
@@ -43,12 +52,53 @@ class _EDEState(nn.Module):
         self.t.fill_(t)
 
 
-class IRLayer(ScaledBinaryLayer):
-    """Libra-PB binary weight layer (linear or conv) with the EDE backward."""
+class LibraPBTensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of IR-Net's weights: Libra-PB (balance, standardise, power-of-two scale)
+    then sign with the EDE backward; returns the scaled binary weight and its per-filter scale."""
+
+    def __init__(self, per_channel_scale: bool) -> None:
+        super().__init__()
+        self.per_channel_scale = per_channel_scale
+        self.ede = _EDEState()
+
+    def quantize(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w_std, scale = libra_pb(w, per_channel=self.per_channel_scale)
+        scale = scale.reshape([-1] + [1] * (w.dim() - 1))
+        return sign_ede(w_std, self.ede.k, self.ede.t) * scale, scale
+
+
+class EDESignTensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of IR-Net's activations: hardtanh, then sign with the EDE backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ede = _EDEState()
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        return sign_ede(torch.clamp(y, -1.0, 1.0), self.ede.k, self.ede.t)
+
+
+class IRNetWeightQuant(MethodWeightQuant):
+    """IR-Net's weight quantizer, usable in any Brevitas layer: `QuantConv2d(..., weight_quant=IRNetWeightQuant)`
+    (`weight_per_channel_scale=False` for one scale per tensor)."""
+
+    tensor_quant = LibraPBTensorQuant
+    per_channel_scale = True
+
+
+class IRNetActQuant(MethodActQuant):
+    """IR-Net's activation quantizer: `QuantIdentity(act_quant=IRNetActQuant)`."""
+
+    tensor_quant = EDESignTensorQuant
+
+
+class IRLayer(ScaledBinaryLayer, QuantWeightMixin):
+    """Libra-PB binary weight layer (linear or conv): its latent weight goes through Brevitas' weight
+    proxy with `IRNetWeightQuant` in training; eval and export use the sign-first form."""
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int | None = None,
                  padding: int = 0, *, per_channel_scale: bool = True) -> None:
-        super().__init__(in_features, out_features, kernel_size, padding)
+        ScaledBinaryLayer.__init__(self, in_features, out_features, kernel_size, padding)
         self.per_channel_scale = per_channel_scale
         self.weight = nn.Parameter(torch.empty(self.weight_shape))
         # bnn_pynq's (and our STE's) uniform(-1, 1). The scale matters although Libra-PB standardises
@@ -56,12 +106,15 @@ class IRLayer(ScaledBinaryLayer):
         # kaiming-scale latents (std ~ 0.03) that is ~30x STE's and the signs churn; measured on TFC,
         # 5,000 images, 4 epochs: 76.9% (kaiming) vs 77.3% (uniform) test accuracy, seed 0.
         nn.init.uniform_(self.weight, -1.0, 1.0)
-        self.ede = _EDEState()
+        QuantWeightMixin.__init__(self, weight_quant=IRNetWeightQuant, weight_per_channel_scale=per_channel_scale)
+        self.ede = self.weight_quant.tensor_quant.ede  # the schedule's handle (same module, not a copy)
+
+    @property
+    def output_channel_dim(self) -> int:
+        return 0
 
     def train_weight(self) -> torch.Tensor:
-        w_std, scale = libra_pb(self.weight, per_channel=self.per_channel_scale)
-        binary = sign_ede(w_std, self.ede.k, self.ede.t)
-        return binary * scale.reshape([-1] + [1] * (binary.dim() - 1))
+        return self.weight_quant(self.weight).value
 
     @torch.no_grad()
     def binary_weight_and_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,18 +122,19 @@ class IRLayer(ScaledBinaryLayer):
         return bipolar_sign(w_std), scale
 
 
-class IRActivation(nn.Module):
-    """hardtanh then sign with the EDE backward: gradient 1[|y| <= 1] * k t (1 - tanh^2(t y))."""
+class IRActivation(QuantIdentity):
+    """Brevitas QuantIdentity with `IRNetActQuant`: gradient 1[|y| <= 1] * k t (1 - tanh^2(t y));
+    exact sign in eval."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__()
+        super().__init__(act_quant=IRNetActQuant)
         self.channels = channels
-        self.ede = _EDEState()
+        self.ede = self.act_quant.fused_activation_quant_proxy.tensor_quant.ede
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return bipolar_sign(y)
-        return sign_ede(torch.clamp(y, -1.0, 1.0), self.ede.k, self.ede.t)
+        return super().forward(y)
 
 
 @register_estimator

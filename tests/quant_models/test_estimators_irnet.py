@@ -76,3 +76,30 @@ def test_export_form_matches_eval_and_score_scale_is_scalar() -> None:
     model.train()
     train_out = model(x)  # batch statistics; just check it runs and is finite
     assert torch.isfinite(train_out).all()
+
+
+def test_irnet_quantizers_are_brevitas_quantizers_usable_in_any_brevitas_layer() -> None:
+    """IRNetWeightQuant / IRNetActQuant plug into Brevitas' own layers, with IR-Net's forward and backward."""
+    from brevitas.nn import QuantConv2d, QuantIdentity
+    from brevitas.proxy import ActQuantProxyFromInjector, WeightQuantProxyFromInjector
+
+    from quant_models.estimators.base import bipolar_sign
+    from quant_models.estimators.functional import libra_pb
+    from quant_models.estimators.irnet import IRNetActQuant, IRNetWeightQuant
+
+    torch.manual_seed(0)
+    conv = QuantConv2d(3, 4, 3, bias=False, weight_quant=IRNetWeightQuant)
+    w_std, scale = libra_pb(conv.weight.detach())
+    assert torch.equal(conv.quant_weight().value.detach(), bipolar_sign(w_std) * scale.reshape(-1, 1, 1, 1))
+    assert torch.equal(torch.log2(scale), torch.round(torch.log2(scale)))  # power-of-two per filter
+    act = QuantIdentity(act_quant=IRNetActQuant).train()
+    act.act_quant.fused_activation_quant_proxy.tensor_quant.ede.set(2.0, 0.5)
+    y = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.5], requires_grad=True)
+    act(y).sum().backward()
+    expected = 2.0 * 0.5 * (1 - torch.tanh(0.5 * y.detach()) ** 2) * (y.detach().abs() <= 1)
+    assert torch.allclose(y.grad, expected)
+    # onebit's own IR-Net layers go through those same Brevitas proxies
+    layer, activation = IRLayer(12, 5), IRActivation(5)
+    assert isinstance(layer.weight_quant, WeightQuantProxyFromInjector)
+    assert isinstance(activation.act_quant, ActQuantProxyFromInjector)
+    assert layer.ede is layer.weight_quant.tensor_quant.ede
