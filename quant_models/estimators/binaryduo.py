@@ -44,9 +44,13 @@ import math
 from typing import Any
 
 import torch
+from brevitas.nn import QuantIdentity
+from brevitas.nn.mixin.parameter import QuantWeightMixin
 from torch import nn
 
 from onebit.errors import OnebitError
+from quant_models import compat  # noqa: F401  (Tensor.rename shim before any Brevitas layer runs)
+from quant_models.quantizers import MethodActQuant, MethodTensorQuant, MethodWeightQuant
 
 from . import register_estimator
 from .base import Estimator, bipolar_sign, check_role
@@ -67,7 +71,21 @@ def _layer_scale(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().double().abs().mean().to(weight.dtype)
 
 
-class DuoLayer(ScaledBinaryLayer):
+class SignIdentitySTETensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of BinaryDuo's weights: sign forward, identity backward (the authors' code);
+    the layer's mean|W| scale is applied after the +-1 accumulation."""
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        return _sign_identity_ste(w)
+
+
+class BinaryDuoWeightQuant(MethodWeightQuant):
+    """BinaryDuo's weight quantizer: `QuantLinear(..., weight_quant=BinaryDuoWeightQuant)`."""
+
+    tensor_quant = SignIdentitySTETensorQuant
+
+
+class DuoLayer(ScaledBinaryLayer, QuantWeightMixin):
     """Binary weight layer with one scalar scale; optionally replicates its output (decoupled form)."""
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int | None = None, padding: int = 0,
@@ -80,10 +98,15 @@ class DuoLayer(ScaledBinaryLayer):
         shape = (rows,) + self.weight_shape[1:]
         self.weight = nn.Parameter(torch.empty(shape))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        QuantWeightMixin.__init__(self, weight_quant=BinaryDuoWeightQuant)
+
+    @property
+    def output_channel_dim(self) -> int:
+        return 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Accumulate with +-1 first, scale after: integer sums, so coupled and decoupled nets agree exactly.
-        binary = _sign_identity_ste(self.weight) if self.training else bipolar_sign(self.weight.detach())
+        binary = self.weight_quant(self.weight).value if self.training else bipolar_sign(self.weight.detach())
         y = self._apply_weight(x, binary) * _layer_scale(self.weight)
         if self.replicate == 2:
             y = torch.cat([y, y], dim=1)
@@ -97,39 +120,73 @@ class DuoLayer(ScaledBinaryLayer):
         return sign, _layer_scale(self.weight).reshape(1).expand(self.out_features).clone()
 
 
-class TernaryActivation(nn.Module):
-    """Coupled-stage activation: {-1, 0, +1} with thresholds +-0.5 (eval and training alike)."""
+class TernaryTensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of the coupled stage: {-1, 0, +1} with thresholds +-0.5, backward 1[|y| <= 1]."""
 
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.channels = channels
+    bits = 2.0
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
         return ternary_activation(y)
 
 
-class DecoupledActivation(nn.Module):
-    """Decoupled-stage activation: sign(y + theta) with theta = -0.5 on the first half of the
-    channels (b_hi) and +0.5 on the second (b_lo); backward the clamp's 1[|y| <= 1]."""
+class DecoupledSignTensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of the decoupled stage: sign(y + theta_c), theta = -0.5 on the first half of
+    the channels (b_hi) and +0.5 on the second (b_lo); backward the clamp's 1[|y| <= 1]."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         if channels % 2:
             raise OnebitError(f"binaryduo: a decoupled activation needs an even channel count, got {channels}")
-        self.channels = channels
         half = channels // 2
         self.register_buffer("theta", torch.cat([torch.full((half,), -0.5), torch.full((half,), 0.5)]), persistent=False)
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        hard = bipolar_sign(y + self.theta.reshape([1, -1] + [1] * (y.dim() - 2)))
+        clamped = torch.clamp(y, -1.0, 1.0)
+        return clamped + (hard - clamped).detach()
+
+
+class BinaryDuoTernaryActQuant(MethodActQuant):
+    """The coupled stage's ternary activation quantizer (2 bits): `QuantIdentity(act_quant=...)`."""
+
+    tensor_quant = TernaryTensorQuant
+
+
+class BinaryDuoDecoupledActQuant(MethodActQuant):
+    """The decoupled stage's pair of binary activations: `QuantIdentity(act_quant=..., channels=C)`."""
+
+    tensor_quant = DecoupledSignTensorQuant
+
+
+class TernaryActivation(QuantIdentity):
+    """Coupled-stage activation, Brevitas `BinaryDuoTernaryActQuant` (eval and training alike)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(act_quant=BinaryDuoTernaryActQuant)
+        self.channels = channels
+
+
+class DecoupledActivation(QuantIdentity):
+    """Decoupled-stage activation, Brevitas `BinaryDuoDecoupledActQuant`; its theta is the threshold
+    offset that export folds into the integer thresholds."""
+
+    def __init__(self, channels: int) -> None:
+        if channels % 2:  # checked here too: Brevitas' injector would wrap the tensor_quant's error
+            raise OnebitError(f"binaryduo: a decoupled activation needs an even channel count, got {channels}")
+        super().__init__(act_quant=BinaryDuoDecoupledActQuant, channels=channels)
+        self.channels = channels
+
+    @property
+    def theta(self) -> torch.Tensor:
+        return self.act_quant.fused_activation_quant_proxy.tensor_quant.theta
 
     def threshold_offset(self) -> torch.Tensor:
         return self.theta
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        shifted = y + self.theta.reshape([1, -1] + [1] * (y.dim() - 2))
-        hard = bipolar_sign(shifted)
         if not self.training:
-            return hard
-        clamped = torch.clamp(y, -1.0, 1.0)
-        return clamped + (hard - clamped).detach()
+            return bipolar_sign(y + self.theta.reshape([1, -1] + [1] * (y.dim() - 2)))
+        return super().forward(y)
 
 
 def _widths_key(arch: dict[str, Any]) -> list[str]:

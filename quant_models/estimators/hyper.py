@@ -31,9 +31,12 @@ import math
 import sys
 
 import torch
+from brevitas.nn import QuantIdentity
 from torch import nn
 
 from onebit.errors import OnebitError
+from quant_models import compat  # noqa: F401  (Tensor.rename shim before any Brevitas layer runs)
+from quant_models.quantizers import MethodActQuant, MethodTensorQuant
 
 from . import register_estimator
 from .base import Estimator, bipolar_sign, check_role
@@ -88,21 +91,44 @@ class HyperLayer(ScaledBinaryLayer):
         return bipolar_sign(self.latent_weight().detach()), torch.ones(self.out_features)
 
 
-class HyperActivation(nn.Module):
-    """STE-Warmup activation (hardtanh(x/T) while T > 0) or clipped-STE sign; exact sign in eval."""
+class WarmupSignTensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of Hyper-BinaryNet's activations: STE-Warmup hardtanh(y / T) while T > 0
+    (exact sign at T = 0), or the clipped-STE sign when warm-up is off for activations."""
 
-    def __init__(self, channels: int, warmup: bool) -> None:
+    def __init__(self, warmup: bool) -> None:
         super().__init__()
-        self.channels = channels
         self.warmup = warmup
         self.register_buffer("temperature", torch.tensor(1.0), persistent=False)
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        return ste_warmup(y, float(self.temperature)) if self.warmup else sign_clipped_ste(y)
+
+
+class HyperActQuant(MethodActQuant):
+    """Hyper-BinaryNet's activation quantizer: `QuantIdentity(act_quant=HyperActQuant)` (STE-Warmup;
+    `warmup=False` for the clipped-STE sign)."""
+
+    tensor_quant = WarmupSignTensorQuant
+    warmup = True
+
+
+class HyperActivation(QuantIdentity):
+    """Brevitas QuantIdentity with `HyperActQuant` in training; exact sign in eval."""
+
+    def __init__(self, channels: int, warmup: bool) -> None:
+        super().__init__(act_quant=HyperActQuant, warmup=warmup)
+        self.channels = channels
+        self.warmup = warmup
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The warm-up temperature the schedule sets (the tensor_quant's buffer)."""
+        return self.act_quant.fused_activation_quant_proxy.tensor_quant.temperature
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return bipolar_sign(y)
-        if self.warmup:
-            return ste_warmup(y, float(self.temperature))
-        return sign_clipped_ste(y)
+        return super().forward(y)
 
 
 @register_estimator

@@ -32,9 +32,12 @@ optimizer is applied to onebit's plain binary topologies.
 from __future__ import annotations
 
 import torch
+from brevitas.nn import QuantIdentity
 from torch import nn
 
 from onebit.errors import OnebitError
+from quant_models import compat  # noqa: F401  (Tensor.rename shim before any Brevitas layer runs)
+from quant_models.quantizers import MethodActQuant, MethodTensorQuant
 
 from . import register_estimator
 from .base import Estimator, bipolar_sign, check_role
@@ -97,11 +100,24 @@ class RBOLayer(ScaledBinaryLayer):
         return bipolar_sign(self.weight.detach()), scale.expand(self.out_features).clone()
 
 
-class RBOActivation(nn.Module):
-    """sign(x + b_c) with a learnable per-channel bias and the ApproxSign backward."""
+class ApproxSignTensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of RBONN's activations: sign with the ApproxSign backward (2 - 2|x|)."""
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        return sign_approx(x)
+
+
+class RBONNActQuant(MethodActQuant):
+    """RBONN's activation quantizer: `QuantIdentity(act_quant=RBONNActQuant)`."""
+
+    tensor_quant = ApproxSignTensorQuant
+
+
+class RBOActivation(QuantIdentity):
+    """sign(x + b_c) with a learnable per-channel bias; the sign is Brevitas' `RBONNActQuant` in training."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__()
+        super().__init__(act_quant=RBONNActQuant)
         self.channels = channels
         self.bias = nn.Parameter(torch.zeros(channels))
 
@@ -110,7 +126,7 @@ class RBOActivation(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         shifted = y + self.bias.reshape([1, -1] + [1] * (y.dim() - 2))
-        return sign_approx(shifted) if self.training else bipolar_sign(shifted)
+        return super().forward(shifted) if self.training else bipolar_sign(shifted)
 
 
 @register_estimator
