@@ -26,6 +26,7 @@ use torch.sign (sign(0) = 0), which only differs on a measure-zero set during tr
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -33,7 +34,6 @@ from torch import nn
 from quant_models.estimators.base import bipolar_sign
 
 __all__ = [
-    "SignEDE",
     "sign_ede",
     "ede_schedule",
     "libra_pb",
@@ -57,29 +57,32 @@ def _per_channel_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape([-1] + [1] * (like.dim() - 1))
 
 
-# ------------------------------------------------------------------------------------------------
-# IR-Net: Error Decay Estimator and Libra Parameter Binarization
-# ------------------------------------------------------------------------------------------------
-class SignEDE(torch.autograd.Function):
-    """sign(x) forward; backward the derivative of the surrogate k*tanh(t*x): k*t*(1 - tanh^2(t*x))."""
+class _SignWithSurrogate(torch.autograd.Function):
+    """sign(x) forward (sign(0) = +1); backward grad_out * derivative(x), the derivative of the
+    method's surrogate function. Every binary activation/weight estimator here is one of these."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, k, t)
+    def forward(ctx, x: torch.Tensor, derivative: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.derivative = derivative
         return bipolar_sign(x)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        x, k, t = ctx.saved_tensors
-        surrogate = k * t * (1.0 - torch.tanh(t * x) ** 2)
-        return grad_out * surrogate, None, None
+        (x,) = ctx.saved_tensors
+        return grad_out * ctx.derivative(x), None
 
 
+# ------------------------------------------------------------------------------------------------
+# IR-Net: Error Decay Estimator and Libra Parameter Binarization
+# ------------------------------------------------------------------------------------------------
 def sign_ede(x: torch.Tensor, k: torch.Tensor | float, t: torch.Tensor | float) -> torch.Tensor:
-    """Binarize with the Error Decay Estimator at the given (k, t)."""
-    k = torch.as_tensor(k, dtype=x.dtype, device=x.device)
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return SignEDE.apply(x, k, t)
+    """Binarize with the Error Decay Estimator at the given (k, t): sign forward, backward the
+    derivative of the surrogate k*tanh(t*x), k*t*(1 - tanh^2(t*x)). k and t are copied, so a schedule
+    that changes them in place before the backward cannot change this step's gradient."""
+    k = torch.as_tensor(k, dtype=x.dtype, device=x.device).clone()
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device).clone()
+    return _SignWithSurrogate.apply(x, lambda v: k * t * (1.0 - torch.tanh(t * v) ** 2))
 
 
 def ede_schedule(progress: float, t_min: float = 0.1, t_max: float = 10.0) -> tuple[float, float]:
@@ -117,38 +120,18 @@ def libra_pb(
 # ------------------------------------------------------------------------------------------------
 # Baseline surrogates used by the methods
 # ------------------------------------------------------------------------------------------------
-class _SignClippedSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return bipolar_sign(x)
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad_out * (x.abs() <= 1).to(grad_out.dtype)
+def _clipped_derivative(x: torch.Tensor) -> torch.Tensor:
+    return (x.abs() <= 1).to(x.dtype)
 
 
 def sign_clipped_ste(x: torch.Tensor) -> torch.Tensor:
     """sign forward, clipped STE 1[|x| <= 1] backward (BNN, Hubara et al. 2016)."""
-    return _SignClippedSTE.apply(x)
-
-
-class _SignApprox(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return bipolar_sign(x)
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad_out * (2.0 - 2.0 * x.abs()).clamp_min(0.0)
+    return _SignWithSurrogate.apply(x, _clipped_derivative)
 
 
 def sign_approx(x: torch.Tensor) -> torch.Tensor:
     """sign forward, ApproxSign backward 2 - 2|x| on |x| < 1 (Bi-Real Net; RBONN's BinaryActivation)."""
-    return _SignApprox.apply(x)
+    return _SignWithSurrogate.apply(x, lambda v: (2.0 - 2.0 * v.abs()).clamp_min(0.0))
 
 
 # ------------------------------------------------------------------------------------------------
