@@ -52,6 +52,8 @@ class Estimator:
     name: ClassVar[str] = ""
     hparam_defaults: ClassVar[dict[str, HParamValue]] = {}
     hparam_help: ClassVar[dict[str, str]] = {}
+    # string hyperparameters that take one of a few values: name -> the allowed values
+    hparam_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, **hparams: Any) -> None:
         unknown = sorted(set(hparams) - set(self.hparam_defaults))
@@ -63,6 +65,10 @@ class Estimator:
         self.hparams: dict[str, HParamValue] = dict(self.hparam_defaults)
         for key, value in hparams.items():
             self.hparams[key] = _coerce(self.name, key, value, self.hparam_defaults[key])
+        for key, allowed in self.hparam_choices.items():
+            if self.hparams[key] not in allowed:
+                raise OnebitError(f"{self.name}: {key}={self.hparams[key]!r}; use one of "
+                                  f"{', '.join(map(repr, allowed))}")
 
     # ---- factories: the layers the topology is built from --------------------------------------
     def linear(self, in_features: int, out_features: int, *, role: str) -> nn.Module:

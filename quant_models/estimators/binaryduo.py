@@ -264,11 +264,10 @@ class BinaryDuoEstimator(Estimator):
         "coupled_fraction": "fraction of the epochs trained in the coupled ternary stage before decoupling (0.75)",
         "width_rule": "'match_params' (sqrt2 rule + first width matched to the baseline's parameters) or 'sqrt2'",
     }
+    hparam_choices = {"width_rule": ("match_params", "sqrt2")}
 
     def __init__(self, **hparams) -> None:
         super().__init__(**hparams)
-        if self.hparams["width_rule"] not in ("match_params", "sqrt2"):
-            raise OnebitError(f"binaryduo: width_rule={self.hparams['width_rule']!r}; use 'match_params' or 'sqrt2'")
         if not 0.0 <= float(self.hparams["coupled_fraction"]) <= 1.0:
             raise OnebitError("binaryduo: coupled_fraction must be in [0, 1]; e.g. --hparam coupled_fraction=0.75")
         self.phase = "coupled"

@@ -148,16 +148,14 @@ class HyperBinaryNetEstimator(Estimator):
         "end_fraction": "fraction of the epochs after which the network is exactly binary (0.7)",
         "schedule": "'epoch' (T set per epoch, the CIFAR code) or 'step' (T from the step fraction, for short runs)",
     }
+    hparam_choices = {"gen_act": GEN_ACTS, "schedule": ("epoch", "step")}
 
     def __init__(self, **hparams) -> None:
         super().__init__(**hparams)
-        _gen_activation(str(self.hparams["gen_act"]))
         if int(self.hparams["z_dim"]) < 1 or int(self.hparams["group"]) < 1:
             raise OnebitError("hyper: z_dim and group must be >= 1; e.g. --hparam z_dim=9")
         if not 0.0 < float(self.hparams["end_fraction"]) <= 1.0 or not 0 < float(self.hparams["t_end"]) < float(self.hparams["t0"]):
             raise OnebitError("hyper: need 0 < end_fraction <= 1 and 0 < t_end < t0; e.g. t0=1 t_end=1e-3")
-        if self.hparams["schedule"] not in ("epoch", "step"):
-            raise OnebitError(f"hyper: schedule={self.hparams['schedule']!r}; use 'epoch' or 'step'")
         self.current_temperature = float(self.hparams["t0"])
 
     def _layer(self, in_f: int, out_f: int, kernel: int | None, padding: int, role: str) -> HyperLayer:

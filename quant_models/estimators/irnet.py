@@ -30,6 +30,7 @@ from brevitas.nn import QuantIdentity
 from brevitas.nn.mixin.parameter import QuantWeightMixin
 from torch import nn
 
+from onebit.errors import OnebitError
 from quant_models import compat  # noqa: F401  (Tensor.rename shim before any Brevitas layer runs)
 from quant_models.quantizers import MethodActQuant, MethodTensorQuant, MethodWeightQuant
 
@@ -148,16 +149,11 @@ class IRNetEstimator(Estimator):
         "t_max": "EDE t reached at the end of training (paper: 10)",
         "schedule": "'epoch' (paper: t set once per epoch) or 'step' (t from the step fraction)",
     }
+    hparam_choices = {"schedule": ("epoch", "step")}
 
     def __init__(self, **hparams) -> None:
         super().__init__(**hparams)
-        if self.hparams["schedule"] not in ("epoch", "step"):
-            from onebit.errors import OnebitError
-
-            raise OnebitError(f"irnet: schedule={self.hparams['schedule']!r}; use 'epoch' or 'step'")
         if not 0 < float(self.hparams["t_min"]) <= float(self.hparams["t_max"]):
-            from onebit.errors import OnebitError
-
             raise OnebitError("irnet: need 0 < t_min <= t_max; e.g. --hparam t_min=0.1 --hparam t_max=10")
         self.current_t, self.current_k = ede_schedule(0.0, float(self.hparams["t_min"]), float(self.hparams["t_max"]))
 

@@ -143,11 +143,10 @@ class RBONNEstimator(Estimator):
         "mask": "'rank' (smallest-alpha channels, paper intent) or 'official_code' (authors' expression)",
         "recurrent": "enable the recurrent backtracking module (False = bilinear term only)",
     }
+    hparam_choices = {"mask": ("rank", "official_code")}
 
     def __init__(self, **hparams) -> None:
         super().__init__(**hparams)
-        if self.hparams["mask"] not in ("rank", "official_code"):
-            raise OnebitError(f"rbonn: mask={self.hparams['mask']!r}; use 'rank' or 'official_code'")
         if not 0.0 <= float(self.hparams["tau"]) <= 1.0:
             raise OnebitError(f"rbonn: tau={self.hparams['tau']} must be in [0, 1]; the paper uses 0.6")
 

@@ -47,3 +47,12 @@ def test_ste_clips_latent_weights_after_step() -> None:
 def test_bad_role_rejected() -> None:
     with pytest.raises(OnebitError, match="role"):
         get_estimator("ste").linear(4, 4, role="middle")
+
+
+@pytest.mark.parametrize("name,key,allowed", [("irnet", "schedule", "'epoch', 'step'"),
+                                              ("hyper", "gen_act", "'none', 'elu', 'hardtanh'"),
+                                              ("rbonn", "mask", "'rank', 'official_code'"),
+                                              ("binaryduo", "width_rule", "'match_params', 'sqrt2'")])
+def test_a_value_outside_a_hyperparameters_choices_names_the_choices(name: str, key: str, allowed: str) -> None:
+    with pytest.raises(OnebitError, match=f"{name}: {key}='bogus'; use one of {allowed}"):
+        get_estimator(name, **{key: "bogus"})
