@@ -22,7 +22,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from export.collapse import collapse, integer_scores  # noqa: E402
+from onebit.atomic import save_figure_atomic, write_text_atomic  # noqa: E402
 from onebit.errors import OnebitError, cli_errors  # noqa: E402
 from quant_models.data import load_dataset  # noqa: E402
 from quant_models.train import TrainConfig, train  # noqa: E402
@@ -43,14 +43,6 @@ from quant_models.train import TrainConfig, train  # noqa: E402
 METHODS = ("ste", "irnet", "binaryduo", "rbonn", "hyper")
 FLOAT = "float"
 RESULTS = ROOT / "bench" / "results"
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,7 +183,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 def write_reports(results: dict[str, Any], stem: Path) -> None:
     results["summary"] = summarise(results)
-    _atomic_write(stem.with_suffix(".json"), json.dumps(results, indent=1))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(results, indent=1))
     cfg = results["config"]
     full = cfg["epochs"] >= 30 and not cfg["limit_train"] and not cfg["limit_test"]
     label = "quick mode" if cfg["mode"] == "quick" else ("full experiment" if full else "shortened run")
@@ -222,7 +215,7 @@ def write_reports(results: dict[str, Any], stem: Path) -> None:
             lines += ["", "Below STE at equal epochs: " + ", ".join(
                 f"{m} ({100 * per_method[m]['delta_vs_ste']:+.2f} points)" for m in below) + "."]
         lines.append("")
-    _atomic_write(stem.with_suffix(".md"), "\n".join(lines))
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
 
     import matplotlib
 
@@ -242,11 +235,7 @@ def write_reports(results: dict[str, Any], stem: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    handle, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=".png", dir=stem.parent)
-    os.close(handle)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, stem.with_suffix(".png"))
+    save_figure_atomic(fig, stem.with_suffix(".png"), dpi=100)
 
 
 def build_parser() -> argparse.ArgumentParser:

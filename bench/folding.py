@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/folding.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from onebit.atomic import save_figure_atomic, write_text_atomic  # noqa: E402
 from onebit.errors import OnebitError, cli_errors  # noqa: E402
 
 DATA = REPO / "bench" / "data" / "finn_examples_foldings.json"
@@ -214,8 +215,8 @@ def run(boards: tuple[str, ...] = DEFAULT_BOARDS, out_dir: str | Path = REPO / "
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "folding.json", json.dumps(result, indent=2) + "\n")
-    _write(out / "folding.md", _markdown(result))
+    write_text_atomic(out / "folding.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "folding.md", _markdown(result))
     _plot(rows, out / "folding.png")
     return result
 
@@ -240,12 +241,6 @@ def _codegen_time(model, board, work: Path) -> dict[str, float]:
     steps.step_hw_codegen(model, cfg)
     times["codegen_s"] = time.perf_counter() - started
     return times
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _fmt(value: Any, spec: str = ",.0f") -> str:
@@ -313,10 +308,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=110)
 
 
 @cli_errors

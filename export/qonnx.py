@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from qonnx.transformation.base import Transformation
 from torch import nn
 
+from onebit.atomic import write_atomic
 from onebit.errors import OnebitError
 from quant_models import compat  # noqa: F401  (Tensor.rename shim before Brevitas layers run)
 from quant_models.topologies import OnebitNet
@@ -55,30 +55,29 @@ def export_qonnx(plain: OnebitNet, meta: dict[str, Any] | None, path: str | Path
         from brevitas.export import export_qonnx as brevitas_export_qonnx
     from qonnx.util.cleanup import cleanup
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.onnx")
     channels, height, width = plain.arch["in_shape"]
     example = torch.zeros(1, channels, height, width)
     view = ScoresView(plain).eval()
+
+    def export_to(tmp: Path) -> None:
+        try:
+            # Brevitas/torch.onnx print pages of progress and deprecation notes; keep the console for results.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_onnx_logger():
+                warnings.simplefilter("ignore")
+                brevitas_export_qonnx(view, example, export_path=str(tmp))
+                cleanup(str(tmp), out_file=str(tmp))
+        finally:
+            # torch's exporter also writes the initializers to `<tmp>.data`; cleanup() inlines them into
+            # the model, so the side file is an orphan either way.
+            tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)
+
     try:
-        # Brevitas/torch.onnx print pages of progress and deprecation notes; keep the console for results.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_onnx_logger():
-            warnings.simplefilter("ignore")
-            brevitas_export_qonnx(view, example, export_path=str(tmp))
-            cleanup(str(tmp), out_file=str(tmp))
-        os.replace(tmp, path)
+        return write_atomic(path, export_to)
     except OnebitError:
         raise
     except Exception as error:
         raise OnebitError(f"Brevitas QONNX export of the collapsed model failed: {type(error).__name__}: "
                           f"{str(error).splitlines()[0][:200] if str(error) else ''}") from None
-    finally:
-        # torch's exporter also writes the initializers to `<tmp>.data`; cleanup() inlines them into the
-        # model, so the side file is an orphan either way.
-        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
-            if leftover.exists():
-                leftover.unlink()
-    return path
 
 
 def run_qonnx(path: str | Path, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:

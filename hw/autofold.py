@@ -35,11 +35,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from onebit.atomic import save_figure_atomic, write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 
 if TYPE_CHECKING:
@@ -343,9 +343,9 @@ class FoldingResult:
             "markdown": out / f"{prefix}_report.md",
             "png": out / f"{prefix}_resources.png",
         }
-        _atomic_write_text(paths["folding"], json.dumps(self.config, indent=2) + "\n")
-        _atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=2) + "\n")
-        _atomic_write_text(paths["markdown"], self.markdown())
+        write_text_atomic(paths["folding"], json.dumps(self.config, indent=2) + "\n")
+        write_text_atomic(paths["json"], json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(paths["markdown"], self.markdown())
         plot_resources(self, paths["png"])
         return paths
 
@@ -377,12 +377,6 @@ class FoldingResult:
         return "\n".join(lines)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def plot_resources(result: FoldingResult, path: str | Path) -> Path:
     """Per-layer bar chart: cycles (bottleneck highlighted), LUT and BRAM_18K, with the budget in the title."""
     import matplotlib
@@ -412,12 +406,7 @@ def plot_resources(result: FoldingResult, path: str | Path) -> Path:
         fontsize=10,
     )
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure_atomic(fig, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------------------------------

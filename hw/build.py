@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # `python hw/build.py ...` from the repository ro
 from hw.boards import Board, get_board
 from hw.finn_env import ToolStatus, import_finn_steps, tool_status
 from hw.folding import FoldingSpec, add_folding_arguments, auto_fold_function, extract_folding, spec_from_args
+from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 
 SCORE_AFFINE_KEY = "onebit_score_affine"
@@ -287,8 +288,8 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     result = BuildResult(out_dir=out_dir, board=board, folding=folding, steps_run=steps, step_seconds=seconds,
                          skipped=skipped, tools=tools, final_model=previous,
                          score_affine=json.loads(affine_text) if affine_text else {})
-    _write_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
-    _write_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
+    write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
+    write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result
 
 
@@ -351,12 +352,6 @@ class _finn_logging_to:
             lg.handlers = handlers
             lg.propagate = propagate
         return False
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def finish_build_folder(result: BuildResult) -> dict[str, Any]:
@@ -424,8 +419,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     remove_deployment_package(out_dir)  # nor the previous build's deployment package
     started = time.perf_counter()
-    shutil.copy2(args.checkpoint, out_dir / ".model.pt.tmp")
-    os.replace(out_dir / ".model.pt.tmp", out_dir / "model.pt")
+    write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
     plain, collapse_report = collapse(trained, meta)
     qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
     result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress)

@@ -42,6 +42,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python hw/deploy.py ...` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 
 FORMAT = "onebit-deploy"
@@ -328,15 +329,13 @@ def _file_entries(root: Path) -> list[dict[str, Any]]:
 
 
 def _write_zip(folder: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
+    def fill(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(folder.rglob("*")):
                 if path.is_file():
                     archive.write(path, Path("deploy") / path.relative_to(folder))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(target, fill)
 
 
 def _record_in_report(build_dir: Path, entry: dict[str, Any]) -> None:
@@ -347,9 +346,7 @@ def _record_in_report(build_dir: Path, entry: dict[str, Any]) -> None:
     report = json.loads(path.read_text())
     report["deploy"] = entry
     report.setdefault("artifacts", {}).update({"deploy": entry["dir"], "deploy_zip": entry["zip"]})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(report, indent=2, default=str))
 
 
 def remove_deployment_package(build_dir: str | Path) -> None:

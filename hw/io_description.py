@@ -8,8 +8,6 @@ Schema: hw/driver/io_spec.py.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from qonnx.custom_op.registry import getCustomOp
 
 from hw.driver.io_spec import FORMAT, VERSION, IOSpec
 from hw.driver.packing import datatype_range, packed_bytes
+from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -139,12 +138,4 @@ def write_io_description(model: ModelWrapper, out_dir: Path, **options: Any) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "io.json"
-    fd, tmp = tempfile.mkstemp(prefix=".io.json.", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(content, handle, indent=2)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text_atomic(target, json.dumps(content, indent=2))

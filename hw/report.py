@@ -8,12 +8,12 @@ report.json is written last and atomically: its presence marks a finished build.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from hw.build import BuildResult
-from hw.verify import LEVELS
+from hw.verify import LEVELS, mismatch_table
+from onebit.atomic import save_figure_atomic, write_text_atomic
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -94,8 +94,8 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
     png = _resources_png(result.out_dir / "resources.png", rows, board.name)
     if png:
         report["artifacts"]["resources_png"] = str(png)
-    _atomic(result.out_dir / "report.md", render_markdown(report))
-    _atomic(result.out_dir / "report.json", json.dumps(report, indent=2, default=str))
+    write_text_atomic(result.out_dir / "report.md", render_markdown(report))
+    write_text_atomic(result.out_dir / "report.json", json.dumps(report, indent=2, default=str))
     return report
 
 
@@ -121,16 +121,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     acc = report["accuracy"]
     lines.append(f"Test accuracy (integer scores, {ver['samples']} {ver['dataset']} test images): "
                  f"{acc:.2%}" if acc is not None else "Test accuracy: n/a")
-    lines += ["", "## Verification (integers compared on every sample, against the trained PyTorch model)", "",
-              "| level | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
-              "|---|---|---|---|---|---|"]
-    for level in LEVELS:
-        e = ver["levels"][level]
-        if e.get("executed"):
-            lines.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {e['argmax_mismatches']} | "
-                         f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")
-        else:
-            lines.append(f"| {level} | not executed: {e['reason']} | | | | |")
+    lines += ["", "## Verification (integers compared on every sample, against the trained PyTorch model)", ""]
+    lines += mismatch_table(ver["levels"])
     lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}", ""]
     lines += ["## Per-layer estimates (FINN)", "", "```", layer_table_text(report["layers"]), "```", ""]
     if report["bottleneck"]:
@@ -206,14 +198,4 @@ def _resources_png(path: Path, rows: list[dict[str, Any]], board: str) -> Path |
         ax.invert_yaxis() if ax is axes[0] else None
     fig.suptitle(f"FINN estimates per layer ({board})")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return save_figure_atomic(fig, path, dpi=100)

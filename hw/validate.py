@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from hw.verify import confusion_matrix, plot_confusion
+from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 
 CPPSIM_ENV = "ONEBIT_FINN_HLSLIB"  # folder of a finn-hlslib checkout; the HLS headers come from XILINX_HLS
@@ -31,12 +33,6 @@ def on_pynq_board() -> bool:
         return len(pynq.Device.devices) > 0
     except Exception:  # pynq missing, or its device probing fails off-board
         return False
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def check_build_dir(build_dir: Path) -> None:
@@ -91,34 +87,6 @@ def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, acce
         return Accelerator(spec, backend=backend, model=accel_model, bitfile=bitfile, batch_size=batch_size)
     except DriverError as error:
         raise OnebitError(str(error)) from None
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
-    matrix = np.zeros((k, k), dtype=np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
-    return matrix
-
-
-def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 6))
-    image = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=6,
-                color="white" if value > matrix.max() / 2 else "black")
-    fig.colorbar(image)
-    fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
 
 
 def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int | None = None,
@@ -190,7 +158,7 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
         plot_confusion(np.array(report["confusion_matrix"]), classes[:k],
                        f"{name} test, {report['accelerator']}\naccuracy {report['accelerator_accuracy']:.2%}, "
                        f"{report['mismatches']} mismatches vs software", out / "confusion_matrix.png")
-        _atomic_write(out / "validation.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+        write_text_atomic(out / "validation.json", json.dumps(report, indent=2))
     return report
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from onebit.atomic import save_figure_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
 LEVELS = ("pytorch_trained", "pytorch_collapsed", "qonnx", "finn_streamlined", "finn_hw_layers")
@@ -276,47 +277,58 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     return result
 
 
+def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
+    """The per-level verification table (Markdown rows), for validation/mismatches.md and report.md."""
+    rows = ["| level | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
+            "|---|---|---|---|---|---|"]
+    for level in LEVELS:
+        e = levels[level]
+        if e.get("executed"):
+            rows.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {e['argmax_mismatches']} | "
+                        f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")
+        else:
+            rows.append(f"| {level} | not executed: {e['reason']} | | | | |")
+    return rows
+
+
 def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
     folder = Path(out_dir) / "validation"
     folder.mkdir(exist_ok=True)
-    rows = ["| level | executed | samples | integer mismatches | argmax mismatches | first mismatching indices |",
-            "|---|---|---|---|---|---|"]
-    for level in LEVELS:
-        entry = result["levels"][level]
-        if entry.get("executed"):
-            rows.append(f"| {level} | yes | {entry['samples']} | {entry['integer_mismatches']} | "
-                        f"{entry['argmax_mismatches']} | {entry['first_mismatches'][:8]} |")
-        else:
-            rows.append(f"| {level} | no: {entry['reason']} | | | | |")
-    tmp = folder / f".mismatches.md.tmp-{os.getpid()}"
-    tmp.write_text("\n".join(rows) + "\n")
-    os.replace(tmp, folder / "mismatches.md")
-    tmp = folder / f".verification.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "collapse_check"}, indent=2))
-    os.replace(tmp, folder / "verification.json")
+    write_text_atomic(folder / "mismatches.md", "\n".join(mismatch_table(result["levels"])) + "\n")
+    write_text_atomic(folder / "verification.json",
+                      json.dumps({k: v for k, v in result.items() if k != "collapse_check"}, indent=2))
     if labels is not None and "pytorch_trained" in scores:
-        _confusion_png(folder / "confusion.png", labels, scores["pytorch_trained"].argmax(1))
+        predicted = scores["pytorch_trained"].argmax(1)
+        k = int(max(labels.max(), predicted.max())) + 1
+        matrix = confusion_matrix(labels, predicted, k)
+        plot_confusion(matrix, [str(c) for c in range(k)],
+                       f"trained model (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")
 
 
-def _confusion_png(path: Path, labels: np.ndarray, predicted: np.ndarray) -> None:
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """k x k counts: row = true class, column = predicted class."""
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    """The confusion matrix as an annotated heat map PNG (atomic write)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    classes = int(max(labels.max(), predicted.max())) + 1
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.imshow(matrix, cmap="Blues")
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"confusion (accuracy {np.trace(matrix) / matrix.sum():.2%})")
-    for i in range(classes):
-        for j in range(classes):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=6)
+    ax.set_title(title, fontsize=10)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=6,
+                color="white" if value > matrix.max() / 2 else "black")
+    fig.colorbar(image)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure_atomic(fig, path, dpi=110)

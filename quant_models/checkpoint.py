@@ -14,7 +14,6 @@ mismatch names the offending keys instead of surfacing as a torch traceback.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from onebit.atomic import write_atomic
 from onebit.errors import OnebitError
 from quant_models.estimators import get_estimator
 from quant_models.topologies import OnebitNet, build_model
@@ -50,24 +50,7 @@ def save_checkpoint(path: str | os.PathLike, model: OnebitNet, meta: dict[str, A
     }
     if not path.parent.is_dir():
         raise OnebitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            torch.save(checkpoint, out)
-        set_default_permissions(tmp_name)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
-
-
-def set_default_permissions(path: str | os.PathLike) -> None:
-    """Give a file made by `tempfile.mkstemp` (mode 0600) the mode a plain `open` would give it, so
-    artifacts stay readable by other users and containers."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    return write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

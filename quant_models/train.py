@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from onebit.atomic import save_figure_atomic
 from onebit.errors import OnebitError, cli_errors
-from quant_models.checkpoint import check_state_dict, save_checkpoint, set_default_permissions
+from quant_models.checkpoint import check_state_dict, save_checkpoint
 from quant_models.data import ImageDataset, load_dataset
 from quant_models.estimators import ESTIMATORS, get_estimator, parse_hparams
 from quant_models.topologies import ARCHITECTURES, OnebitNet, build_model, complete_arch
@@ -216,17 +216,7 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> 
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
-        fig.savefig(tmp, dpi=100)
-        set_default_permissions(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_figure_atomic(fig, path, dpi=100)
 
 
 def _optimizer(model: nn.Module, estimator: Any, config: TrainConfig) -> torch.optim.Optimizer:

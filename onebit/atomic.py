@@ -1,0 +1,50 @@
+"""Atomic file writes, for every stage: an artifact is either complete or absent, never half-written.
+
+A writer fills a hidden temporary file beside the target, which then replaces the target in one rename;
+if the writer fails, the temporary is removed and the old target (if any) is untouched. The temporary is
+made by `tempfile.mkstemp` (mode 0600), so it gets the mode a plain `open` would give the file before the
+rename: build folders and results stay readable by other users and containers.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def set_default_permissions(path: str | os.PathLike) -> None:
+    """Give a file made by `tempfile.mkstemp` the mode (0666 & ~umask) a plain `open` would give it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    # the target's suffix is kept last, so writers that infer a format from it (matplotlib) still can
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        set_default_permissions(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
