@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from onebit.atomic import write_text_atomic  # noqa: E402
 from onebit.errors import OnebitError, cli_errors  # noqa: E402
 
 METHODS = ("ste", "irnet", "binaryduo", "rbonn", "hyper")
@@ -101,7 +102,7 @@ def total_mismatches(row: dict[str, Any]) -> int:
 
 def write_reports(rows: list[dict[str, Any]], stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps({"runs": rows}, indent=1))
+    write_text_atomic(stem.with_suffix(".json"), json.dumps({"runs": rows}, indent=1))
     lines = [
         "# Every training method through FINN to the accelerator model",
         "",
@@ -128,7 +129,7 @@ def write_reports(rows: list[dict[str, Any]], stem: Path) -> None:
         acc = f"{100 * accel['software_accuracy']:.2f}%"
         lines.append(f"| {row['model'].upper()}-w1a1 | {row['method']} | {row['training']} | {acc} | "
                      + " | ".join(cells) + f" | {verdict} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 @cli_errors
