@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO))
 
 
 def measure(build: Path, n: int, finn_n: int) -> dict:
-    from hw.accel_model import AcceleratorModel, finn_python_outputs
+    from hw.check.accel_model import AcceleratorModel, finn_python_outputs
     from hw.driver import Accelerator, IOSpec
-    from hw.validate import software_scores
+    from hw.check.validate import software_scores
     from quant_models.checkpoint import read_checkpoint
     from quant_models.data import load_dataset
 

@@ -1,7 +1,7 @@
 """Benchmark: automatic folding vs finn-examples' published folding, TFC-w1a1 and CNV-w1a1.
 
 For each network and board (Pynq-Z1, ZCU104) it compares, side by side and as ratios,
-  * auto-fold (hw.autofold, default 80 % LUT/BRAM margin): FINN-estimated FPS, LUT, BRAM_18K;
+  * auto-fold (hw.finn.autofold, default 80 % LUT/BRAM margin): FINN-estimated FPS, LUT, BRAM_18K;
   * finn-examples' folding (bench/data/finn_examples_foldings.json, copied from Xilinx/finn-examples)
     mapped onto the same HW graph and scored with the same FINN estimates, plus its published
     measured FPS and resources with their sources;
@@ -55,7 +55,7 @@ def reference_hw_model(net: str, work_dir: str | Path, board: str = "Pynq-Z1",
     `timings` (if given) receives the seconds of the export and of the FINN frontend.
     """
     from hw.boards import get_board
-    from hw.finn_env import import_finn_steps
+    from hw.finn.env import import_finn_steps
 
     if net not in NETWORKS:
         raise OnebitError(f"unknown reference network '{net}'; known: {', '.join(NETWORKS)}")
@@ -110,12 +110,12 @@ def map_published_folding(model, folding: dict[str, Any], fpga_part: str) -> dic
     layers they did not have (a Reshape in front of TFC; SWG + Pool in place of StreamingMaxPool in
     CNV). Matching is by kind and order: the i-th MVAU gets the i-th published MVAU entry, the i-th
     dense SWG the i-th published SWG entry, and so on. Layers with no published entry get their
-    fastest valid folding (hw.autofold.fastest_valid_folding), so the published folding is never
+    fastest valid folding (hw.finn.autofold.fastest_valid_folding), so the published folding is never
     charged for a layer it did not have. Attributes a node does not have are dropped.
     """
     from qonnx.custom_op.registry import getCustomOp
 
-    from hw.autofold import fastest_valid_folding
+    from hw.finn.autofold import fastest_valid_folding
 
     kinds = {"MVAU": "MVAU", "MatrixVectorActivation": "MVAU", "Thresholding": "Thresholding",
              "ConvolutionInputGenerator": "SWG", "LabelSelect": "LabelSelect"}
@@ -161,7 +161,7 @@ def run(boards: tuple[str, ...] = DEFAULT_BOARDS, out_dir: str | Path = REPO / "
 
     from tqdm import tqdm
 
-    from hw.autofold import apply_folding_config, evaluate_folding, fits, fold_for_board
+    from hw.finn.autofold import apply_folding_config, evaluate_folding, fits, fold_for_board
     from hw.boards import get_board
 
     work_root = Path(work_dir or tempfile.mkdtemp(prefix="onebit_bench_folding_"))
@@ -225,7 +225,7 @@ def _codegen_time(model, board, work: Path) -> dict[str, float]:
     """Seconds of FINN's estimate reports and HLS/RTL code generation (the rest of the Vivado-less flow)."""
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType, ShellFlowType
 
-    from hw.finn_env import import_finn_steps
+    from hw.finn.env import import_finn_steps
 
     steps = import_finn_steps(work / "finn_tmp")
     cfg = DataflowBuildConfig(output_dir=str(work / "out_codegen"), synth_clk_period_ns=board.clock_ns,

@@ -32,7 +32,7 @@ REFERENCE_RUNS = {  # name: (training options, build options)
 
 def reference_build(name: str, work: Path) -> Path:
     """The build folder of a reference checkpoint, trained and built here if it is not there yet."""
-    from hw.build import main as build_main
+    from hw.pipeline import main as build_main
     from quant_models.train import TrainConfig, train
 
     build_dir = work / f"{name}-build"

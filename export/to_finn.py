@@ -1,6 +1,6 @@
 """`python export/to_finn.py model.pt`: checkpoint -> collapse -> QONNX -> FINN build -> verification -> report.
 
-The command of docs/design.md §3. The pipeline itself lives in hw/build.py (`run_pipeline`), because the
+The command of docs/design.md §3. The pipeline itself lives in hw/finn/build.py (`run_pipeline`), because the
 FINN build is the hw stage and a stage may only import earlier ones; this entry point dispatches to it at
 run time, exactly as `onebit export` does (the same options as `onebit build`).
 
@@ -28,7 +28,7 @@ from onebit.errors import cli_errors  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from hw.build import add_pipeline_arguments, run_pipeline
+    from hw.pipeline import add_pipeline_arguments, run_pipeline
 
     parser = argparse.ArgumentParser(
         prog="python export/to_finn.py",

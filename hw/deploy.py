@@ -103,10 +103,10 @@ def validation_set(build_dir: Path, samples: int, dataset: str | None = None,
                    data_root: str | None = None) -> dict[str, np.ndarray]:
     """The first `samples` test images with labels and the collapsed PyTorch model's integer outputs.
 
-    The expected outputs are the software side of `onebit validate` (hw.validate.software_scores), so the
+    The expected outputs are the software side of `onebit validate` (hw.check.validate.software_scores), so the
     board compares against exactly what the build was verified against.
     """
-    from hw.validate import software_scores
+    from hw.check.validate import software_scores
     from quant_models.checkpoint import read_checkpoint
     from quant_models.data import load_dataset
 

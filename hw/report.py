@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hw.build import BuildResult
-from hw.verify import LEVELS, mismatch_table
+from hw.finn.build import BuildResult
+from hw.check.verify import LEVELS, mismatch_table
 from onebit.atomic import save_figure_atomic, write_text_atomic
 
 

@@ -13,7 +13,7 @@ The notebooks run in two places with the same cells:
     the collapsed PyTorch model's integer scores) as the software reference. numpy, matplotlib and pynq
     only: a PYNQ image has no torch.
   * anywhere else (CI, a laptop): backend "model", the bit-exact accelerator model of the build
-    (hw/accel_model.py, needs the build folder's FINN model). Without a validation set, the software
+    (hw/check/accel_model.py, needs the build folder's FINN model). Without a validation set, the software
     reference comes from the checkpoint (quant_models + export.collapse), off-board only.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ if backend == "model":
     if os.environ.get("ONEBIT_REPO"):
         sys.path.insert(0, os.environ["ONEBIT_REPO"])
     try:
-        from hw.accel_model import AcceleratorModel
+        from hw.check.accel_model import AcceleratorModel
     except ImportError as error:
         raise ImportError(f"backend 'model' needs the onebit checkout ({error}); set ONEBIT_REPO to it, or run "
                           "on the board with backend 'board'") from None
@@ -125,7 +125,7 @@ else:
     expected = None
     if NEED_REFERENCE:
         import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
-        from hw.validate import software_scores
+        from hw.check.validate import software_scores
         expected = software_scores(finn_build, images)
     reference = f"the checkpoint in PyTorch on {len(images)} test images"
 print(f"{len(images)} images, reference: {reference}")

@@ -27,8 +27,9 @@ def _build(checkpoint: Path, out_dir: Path) -> Path:
     from export.collapse import collapse
     from export.qonnx import export_qonnx
     from hw.boards import get_board
-    from hw.build import build_accelerator, finish_build_folder
-    from hw.folding import target_fps
+    from hw.finn.build import build_accelerator
+    from hw.pipeline import finish_build_folder
+    from hw.finn.folding import target_fps
     from quant_models.checkpoint import load_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)

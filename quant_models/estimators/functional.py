@@ -18,7 +18,7 @@ writes a weight quantizer as BipolarQuant(latent parameter, scale), which for IR
 weight), Hyper (generated weight) and RBONN (float scale 0.02*alpha) is not what the trained layer computes.
 export/collapse.py therefore rebuilds every trained model from the STE estimator's Brevitas layers
 (BipolarWeightQuant / BipolarActQuant) with integer thresholds, checked bit-exact on every test image
-(bench/methods_hw.py, hw/verify.py), so the QONNX graph only ever holds ordinary binary quant nodes.
+(bench/methods_hw.py, hw/check/verify.py), so the QONNX graph only ever holds ordinary binary quant nodes.
 
 Convention: sign(0) = +1 everywhere (FINN's bipolar convention, docs/design.md §1); the authors' codes
 use torch.sign (sign(0) = 0), which only differs on a measure-zero set during training.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.accel_model import AcceleratorModel, final_model_path, finn_python_outputs
+from hw.check.accel_model import AcceleratorModel, final_model_path, finn_python_outputs
 from hw.driver import Accelerator, IOSpec
-from hw.validate import software_scores, validate_build
+from hw.check.validate import software_scores, validate_build
 from onebit.errors import OnebitError
 from quant_models.data import load_dataset
 

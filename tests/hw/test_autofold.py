@@ -17,7 +17,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.folding import map_published_folding, published, reference_hw_model  # noqa: E402
-from hw.autofold import (  # noqa: E402
+from hw.finn.autofold import (  # noqa: E402
     RESOURCES,
     AutoFoldError,
     apply_folding_config,

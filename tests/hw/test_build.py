@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from hw.build import FRONTEND_HEAD, FRONTEND_TAIL, main as build_main
+from hw.finn.build import FRONTEND_HEAD, FRONTEND_TAIL
+from hw.pipeline import main as build_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,10 +70,10 @@ def test_verification_detects_a_corrupted_finn_graph(tfc_pipeline: Path, tmp_pat
 
     from export.collapse import collapse
     from hw.boards import get_board
-    from hw.build import BuildResult
-    from hw.finn_env import tool_status
-    from hw.folding import target_fps
-    from hw.verify import verify_build
+    from hw.finn.build import BuildResult
+    from hw.finn.env import tool_status
+    from hw.finn.folding import target_fps
+    from hw.check.verify import verify_build
     from quant_models.checkpoint import load_checkpoint
 
     work = tmp_path / "copy"

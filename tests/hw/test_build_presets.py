@@ -17,11 +17,11 @@ import pytest
 
 import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
 from hw.boards import board_names, get_board
-from hw.build import main as build_main
+from hw.pipeline import main as build_main
 
 # FINN's default flow after HW code generation (finn/builder/build_dataflow_config.py, finn-plus 1.6.1, with
 # step_generate_hardware split into its parts) and the tool each one cannot run without. Written out here,
-# not taken from hw/build.py, so the test checks the build's list against FINN's flow.
+# not taken from hw/finn/build.py, so the test checks the build's list against FINN's flow.
 VIVADO_STEPS = {
     "step_hw_ipgen": "Vitis HLS",
     "step_set_fifo_depths": "Vivado",
@@ -38,7 +38,7 @@ BITSTREAM_SUFFIXES = (".bit", ".hwh", ".xclbin", ".xsa")
 
 @pytest.fixture(scope="module", autouse=True)
 def _no_vivado(tmp_path_factory):
-    from hw.finn_env import import_finn_steps, tool_status
+    from hw.finn.env import import_finn_steps, tool_status
 
     import_finn_steps(tmp_path_factory.mktemp("finn-probe"))  # tool_status reads FINN's settings
     if tool_status().full_flow:
@@ -131,7 +131,7 @@ def test_tfc_every_preset_builds_package_without_vivado(board, tfc_build, tmp_pa
 
 
 def test_cnv_builds_package_without_vivado_and_board_set_matches_accelerator(cnv_build, tmp_path):
-    from hw.accel_model import AcceleratorModel
+    from hw.check.accel_model import AcceleratorModel
     from hw.driver import Accelerator
 
     # 5 verified samples: CNV's per-sample FINN graph execution in verification costs ~2 s each.

@@ -17,7 +17,7 @@ import pytest
 
 import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
 import hw.deploy as deploy
-from hw.build import main as build_main
+from hw.pipeline import main as build_main
 from hw.deploy import DeployError, make_deployment_package
 from onebit.errors import OnebitError
 
@@ -49,7 +49,7 @@ def _board_script(deploy_dir: Path):
 
 def _record_full_flow(build: Path) -> None:
     """Make report.json say the Vivado steps ran, as a full-flow build's does (steps.run)."""
-    from hw.build import TOOL_STEPS
+    from hw.finn.build import TOOL_STEPS
 
     report = json.loads((build / "report.json").read_text())
     report["steps"]["run"] += [step for step, _ in TOOL_STEPS]
@@ -61,8 +61,8 @@ def _leftovers(build: Path) -> list[str]:
 
 
 def test_validation_set_is_software_output_and_equals_accelerator_model(built):
-    from hw.accel_model import AcceleratorModel
-    from hw.validate import software_scores
+    from hw.check.accel_model import AcceleratorModel
+    from hw.check.validate import software_scores
     from quant_models.data import load_dataset
 
     with np.load(built / "deploy" / "validation" / "validation_set.npz", allow_pickle=False) as npz:

@@ -15,7 +15,7 @@ def test_builder_imports_and_settings_point_into_the_work_dir(tmp_path: Path) ->
     home.mkdir()
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from hw.finn_env import import_finn_steps, tool_status\n"
+        "from hw.finn.env import import_finn_steps, tool_status\n"
         "steps = import_finn_steps(%r)\n"
         "from finn.util.settings import get_settings\n"
         "print(get_settings().finn_build_dir)\n"

@@ -1,5 +1,5 @@
-"""finn-plus' XNOR accumulator range: without hw/finn_fixes.py a threshold above the range FINN computes is
-clipped, and the MVAU then fires for popcounts it must not (found by hw/verify.py on a CNV BinaryDuo build)."""
+"""finn-plus' XNOR accumulator range: without hw/finn/fixes.py a threshold above the range FINN computes is
+clipped, and the MVAU then fires for popcounts it must not (found by hw/check/verify.py on a CNV BinaryDuo build)."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +44,7 @@ def _finn_bit_width_steps(model):
 def test_xnor_thresholds_above_half_the_fan_in_survive_finn_bit_width_minimization(tmp_path):
     from finn.core.onnx_exec import execute_onnx
 
-    from hw.finn_env import prepare_finn
+    from hw.finn.env import prepare_finn
 
     prepare_finn(tmp_path / "finn")
     mw = 24

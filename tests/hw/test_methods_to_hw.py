@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from export.to_finn import main as to_finn_main
-from hw.validate import main as validate_main
+from hw.check.validate import main as validate_main
 from quant_models.train import main as train_main
 
 METHODS = ["irnet", "binaryduo", "rbonn", "hyper"]

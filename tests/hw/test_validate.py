@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from hw.validate import main, validate_build
+from hw.check.validate import main, validate_build
 from onebit.errors import OnebitError
 
 

@@ -1,5 +1,5 @@
 """Corrections to finn-plus 1.6.1 behaviour that would otherwise build wrong hardware (applied by
-hw.finn_env.prepare_finn, so every FINN run of onebit gets them; each is found by hw/verify.py and tested).
+hw.finn.env.prepare_finn, so every FINN run of onebit gets them; each is found by hw/check/verify.py and tested).
 
 XNOR-popcount accumulator range. `MVAU.minimize_accumulator_width` sizes an XNOR-mode layer's accumulator
 as if it computed the dot product of {0,1} inputs with the +-1 weights, i.e. [-(#negative weights),

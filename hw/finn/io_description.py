@@ -1,6 +1,6 @@
 """Write `driver/io.json`, the I/O description the board driver and the accelerator model read.
 
-Called by the build (hw/build.py) at the end with the final FINN model: the dataflow partition's child
+Called by the build (hw/finn/build.py) at the end with the final FINN model: the dataflow partition's child
 model after specialization and folding. Shapes follow FINN's `get_driver_shapes` (folded shapes from the
 first/last dataflow node, packed shapes from FINN's own packing), so the bytes match FINN's drivers.
 Schema: hw/driver/io_spec.py.
@@ -21,7 +21,7 @@ from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
-SCORE_AFFINE_KEY = "onebit_score_affine"  # metadata hw/build.py's step_onebit_split_score_affine writes
+SCORE_AFFINE_KEY = "onebit_score_affine"  # metadata hw/finn/build.py's step_onebit_split_score_affine writes
 
 
 def _hw_node(model: ModelWrapper, node) -> Any:

@@ -1,4 +1,4 @@
-"""FINN build of a onebit QONNX model with finn-plus' own builder steps, and the `onebit build` command.
+"""FINN build of a onebit QONNX model with finn-plus' own builder steps.
 
 `build_accelerator(qonnx, out_dir, board, folding)` runs FINN's step functions (finn.builder.
 build_dataflow_steps) one by one with one `DataflowBuildConfig`, saving the model after every step as
@@ -13,16 +13,14 @@ and `step_onebit_split_score_affine` (the accelerator streams the last layer's p
 integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
 finn-hlslib or XSI run only where those tools exist; otherwise they are listed in skipped.txt.
 
-`main` (`onebit build model.pt --board Pynq-Z1 --out DIR`) is the whole pipeline: checkpoint ->
-collapse -> QONNX -> FINN build -> verification -> report (hw may import export: data flows that way).
+The whole `onebit build` pipeline (checkpoint -> collapse -> QONNX -> this build -> checks -> report ->
+deployment package) is hw/pipeline.py.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -32,14 +30,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-if __package__ in (None, ""):  # `python hw/build.py ...` from the repository root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hw.boards import Board, get_board
-from hw.finn_env import ToolStatus, import_finn_steps, tool_status
-from hw.folding import FoldingSpec, add_folding_arguments, auto_fold_function, extract_folding, spec_from_args
-from onebit.atomic import write_atomic, write_text_atomic
-from onebit.errors import OnebitError, cli_errors
+from hw.boards import Board
+from hw.finn.env import ToolStatus, import_finn_steps, tool_status
+from hw.finn.folding import FoldingSpec, auto_fold_function, extract_folding
+from onebit.atomic import write_text_atomic
+from onebit.errors import OnebitError
 
 SCORE_AFFINE_KEY = "onebit_score_affine"
 
@@ -253,7 +248,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
     if folding.mode == "auto":
-        import hw.autofold as autofold
+        import hw.finn.autofold as autofold
 
         if hasattr(autofold, "make_autofold_step"):  # writes its own report next to ours
             margin = {} if folding.margin is None else {"margin": folding.margin}
@@ -352,100 +347,3 @@ class _finn_logging_to:
             lg.handlers = handlers
             lg.propagate = propagate
         return False
-
-
-def finish_build_folder(result: BuildResult) -> dict[str, Any]:
-    """The accelerator engineer's hooks: driver/io.json from the final model, the board-side package."""
-    extras: dict[str, Any] = {}
-    try:
-        from hw.io_description import write_io_description  # provided by hw/io_description.py
-    except ImportError:
-        extras["io_description"] = "not written: hw/io_description.py is not available in this checkout"
-    else:
-        from qonnx.core.modelwrapper import ModelWrapper
-
-        driver_dir = result.out_dir / "driver"
-        driver_dir.mkdir(exist_ok=True)
-        extras["io_description"] = str(write_io_description(ModelWrapper(str(result.final_model)), driver_dir))
-    package = Path(__file__).resolve().parent / "driver"
-    if package.is_dir() and any(package.glob("*.py")):
-        target = result.out_dir / "driver"
-        target.mkdir(exist_ok=True)
-        for item in package.iterdir():
-            if item.name == "__pycache__":
-                continue
-            if item.is_dir():
-                shutil.copytree(item, target / item.name, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(item, target / item.name)
-        extras["driver"] = str(target)
-    result.extras.update(extras)
-    return extras
-
-
-# ---------------------------------------------------------------------------------------------------
-# command line: the whole pipeline
-
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a model.pt written by onebit (quant_models.train)")
-    parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
-    parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
-    add_folding_arguments(parser)
-    parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
-                        help="test images verified at every level (default 1000; 0 = whole test set)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run_pipeline(args: argparse.Namespace) -> int:
-    """checkpoint -> collapse -> QONNX -> FINN build -> verification -> report; returns the exit code."""
-    from export.collapse import collapse
-    from export.qonnx import export_qonnx
-    from hw.report import print_summary, write_report
-    from hw.verify import verify_build
-    from quant_models.checkpoint import load_checkpoint
-
-    board = get_board(args.board)
-    folding = spec_from_args(args)
-    if args.verify_samples < 0:
-        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
-    trained, meta = load_checkpoint(args.checkpoint)
-    out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", "report.md"):  # report.json marks a finished build: never keep an old one
-        (out_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / "validation", ignore_errors=True)  # `onebit validate` results of the old build
-    from hw.deploy import remove_deployment_package
-
-    remove_deployment_package(out_dir)  # nor the previous build's deployment package
-    started = time.perf_counter()
-    write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
-    plain, collapse_report = collapse(trained, meta)
-    qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
-    result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress)
-    finish_build_folder(result)
-    verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
-                                progress=not args.no_progress)
-    collapse_report.update(verification.pop("collapse_check", {}))
-    report = write_report(result, meta, collapse_report, verification,
-                          seconds=time.perf_counter() - started)
-    from hw.deploy import make_deployment_package
-
-    if verification["ok"]:  # after the report: the board README quotes its accuracy and FPS
-        make_deployment_package(out_dir, report=report, progress=not args.no_progress)
-    else:  # a package whose expected outputs the accelerator does not reproduce would mislead
-        remove_deployment_package(out_dir)
-    print_summary(report)
-    return 0 if verification["ok"] else 1
-
-
-@cli_errors
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="onebit build", description="FINN build of a onebit checkpoint for a board, with bit-exact verification")
-    add_pipeline_arguments(parser)
-    return run_pipeline(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

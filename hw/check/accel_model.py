@@ -32,7 +32,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from hw.driver.packing import datatype_info, datatype_range, pack, unpack
-from hw.io_description import stream_shapes
+from hw.finn.io_description import stream_shapes
 from onebit.errors import OnebitError
 
 IDENTITY_OPS = ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO")

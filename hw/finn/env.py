@@ -4,7 +4,7 @@ finn-plus expects to be started through its `finn` CLI (run_finn.py) inside a Vi
 estimate reports and HLS/RTL code generation it needs none of Vivado's binaries, only some of its start-up
 state. `prepare_finn(work_dir)` creates exactly that state, and the `tool_status()` probes tell the
 builder which later steps can really run here. Nothing is faked: a step that needs a missing tool is
-skipped by hw/build.py and listed in skipped.txt, and the rtlsim entry point raises if anything calls it.
+skipped by hw/finn/build.py and listed in skipped.txt, and the rtlsim entry point raises if anything calls it.
 
 Call `prepare_finn()` before importing `finn.builder.build_dataflow_steps` (or use `import_finn_steps()`).
 """
@@ -114,7 +114,7 @@ def prepare_finn(work_dir: str | Path) -> Path:
       every transformation that touches the build dir calls get_settings() and raises otherwise.
     - XILINX_VIVADO: see _NO_VIVADO_PLACEHOLDER (only set when the user has not set it).
     - finn.xsi names: see _RtlsimUnavailable (only bound when XSI really is missing).
-    - hw/finn_fixes.py: corrections to finn-plus behaviour that would build wrong hardware.
+    - hw/finn/fixes.py: corrections to finn-plus behaviour that would build wrong hardware.
     Calling it again with another folder re-points the settings (one build after another in one process).
     """
     global _prepared_dir
@@ -147,7 +147,7 @@ def prepare_finn(work_dir: str | Path) -> Path:
                 setattr(finn_xsi, name, _RtlsimUnavailable)
     else:
         finn_xsi.ensure_available()
-    from hw import finn_fixes
+    from hw.finn import fixes as finn_fixes
 
     finn_fixes.apply()
     _prepared_dir = work

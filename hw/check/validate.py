@@ -2,7 +2,7 @@
 
 Software: the build's checkpoint (model.pt) collapsed to its integer form (export.collapse) in PyTorch,
 giving the class scores z of every image. Accelerator: the board (pynq, the bitfile in the build) when run
-on a PYNQ board, the bit-exact accelerator model (hw/accel_model.py) elsewhere, both through the same
+on a PYNQ board, the bit-exact accelerator model (hw/check/accel_model.py) elsewhere, both through the same
 driver path (hw/driver). Reports both accuracies, the number of samples whose integer scores differ and
 the first of them, a confusion matrix PNG and images/s under BUILD_DIR/validation/. Exit status 1 on any
 mismatch, 2 on bad input. FINN cppsim is one more level where finn-hlslib and the HLS headers exist.
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hw.verify import confusion_matrix, plot_confusion
+from hw.check.verify import confusion_matrix, plot_confusion
 from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 
@@ -77,7 +77,7 @@ def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, acce
         if backend == "auto":
             backend = "board" if on_pynq_board() else "model"
         if backend == "model" and accel_model is None:
-            from hw.accel_model import AcceleratorModel
+            from hw.check.accel_model import AcceleratorModel
 
             accel_model = AcceleratorModel.from_build(build_dir)
         bitfile = None

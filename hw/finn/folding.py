@@ -4,7 +4,7 @@
   applied by FINN's step_apply_folding_config. A build writes its final folding as `folding.json`, so a
   build can be reproduced or hand-tuned from it.
 * `--target-fps N`: FINN's own SetFolding heuristic (step_target_fps_parallelization) at the board clock.
-* `--auto-fold`: the best FPS within the board's resource budget, delegated to `hw.autofold`
+* `--auto-fold`: the best FPS within the board's resource budget, delegated to `hw.finn.autofold`
   (its `auto_fold(model: ModelWrapper, board: Board) -> ModelWrapper` sets PE/SIMD on the HW layers).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ class FoldingSpec:
     mode: str  # "file" | "target_fps" | "auto"
     file: Path | None = None
     target_fps: int | None = None
-    margin: float | None = None  # auto-fold's usable fraction of LUT/BRAM; None = hw.autofold's default
+    margin: float | None = None  # auto-fold's usable fraction of LUT/BRAM; None = hw.finn.autofold's default
 
     def describe(self) -> str:
         if self.mode == "file":
@@ -49,7 +49,7 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--folding", type=Path, metavar="FILE", help="FINN folding config JSON (e.g. a build's folding.json)")
     group.add_argument("--target-fps", type=int, metavar="N",
                        help=f"FINN's folding heuristic for N frames/s at the board clock (default {DEFAULT_TARGET_FPS})")
-    group.add_argument("--auto-fold", action="store_true", help="best FPS within the board's LUT/BRAM budget (hw.autofold)")
+    group.add_argument("--auto-fold", action="store_true", help="best FPS within the board's LUT/BRAM budget (hw.finn.autofold)")
     parser.add_argument("--margin", type=float, metavar="F", default=None,
                         help="with --auto-fold: usable fraction of the board's LUT/BRAM (0 < F <= 1, default 0.8)")
 
@@ -90,17 +90,17 @@ def folding_from_file(path: str | Path) -> FoldingSpec:
 
 
 def auto_fold_function() -> Callable[[Any, Any], Any]:
-    """hw.autofold.auto_fold, or FoldingError saying what to use instead."""
+    """hw.finn.autofold.auto_fold, or FoldingError saying what to use instead."""
     try:
-        module = importlib.import_module("hw.autofold")
+        module = importlib.import_module("hw.finn.autofold")
     except ModuleNotFoundError as error:
-        if error.name != "hw.autofold":
+        if error.name != "hw.finn.autofold":
             raise
-        raise FoldingError("--auto-fold needs hw/autofold.py, which this installation lacks; "
+        raise FoldingError("--auto-fold needs hw/finn/autofold.py, which this installation lacks; "
                            "use --target-fps N or --folding FILE") from None
     function = getattr(module, "auto_fold", None)
     if not callable(function):
-        raise FoldingError("hw.autofold has no auto_fold(model, board); use --target-fps N or --folding FILE")
+        raise FoldingError("hw.finn.autofold has no auto_fold(model, board); use --target-fps N or --folding FILE")
     return function
 
 

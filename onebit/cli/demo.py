@@ -1,7 +1,7 @@
 """`make demo` / `python -m onebit demo`: the main job end to end, on this machine in minutes.
 
 Train TFC-w1a1 on Fashion-MNIST (quant_models.train), write build/demo/model.pt, export and build it for
-Pynq-Z1 with finn-plus (hw/build.py), verify every level bit-exactly on all 10,000 test images, print a
+Pynq-Z1 with finn-plus (hw/finn/build.py), verify every level bit-exactly on all 10,000 test images, print a
 summary. The same code path as `onebit build model.pt --board Pynq-Z1 --verify-samples 0`.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hw.boards import get_board
-    from hw.build import add_pipeline_arguments, run_pipeline
+    from hw.pipeline import add_pipeline_arguments, run_pipeline
     from quant_models.train import TrainConfig, train
 
     get_board(args.board)  # fail before training on a bad board name

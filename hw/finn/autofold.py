@@ -29,6 +29,10 @@ The search, and why it is built this way:
 Estimates leave out FIFOs, data-width converters and the shell (DMA, interconnect); the margin is the
 headroom for them and for the estimate's error (see docs: est. vs post-synthesis can differ by tens of
 percent on aggressive foldings).
+
+Why one file (780 lines): folding groups, their evaluation, the greedy path and the budget cut share the
+private `_Group` state and are one algorithm read top to bottom; the report and plot at the end are
+its result types. (To be split when the I/O-aware cost model joins it.)
 """
 from __future__ import annotations
 
@@ -745,7 +749,7 @@ def make_autofold_step(board: "Board | str", margin: float | Mapping[str, float]
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hw.autofold",
+        prog="python -m hw.finn.autofold",
         description="Fold a FINN HW-layer graph (after step_specialize_layers) for the best estimated FPS "
         "within a board's budget; writes folding.json, a report and a resource chart.",
     )
@@ -759,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.model)
     if not path.is_file():
         raise AutoFoldError(f"model file {path} not found; pass the ONNX saved after step_specialize_layers")
-    from hw.finn_env import prepare_finn
+    from hw.finn.env import prepare_finn
 
     prepare_finn(Path(args.out) / "finn_tmp")
     from qonnx.core.modelwrapper import ModelWrapper

@@ -13,10 +13,10 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("quant_models.train", "train a 1-bit model and write a self-describing model.pt"),
     "export": ("export.to_finn", "checkpoint -> QONNX -> FINN build, with verification"),
-    "build": ("hw.build", "FINN build of a checkpoint for a board (full flow where Vivado exists)"),
-    "validate": ("hw.validate", "run a test set through software and the accelerator, compare"),
+    "build": ("hw.pipeline", "FINN build of a checkpoint for a board (full flow where Vivado exists)"),
+    "validate": ("hw.check.validate", "run a test set through software and the accelerator, compare"),
     "bench": ("bench.run_all", "run the benchmarks, results under bench/results/"),
-    "demo": ("onebit.demo", "the main job end to end: train TFC-w1a1 on Fashion-MNIST, build, verify"),
+    "demo": ("onebit.cli.demo", "the main job end to end: train TFC-w1a1 on Fashion-MNIST, build, verify"),
 }
 
 

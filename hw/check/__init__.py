@@ -1,0 +1,8 @@
+"""The verification levels of a build and `onebit validate`.
+
+verify.py runs every level on the same test images and compares integer scores with the collapsed model
+(pytorch_trained .. finn_hw_layers, accel_model); accel_model.py is the bit-exact numpy model of the
+folded accelerator; validate.py is the one-command validation of a build folder (board or model). A new
+level is one module here that returns integer scores (and per-node rows) for the same inputs, and is
+named in verify.LEVELS.
+"""
