@@ -1,0 +1,16 @@
+"""onebit's own SystemVerilog accelerator blocks (hw/rtl/sv), their Verilator simulation driven from
+Python and their yosys resource counts; see hw/rtl/README.md.
+
+Public API:
+  MVAUConfig, mvau_image, RTLMvau          the XNOR-popcount / add-subtract MVAU (layout.py, nodes.py)
+  MaxPoolConfig, RTLMaxPool                the window max pool (nodes.py)
+  build_simulator, run_stream, StreamDeadlock   Verilator builds and stream runs (verilator.py)
+  synthesize, Resources                    yosys synth_xilinx counts (yosys.py)
+"""
+from hw.rtl.layout import MVAUConfig, MVAUImage, mvau_image
+from hw.rtl.nodes import MaxPoolConfig, RTLMaxPool, RTLMvau, Simulation
+from hw.rtl.verilator import StreamDeadlock, StreamResult, build_simulator, run_stream
+from hw.rtl.yosys import Resources, synthesize
+
+__all__ = ["MVAUConfig", "MVAUImage", "mvau_image", "MaxPoolConfig", "RTLMaxPool", "RTLMvau", "Simulation",
+           "StreamDeadlock", "StreamResult", "build_simulator", "run_stream", "Resources", "synthesize"]

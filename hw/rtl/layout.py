@@ -1,0 +1,239 @@
+"""What onebit's RTL MVAU needs from a FINN MVAU node: its configuration, accumulator format and the
+weight/threshold init files, in FINN's MVAU memory layout.
+
+Weights (FINN's `get_hw_compatible_weight_tensor` followed by the `decoupled_verilog_dat` packing of
+`make_weight_file`): WMEM = (MH/PE) * (MW/SIMD) words of PE*SIMD bits, word nf*SF + sf holding, at bit
+pe*SIMD + s, the weight of input sf*SIMD + s to output channel nf*PE + pe (1 = +1, 0 = -1). One hex
+word per line, most significant digit first, padded to whole hex digits: the very file FINN writes
+as memblock.dat (tests/hw/rtl checks that).
+
+Thresholds (FINN's `get_hw_compatible_threshold_tensor` order, packed like the weights): NF words of
+PE*T*ACC_BITS bits, word nf holding threshold k of output channel nf*PE + pe at bits
+(pe*T + k)*ACC_BITS, two's complement when the accumulator is signed. Thresholds are rounded up
+(an integer accumulator a satisfies a >= t exactly when a >= ceil(t)) and clipped to
+[acc_min, acc_max + 1], which keeps every comparison's outcome and lets them share the
+accumulator's width.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hw.driver.packing import PackingError, datatype_info, datatype_range
+from onebit.atomic import write_text_atomic
+from onebit.errors import OnebitError
+
+WEIGHT_FILE = "weights.dat"
+THRESH_FILE = "thresholds.dat"
+
+
+def _dtype(name: str, what: str, node: str) -> tuple[int, bool, bool]:
+    try:
+        return datatype_info(name)
+    except PackingError as error:
+        raise OnebitError(f"{node}: {what} {error}") from None
+
+
+@dataclass(frozen=True)
+class MVAUConfig:
+    """The attributes of a FINN MVAU node that decide onebit's RTL MVAU (names as FINN's, lower case)."""
+
+    mw: int
+    mh: int
+    pe: int
+    simd: int
+    idt: str                     # inputDataType: BINARY (XNOR mode), BIPOLAR, UINT8, INTn, ...
+    wdt: str                     # weightDataType: BINARY (XNOR mode) or BIPOLAR
+    odt: str                     # outputDataType
+    binary_xnor: bool = False    # binaryXnorMode
+    no_activation: bool = False  # noActivation: output the raw accumulator
+    act_val: int = 0             # ActVal: added to the threshold count
+    name: str = "MVAU"
+
+    def __post_init__(self) -> None:
+        node = self.name
+        for attr in ("mw", "mh", "pe", "simd"):
+            if int(getattr(self, attr)) < 1:
+                raise OnebitError(f"{node}: {attr.upper()} must be at least 1, got {getattr(self, attr)}")
+        if self.mw % self.simd:
+            raise OnebitError(f"{node}: SIMD ({self.simd}) must divide MW ({self.mw}); choose another folding")
+        if self.mh % self.pe:
+            raise OnebitError(f"{node}: PE ({self.pe}) must divide MH ({self.mh}); choose another folding")
+        ibits, isigned, _ = _dtype(self.idt, "input datatype", node)
+        wbits, _, _ = _dtype(self.wdt, "weight datatype", node)
+        _dtype(self.odt, "output datatype", node)
+        if self.xnor:
+            if ibits != 1 or wbits != 1:
+                raise OnebitError(f"{node}: XNOR mode needs 1-bit inputs and weights, got {self.idt} x {self.wdt}")
+        elif self.wdt != "BIPOLAR":
+            raise OnebitError(f"{node}: onebit's RTL MVAU multiplies by +-1 weights only (BIPOLAR, or BINARY in "
+                              f"binaryXnorMode), got {self.idt} x {self.wdt}; keep this node on FINN's HLS MVAU")
+        elif ibits > 32:
+            raise OnebitError(f"{node}: input datatype {self.idt} is wider than 32 bits")
+
+    @property
+    def xnor(self) -> bool:
+        """XNOR-popcount datapath: FINN's binaryXnorMode, or bipolar x bipolar (FINN computes it the same way)."""
+        return bool(self.binary_xnor) or (self.idt == "BIPOLAR" and self.wdt == "BIPOLAR")
+
+    @property
+    def sf(self) -> int:
+        return self.mw // self.simd
+
+    @property
+    def nf(self) -> int:
+        return self.mh // self.pe
+
+    @property
+    def wmem(self) -> int:
+        return self.sf * self.nf
+
+    def exp_cycles(self, n_vectors: int = 1) -> int:
+        """Cycles per n_vectors input vectors at full throughput (FINN's get_exp_cycles)."""
+        return self.nf * self.sf * n_vectors
+
+    @classmethod
+    def from_finn(cls, inst: Any, name: str | None = None) -> "MVAUConfig":
+        """From a FINN MVAU custom op (qonnx getCustomOp of an MVAU/MVAU_hls/MVAU_rtl node)."""
+        get = inst.get_nodeattr
+        return cls(mw=int(get("MW")), mh=int(get("MH")), pe=int(get("PE")), simd=int(get("SIMD")),
+                   idt=get("inputDataType"), wdt=get("weightDataType"), odt=get("outputDataType"),
+                   binary_xnor=bool(get("binaryXnorMode")), no_activation=bool(get("noActivation")),
+                   act_val=int(get("ActVal")), name=name or inst.onnx_node.name)
+
+
+def weight_bits(cfg: MVAUConfig, weights: np.ndarray) -> np.ndarray:
+    """(MW, MH) weights as FINN's node holds them -> (MW, MH) bits, 1 meaning +1."""
+    w = np.asarray(weights)
+    if w.shape != (cfg.mw, cfg.mh):
+        raise OnebitError(f"{cfg.name}: weights have shape {w.shape}, expected (MW, MH) = ({cfg.mw}, {cfg.mh})")
+    allowed = (0, 1) if cfg.wdt == "BINARY" else (-1, 1)
+    if not np.isin(w, allowed).all():
+        raise OnebitError(f"{cfg.name}: {cfg.wdt} weights must be {allowed[0]} or {allowed[1]}; "
+                          f"found {np.setdiff1d(np.unique(w), allowed)[:5].tolist()}")
+    return (w > 0).astype(np.uint8)
+
+
+def input_bits(cfg: MVAUConfig, x: np.ndarray) -> np.ndarray:
+    """XNOR-mode input values (BINARY 0/1 or BIPOLAR -1/+1) -> bits."""
+    return (np.asarray(x) > 0).astype(np.uint8)
+
+
+def accumulator_range(cfg: MVAUConfig, weights: np.ndarray) -> tuple[int, int]:
+    """Smallest and largest accumulator value over all inputs of the datatype, for these weights
+    (FINN's minimize_accumulator_width with the weight values)."""
+    bits = weight_bits(cfg, weights).astype(np.int64)
+    if cfg.xnor:
+        return 0, cfg.mw  # popcount of MW XNORs
+    sign = 2 * bits - 1
+    lo_x, hi_x = datatype_range(cfg.idt)
+    low = np.minimum(sign * lo_x, sign * hi_x).sum(axis=0)
+    high = np.maximum(sign * lo_x, sign * hi_x).sum(axis=0)
+    return int(low.min()), int(high.max())
+
+
+def _bits_for(lo: int, hi: int) -> tuple[int, bool]:
+    """(width, signed) of the smallest two's complement or unsigned format holding [lo, hi]."""
+    if lo >= 0:
+        return max(2, int(hi).bit_length()), False
+    return max(2, max((-lo - 1).bit_length(), int(hi).bit_length()) + 1), True
+
+
+def hw_thresholds(cfg: MVAUConfig, thresholds: np.ndarray, acc_lo: int, acc_hi: int) -> np.ndarray:
+    """FINN's (MH or 1, T) thresholds -> (MH, T) int64, rounded up and clipped to [acc_lo, acc_hi + 1]."""
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if thr.ndim != 2 or thr.shape[0] not in (1, cfg.mh) or thr.shape[1] < 1:
+        raise OnebitError(f"{cfg.name}: thresholds have shape {thr.shape}, expected (MH, T) = ({cfg.mh}, T) or (1, T)")
+    if not np.isfinite(thr).all():
+        raise OnebitError(f"{cfg.name}: thresholds contain inf or NaN")
+    if thr.shape[0] == 1:
+        thr = np.repeat(thr, cfg.mh, axis=0)
+    return np.clip(np.ceil(thr), acc_lo, acc_hi + 1).astype(np.int64)
+
+
+def pack_words(elements: np.ndarray, bits: int) -> list[int]:
+    """(n_words, n_elements) unsigned bit patterns -> one int per row, element 0 in the least significant bits."""
+    rows = []
+    for row in np.asarray(elements, dtype=object):
+        word = 0
+        for i, value in enumerate(row):
+            word |= int(value) << (i * bits)
+        rows.append(word)
+    return rows
+
+
+def hex_lines(words: list[int], width: int) -> str:
+    digits = max(1, math.ceil(width / 4))
+    return "".join(f"{w:0{digits}x}\n" for w in words)
+
+
+def weight_words(cfg: MVAUConfig, weights: np.ndarray) -> list[int]:
+    """The WMEM weight words (see the module docstring for the layout)."""
+    bits = weight_bits(cfg, weights)                                      # (MW, MH)
+    tiles = bits.T.reshape(cfg.nf, cfg.pe, cfg.sf, cfg.simd).transpose(0, 2, 1, 3)
+    flat = tiles.reshape(cfg.wmem, cfg.pe * cfg.simd)                     # bit pe*SIMD + s
+    packed = np.packbits(flat, axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
+@dataclass
+class MVAUImage:
+    """Everything the RTL MVAU of one node is built and initialised from."""
+
+    cfg: MVAUConfig
+    parameters: dict[str, int]          # SystemVerilog parameters of onebit_mvau
+    weight_lines: str
+    threshold_lines: str | None
+    acc_range: tuple[int, int]
+    thresholds: np.ndarray | None = field(default=None, repr=False)  # (MH, T) as the hardware holds them
+
+    def write(self, folder: str | Path) -> list[Path]:
+        """Write the init files (weights.dat, thresholds.dat) into `folder`, atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [write_text_atomic(folder / WEIGHT_FILE, self.weight_lines)]
+        if self.threshold_lines is not None:
+            paths.append(write_text_atomic(folder / THRESH_FILE, self.threshold_lines))
+        return paths
+
+    def files(self) -> dict[str, str]:
+        out = {WEIGHT_FILE: self.weight_lines}
+        if self.threshold_lines is not None:
+            out[THRESH_FILE] = self.threshold_lines
+        return out
+
+
+def mvau_image(cfg: MVAUConfig, weights: np.ndarray, thresholds: np.ndarray | None) -> MVAUImage:
+    """Parameters and init-file contents of onebit_mvau for a FINN MVAU's weights (MW, MH) and
+    thresholds (MH, T) (None when noActivation)."""
+    ibits, isigned, _ = datatype_info(cfg.idt)
+    obits, _, _ = datatype_info(cfg.odt)
+    lo, hi = accumulator_range(cfg, weights)
+    if cfg.no_activation:
+        if thresholds is not None:
+            raise OnebitError(f"{cfg.name}: noActivation is set but thresholds were given")
+        acc_bits, acc_signed = _bits_for(lo, hi)
+        thr, nthr, thr_lines = None, 0, None
+    else:
+        if thresholds is None:
+            raise OnebitError(f"{cfg.name}: thresholds are missing (noActivation = 0)")
+        thr = hw_thresholds(cfg, thresholds, lo, hi)
+        nthr = thr.shape[1]
+        if nthr + 1 > (1 << obits):
+            raise OnebitError(f"{cfg.name}: {nthr} thresholds give {nthr + 1} levels, more than {cfg.odt} holds")
+        acc_bits, acc_signed = _bits_for(lo, hi + 1)
+        patterns = thr & ((1 << acc_bits) - 1)
+        per_fold = patterns.reshape(cfg.nf, cfg.pe * nthr)               # channel nf*PE + pe, threshold k
+        thr_lines = hex_lines(pack_words(per_fold, acc_bits), cfg.pe * nthr * acc_bits)
+    if acc_bits > 62:
+        raise OnebitError(f"{cfg.name}: accumulator needs {acc_bits} bits; onebit's RTL MVAU supports up to 62")
+    parameters = {"MW": cfg.mw, "MH": cfg.mh, "PE": cfg.pe, "SIMD": cfg.simd,
+                  "IBITS": 1 if cfg.xnor else ibits, "ISIGNED": int(isigned and not cfg.xnor),
+                  "XNOR": int(cfg.xnor), "ACC_BITS": acc_bits, "ACC_SIGNED": int(acc_signed),
+                  "NTHR": nthr, "OBITS": obits, "ACT_VAL": int(cfg.act_val)}
+    weights_text = hex_lines(weight_words(cfg, weights), cfg.pe * cfg.simd)
+    return MVAUImage(cfg, parameters, weights_text, thr_lines, (lo, hi), thr)

@@ -1,0 +1,94 @@
+"""Resources of one onebit RTL node without Vivado: yosys `synth_xilinx` for the board's family,
+counted from `stat -json`. Cached under $ONEBIT_CACHE/yosys by the hash of sources, parameters,
+init-file contents, family and yosys version (a synthesis takes seconds to minutes).
+
+Yosys maps to the same primitives Vivado would (LUT1..6, CARRY4/8, FDRE, RAMB18/36, LUTRAM) but
+does not place, route or close timing, and its optimisation differs from Vivado's: the counts are
+a post-synthesis estimate, not Vivado's utilisation report.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from onebit.atomic import write_text_atomic
+from onebit.errors import OnebitError
+from hw.rtl.verilator import cache_root, content_key, sv_literal, sv_sources, tool_version
+
+FAMILIES = {"xc7": "Zynq-7000 / 7-series (Pynq-Z1, Pynq-Z2)", "xcup": "UltraScale+ (Ultra96-V2, ZCU104, KV260)"}
+# LUTs a LUTRAM/SRL primitive occupies (7-series and UltraScale+ SLICEM).
+LUTRAM_LUTS = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM32X1D": 2, "RAM64X1D": 2,
+               "RAM128X1D": 4, "RAM256X1S": 4, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2,
+               "RAM512X1S": 8, "SRL16E": 1, "SRLC32E": 1, "SRLC16E": 1}
+
+
+@dataclass
+class Resources:
+    """Post-synthesis counts of one node (LUT counts logic LUTs; lutram_luts the LUTs used as memory)."""
+
+    lut: int
+    lutram_luts: int
+    ff: int
+    carry: int
+    bram18: int           # RAMB18 equivalents (a RAMB36 counts 2)
+    dsp: int
+    family: str
+    cells: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lut_total(self) -> int:
+        return self.lut + self.lutram_luts
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "lut_total": self.lut_total}
+
+
+def parse_stat(cells: dict[str, int], family: str) -> Resources:
+    lut = sum(n for c, n in cells.items() if c.startswith("LUT") and c[3:].isdigit())
+    lutram = sum(LUTRAM_LUTS.get(c, 0) * n for c, n in cells.items())
+    ff = sum(n for c, n in cells.items() if c in ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1"))
+    carry = sum(n for c, n in cells.items() if c in ("CARRY4", "CARRY8"))
+    bram18 = sum(n for c, n in cells.items() if c.startswith("RAMB18")) + \
+        2 * sum(n for c, n in cells.items() if c.startswith("RAMB36"))
+    dsp = sum(n for c, n in cells.items() if c.startswith("DSP48"))
+    return Resources(lut, lutram, ff, carry, bram18, dsp, family, dict(sorted(cells.items())))
+
+
+def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str, str] | None = None,
+               family: str = "xc7", name: str | None = None) -> Resources:
+    """Synthesize `top` (a module in hw/rtl/sv) with `parameters` for `family` ('xc7' or 'xcup');
+    init_files maps the file names the parameters refer to onto their contents."""
+    if family not in FAMILIES:
+        raise OnebitError(f"unknown FPGA family '{family}'; choose one of {', '.join(FAMILIES)}")
+    what = name or top
+    init_files = dict(init_files or {})
+    params = tuple(sorted(parameters.items()))
+    sources = sv_sources()
+    key = content_key("yosys-synth-1", tool_version("yosys"), top, params, family, sorted(init_files.items()),
+                      files=sources)
+    cached = cache_root() / "yosys" / f"{top}-{key}.json"
+    if cached.is_file():
+        data = json.loads(cached.read_text())
+        return Resources(**data)
+    with tempfile.TemporaryDirectory(prefix="onebit-yosys-") as tmp:
+        tmp = Path(tmp)
+        for file_name, text in init_files.items():
+            (tmp / file_name).write_text(text)
+        chparams = " ".join(f"-set {k} {sv_literal(v)}" for k, v in params)
+        script = [f"read_verilog -defer -sv {' '.join(str(s) for s in sources)}",
+                  f"chparam {chparams} {top}" if params else "",
+                  f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf",
+                  "tee -q -o stat.json stat -json"]
+        (tmp / "synth.ys").write_text("\n".join(script) + "\n")
+        proc = subprocess.run(["yosys", "-q", "-l", "yosys.log", "synth.ys"], capture_output=True, text=True, cwd=tmp)
+        if proc.returncode != 0 or not (tmp / "stat.json").is_file():
+            errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+            raise OnebitError(f"{what}: yosys synthesis of {top} failed: {errors[0] if errors else proc.returncode}")
+        stat = json.loads((tmp / "stat.json").read_text())
+    cells = stat.get("design", stat).get("num_cells_by_type", {})
+    result = parse_stat(cells, family)
+    write_text_atomic(cached, json.dumps(asdict(result), indent=1))
+    return result
