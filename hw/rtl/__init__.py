@@ -8,9 +8,9 @@ Public API:
   synthesize, Resources                    yosys synth_xilinx counts (yosys.py)
 """
 from hw.rtl.layout import MVAUConfig, MVAUImage, mvau_image
-from hw.rtl.nodes import MaxPoolConfig, RTLMaxPool, RTLMvau, Simulation
+from hw.rtl.nodes import MaxPoolConfig, OutputMismatch, RTLMaxPool, RTLMvau, Simulation, compare_outputs
 from hw.rtl.verilator import StreamDeadlock, StreamResult, build_simulator, run_stream
 from hw.rtl.yosys import Resources, synthesize
 
-__all__ = ["MVAUConfig", "MVAUImage", "mvau_image", "MaxPoolConfig", "RTLMaxPool", "RTLMvau", "Simulation",
+__all__ = ["MVAUConfig", "MVAUImage", "mvau_image", "MaxPoolConfig", "RTLMaxPool", "RTLMvau", "Simulation", "OutputMismatch", "compare_outputs",
            "StreamDeadlock", "StreamResult", "build_simulator", "run_stream", "Resources", "synthesize"]

@@ -199,3 +199,19 @@ class RTLMaxPool(_Node):
         values, result = self._run(stream, cfg.dtype, cfg.pe, cfg.dtype, n * cf, cf, n * cf * cfg.k2, None,
                                    stream_options)
         return Simulation(values.reshape(*lead, cfg.channels), result)
+
+
+class OutputMismatch(OnebitError):
+    """RTL simulation output differs from the reference."""
+
+
+def compare_outputs(name: str, expected: np.ndarray, got: np.ndarray) -> None:
+    """Raise OutputMismatch naming the node, the number of differing values and the first one."""
+    expected, got = np.asarray(expected), np.asarray(got)
+    if expected.shape != got.shape:
+        raise OutputMismatch(f"{name}: RTL output has shape {got.shape}, the reference {expected.shape}")
+    bad = np.argwhere(expected != got)
+    if len(bad):
+        first = tuple(int(i) for i in bad[0])
+        raise OutputMismatch(f"{name}: {len(bad)} of {expected.size} RTL outputs differ from the reference; "
+                             f"first at index {first}: expected {expected[first]}, got {got[first]}")
