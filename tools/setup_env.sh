@@ -41,3 +41,20 @@ if [ ! -f "$fmnist/t10k-images-idx3-ubyte.gz" ] && [ ! -f "$fmnist/t10k-images-i
         echo "onebit: WARNING Fashion-MNIST not found in $fmnist; run 'sudo apt-get install dataset-fashion-mnist' or set ONEBIT_DATA to a folder with the idx files" >&2
     fi
 fi
+
+# Verilator (simulation of onebit's RTL in hw/rtl and of FINN's RTL nodes) and yosys (resource counts
+# without Vivado), from Debian's packages: tests/hw/rtl needs both.
+missing_tools=()
+for tool in verilator yosys; do
+    command -v "$tool" >/dev/null || missing_tools+=("$tool")
+done
+if [ "${#missing_tools[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "onebit: installing Debian packages ${missing_tools[*]}"
+        (apt-get install -y -q "${missing_tools[@]}" >/dev/null 2>&1 ||
+         { apt-get update -q >/dev/null && apt-get install -y -q "${missing_tools[@]}" >/dev/null; }) ||
+            echo "onebit: WARNING could not install ${missing_tools[*]}; run 'sudo apt-get install ${missing_tools[*]}' (the RTL tests are skipped without them)" >&2
+    else
+        echo "onebit: WARNING ${missing_tools[*]} not found; run 'sudo apt-get install ${missing_tools[*]}' (the RTL tests are skipped without them)" >&2
+    fi
+fi

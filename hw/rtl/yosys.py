@@ -90,5 +90,6 @@ def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str,
         stat = json.loads((tmp / "stat.json").read_text())
     cells = stat.get("design", stat).get("num_cells_by_type", {})
     result = parse_stat(cells, family)
+    cached.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cached, json.dumps(asdict(result), indent=1))
     return result

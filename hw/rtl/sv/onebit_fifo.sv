@@ -32,9 +32,9 @@ module onebit_fifo #(
     assign pop_mem = stored != 0 && (!m_valid || m_ready);
     assign count   = stored + {{($clog2(DEPTH+1)-1){1'b0}}, m_valid};
 
-    function automatic logic [AW-1:0] next(input logic [AW-1:0] p);
-        return (p == AW'(DEPTH - 1)) ? '0 : p + 1'b1;
-    endfunction
+    logic [AW-1:0] wr_next, rd_next;
+    assign wr_next = (wr_ptr == AW'(DEPTH - 1)) ? '0 : wr_ptr + 1'b1;
+    assign rd_next = (rd_ptr == AW'(DEPTH - 1)) ? '0 : rd_ptr + 1'b1;
 
     always_ff @(posedge clk) begin
         if (push) mem[wr_ptr] <= s_data;
@@ -48,8 +48,8 @@ module onebit_fifo #(
             stored  <= '0;
             m_valid <= 1'b0;
         end else begin
-            if (push) wr_ptr <= next(wr_ptr);
-            if (pop_mem) rd_ptr <= next(rd_ptr);
+            if (push) wr_ptr <= wr_next;
+            if (pop_mem) rd_ptr <= rd_next;
             stored <= stored + ($clog2(DEPTH+1))'(push) - ($clog2(DEPTH+1))'(pop_mem);
             if (pop_mem) m_valid <= 1'b1;
             else if (m_ready) m_valid <= 1'b0;

@@ -1,0 +1,67 @@
+"""onebit's RTL max pool against FINN's Pool execute_node, and yosys resource counts of RTL nodes."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from hw.rtl import MaxPoolConfig, MVAUConfig, RTLMaxPool, RTLMvau, synthesize
+from onebit.errors import OnebitError
+
+verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed (tools/setup_env.sh)")
+yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed (tools/setup_env.sh)")
+
+
+def finn_pool(cfg: MaxPoolConfig, windows: np.ndarray) -> np.ndarray:
+    from onnx import helper
+    from qonnx.custom_op.registry import getCustomOp
+
+    n, oh, ow, _ = windows.shape
+    node = helper.make_node("Pool", ["inp"], ["outp"], domain="finn.custom_op.fpgadataflow", backend="fpgadataflow",
+                            Channels=cfg.channels, PE=cfg.pe, KernelSize=list(cfg.kernel), Function="MaxPool",
+                            OutImgDims=[oh, ow], InputDataType=cfg.dtype, OutputDataType=cfg.dtype, BatchSize=n)
+    context = {"inp": windows.astype(np.float32), "outp": np.zeros((n, oh, ow, cfg.channels), np.float32)}
+    getCustomOp(node).execute_node(context, None)
+    return context["outp"].astype(np.int64)
+
+
+@verilator
+@pytest.mark.parametrize("dtype, pe, channels, kernel", [("BINARY", 2, 6, (2, 2)), ("INT4", 3, 3, (3, 2))])
+def test_rtl_maxpool_matches_finn(dtype, pe, channels, kernel):
+    rng = np.random.default_rng(3)
+    cfg = MaxPoolConfig(channels=channels, pe=pe, kernel=kernel, dtype=dtype, name=f"Pool_{dtype}")
+    lo, hi = (0, 1) if dtype == "BINARY" else (-8, 7)
+    windows = rng.integers(lo, hi + 1, (2, 3, 3, cfg.k2 * channels))
+    sim = RTLMaxPool(cfg).simulate(windows, in_stall=0.25, out_stall=0.4, seed=11)
+    expected = finn_pool(cfg, windows)
+    np.testing.assert_array_equal(sim.outputs, expected)
+    # the signed compare matters: an unsigned one would call -1 (0b1111) the maximum
+    if dtype == "INT4":
+        assert (expected < 0).any()
+
+
+def test_maxpool_config_checked():
+    with pytest.raises(OnebitError, match=r"PE \(4\) must divide Channels \(6\)"):
+        MaxPoolConfig(channels=6, pe=4, kernel=(2, 2), dtype="BINARY")
+
+
+@yosys
+def test_yosys_counts_of_a_small_mvau():
+    rng = np.random.default_rng(0)
+    cfg = MVAUConfig(mw=32, mh=16, pe=4, simd=8, idt="BINARY", wdt="BINARY", odt="BINARY", binary_xnor=True,
+                     name="MVAU_small")
+    node = RTLMvau(cfg, rng.integers(0, 2, (32, 16)), rng.integers(8, 25, (16, 1)))
+    small = node.resources("xc7")
+    assert small.family == "xc7"
+    # 4 PEs x 8-input XNOR popcounts, accumulators, counters: tens to a few hundred LUTs, no DSP
+    assert 20 < small.lut < 1000, small.cells
+    assert 20 < small.ff < 500, small.cells
+    assert small.dsp == 0
+    # twice the PEs: more logic (the counts follow the configuration, they are not constants)
+    wide = RTLMvau(MVAUConfig(mw=32, mh=16, pe=8, simd=8, idt="BINARY", wdt="BINARY", odt="BINARY",
+                              binary_xnor=True, name="MVAU_wide"),
+                   rng.integers(0, 2, (32, 16)), rng.integers(8, 25, (16, 1))).resources("xc7")
+    assert wide.lut > small.lut
+    with pytest.raises(OnebitError, match="unknown FPGA family 'xc9'"):
+        node.resources("xc9")
