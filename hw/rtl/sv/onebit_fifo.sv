@@ -1,19 +1,31 @@
-// Synchronous AXI-stream FIFO of DEPTH beats (for stitching nodes); registered read port, so an
-// inferred memory maps to LUTRAM/BRAM. `count` reports the fill level for FIFO sizing.
+// Synchronous AXI-stream FIFO of DEPTH beats plus its output register (for stitching nodes);
+// registered read port, so an inferred memory maps to LUTRAM/BRAM. `count` reports the fill level
+// for FIFO sizing.
 module onebit_fifo #(
     parameter int WIDTH = 8,
     parameter int DEPTH = 16
 ) (
-    input  logic                       clk,
-    input  logic                       rst_n,
-    input  logic [WIDTH-1:0]           s_data,
-    input  logic                       s_valid,
-    output logic                       s_ready,
-    output logic [WIDTH-1:0]           m_data,
-    output logic                       m_valid,
-    input  logic                       m_ready,
+    input  logic                       ap_clk,
+    input  logic                       ap_rst_n,
+    input  logic [WIDTH-1:0]           in0_V_TDATA,
+    input  logic                       in0_V_TVALID,
+    output logic                       in0_V_TREADY,
+    output logic [WIDTH-1:0]           out0_V_TDATA,
+    output logic                       out0_V_TVALID,
+    input  logic                       out0_V_TREADY,
     output logic [$clog2(DEPTH+1)-1:0] count
 );
+    // FINN's port names (StreamingFIFO), so the same harness and stitching code drive it.
+    logic clk, rst_n, s_valid, s_ready, m_valid, m_ready;
+    logic [WIDTH-1:0] s_data, m_data;
+    assign clk = ap_clk;
+    assign rst_n = ap_rst_n;
+    assign s_data = in0_V_TDATA;
+    assign s_valid = in0_V_TVALID;
+    assign in0_V_TREADY = s_ready;
+    assign out0_V_TDATA = m_data;
+    assign out0_V_TVALID = m_valid;
+    assign m_ready = out0_V_TREADY;
     if (WIDTH < 1) begin : g_bad_width
         $error("onebit_fifo: WIDTH (%0d) must be at least 1", WIDTH);
     end

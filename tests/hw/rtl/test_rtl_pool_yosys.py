@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from hw.rtl import MaxPoolConfig, MVAUConfig, RTLMaxPool, RTLMvau, synthesize
+from hw.rtl import MaxPoolConfig, MVAUConfig, RTLMaxPool, RTLMvau, StreamDeadlock, synthesize
 from onebit.errors import OnebitError
 
 verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed (tools/setup_env.sh)")
@@ -65,3 +65,19 @@ def test_yosys_counts_of_a_small_mvau():
     assert wide.lut > small.lut
     with pytest.raises(OnebitError, match="unknown FPGA family 'xc9'"):
         node.resources("xc9")
+
+
+@verilator
+def test_rtl_fifo_passes_beats_in_order_under_stalls(tmp_path):
+    from hw.rtl import build_simulator, run_stream
+    from hw.rtl.stream import values_to_words, words_to_values
+
+    sim = build_simulator("onebit_fifo", {"WIDTH": 16, "DEPTH": 4})
+    values = np.random.default_rng(5).integers(0, 1 << 16, (200, 1))
+    result = run_stream(sim, values_to_words(values, "UINT16"), 200, 1, tmp_path, name="fifo", in_stall=0.3,
+                        out_stall=0.5, seed=3)
+    np.testing.assert_array_equal(words_to_values(result.words, "UINT16", 1), values)
+    with pytest.raises(StreamDeadlock, match="fifo: deadlock in onebit_fifo"):
+        # a consumer that stops after 10 beats: the FIFO fills (DEPTH + output register) and stops taking
+        run_stream(sim, values_to_words(values, "UINT16"), 200, 1, tmp_path, name="fifo", sink_capacity=10,
+                   idle_limit=200)
