@@ -53,6 +53,8 @@ class MVAUConfig:
     no_activation: bool = False  # noActivation: output the raw accumulator
     act_val: int = 0             # ActVal: added to the threshold count
     name: str = "MVAU"
+    ram_style: str = "auto"              # weight memory: auto, block, distributed (ultra -> block)
+    ram_style_thresholds: str = "auto"   # threshold memory: auto, block, distributed
 
     def __post_init__(self) -> None:
         node = self.name
@@ -63,6 +65,9 @@ class MVAUConfig:
             raise OnebitError(f"{node}: SIMD ({self.simd}) must divide MW ({self.mw}); choose another folding")
         if self.mh % self.pe:
             raise OnebitError(f"{node}: PE ({self.pe}) must divide MH ({self.mh}); choose another folding")
+        for attr in ("ram_style", "ram_style_thresholds"):
+            if getattr(self, attr) not in ("auto", "block", "distributed", "ultra"):
+                raise OnebitError(f"{node}: {attr} must be auto, block or distributed, got '{getattr(self, attr)}'")
         ibits, isigned, _ = _dtype(self.idt, "input datatype", node)
         wbits, _, _ = _dtype(self.wdt, "weight datatype", node)
         _dtype(self.odt, "output datatype", node)
@@ -103,7 +108,8 @@ class MVAUConfig:
         return cls(mw=int(get("MW")), mh=int(get("MH")), pe=int(get("PE")), simd=int(get("SIMD")),
                    idt=get("inputDataType"), wdt=get("weightDataType"), odt=get("outputDataType"),
                    binary_xnor=bool(get("binaryXnorMode")), no_activation=bool(get("noActivation")),
-                   act_val=int(get("ActVal")), name=name or inst.onnx_node.name)
+                   act_val=int(get("ActVal")), name=name or inst.onnx_node.name,
+                   ram_style=get("ram_style"), ram_style_thresholds=get("ram_style_thresholds"))
 
 
 def weight_bits(cfg: MVAUConfig, weights: np.ndarray) -> np.ndarray:
@@ -185,7 +191,7 @@ class MVAUImage:
     """Everything the RTL MVAU of one node is built and initialised from."""
 
     cfg: MVAUConfig
-    parameters: dict[str, int]          # SystemVerilog parameters of onebit_mvau
+    parameters: dict[str, int | str]    # SystemVerilog parameters of onebit_mvau
     weight_lines: str
     threshold_lines: str | None
     acc_range: tuple[int, int]
@@ -205,6 +211,10 @@ class MVAUImage:
         if self.threshold_lines is not None:
             out[THRESH_FILE] = self.threshold_lines
         return out
+
+
+def _style(value: str) -> str:
+    return "block" if value == "ultra" else value  # no URAM inference in yosys: the nearest is BRAM
 
 
 def mvau_image(cfg: MVAUConfig, weights: np.ndarray, thresholds: np.ndarray | None) -> MVAUImage:
@@ -234,6 +244,7 @@ def mvau_image(cfg: MVAUConfig, weights: np.ndarray, thresholds: np.ndarray | No
     parameters = {"MW": cfg.mw, "MH": cfg.mh, "PE": cfg.pe, "SIMD": cfg.simd,
                   "IBITS": 1 if cfg.xnor else ibits, "ISIGNED": int(isigned and not cfg.xnor),
                   "XNOR": int(cfg.xnor), "ACC_BITS": acc_bits, "ACC_SIGNED": int(acc_signed),
-                  "NTHR": nthr, "OBITS": obits, "ACT_VAL": int(cfg.act_val)}
+                  "NTHR": nthr, "OBITS": obits, "ACT_VAL": int(cfg.act_val),
+                  "RAM_STYLE": _style(cfg.ram_style), "RAM_STYLE_THRESHOLDS": _style(cfg.ram_style_thresholds)}
     weights_text = hex_lines(weight_words(cfg, weights), cfg.pe * cfg.simd)
     return MVAUImage(cfg, parameters, weights_text, thr_lines, (lo, hi), thr)

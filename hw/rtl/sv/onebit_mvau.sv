@@ -28,7 +28,9 @@ module onebit_mvau #(
     parameter int    OBITS       = 1,
     parameter int    ACT_VAL     = 0,
     parameter        WEIGHT_FILE = "weights.dat",
-    parameter        THRESH_FILE = "thresholds.dat"
+    parameter        THRESH_FILE = "thresholds.dat",
+    parameter        RAM_STYLE   = "auto",   // weight memory: auto, block, distributed (FINN's ram_style)
+    parameter        RAM_STYLE_THRESHOLDS = "auto"
 ) (
     input  logic                                   ap_clk,
     input  logic                                   ap_rst_n,
@@ -127,7 +129,7 @@ module onebit_mvau #(
         end
     end
 
-    onebit_rom #(.WIDTH(PE*SIMD), .DEPTH(WMEM), .INIT_FILE(WEIGHT_FILE)) u_weights (
+    onebit_rom #(.WIDTH(PE*SIMD), .DEPTH(WMEM), .INIT_FILE(WEIGHT_FILE), .RAM_STYLE(RAM_STYLE)) u_weights (
         .clk(clk), .en(issue), .addr(waddr), .data(s1_w));
 
     always_ff @(posedge clk) begin
@@ -172,7 +174,8 @@ module onebit_mvau #(
     end
 
     if (NTHR > 0) begin : g_thr_mem
-        onebit_rom #(.WIDTH(TW), .DEPTH(NF), .INIT_FILE(THRESH_FILE)) u_thresholds (
+        onebit_rom #(.WIDTH(TW), .DEPTH(NF), .INIT_FILE(THRESH_FILE),
+                     .RAM_STYLE(RAM_STYLE_THRESHOLDS)) u_thresholds (
             .clk(clk), .en(advance && s1_valid && s1_last), .addr(s1_nf), .data(s2_thr));
     end else begin : g_no_thr
         assign s2_thr = '0;

@@ -1,10 +1,13 @@
 // Parameter memory (weights or thresholds): DEPTH words of WIDTH bits, contents from an init file
 // that onebit writes (hw/rtl/layout.py: one hex word per line, element 0 in the least significant
 // bits). Synchronous read with enable, so synthesis may map it to BRAM, LUTRAM or LUT logic.
+// RAM_STYLE as FINN's ram_style: "block", "distributed", or "auto" (block from 16 Kbit on: yosys
+// otherwise turns every ROM into LUT logic, which costs ~1 LUT per 64 bits).
 module onebit_rom #(
     parameter int    WIDTH     = 8,
     parameter int    DEPTH     = 1,
-    parameter     INIT_FILE = ""
+    parameter     INIT_FILE = "",
+    parameter     RAM_STYLE = "auto"
 ) (
     input  logic                              clk,
     input  logic                              en,
@@ -18,10 +21,21 @@ module onebit_rom #(
         $error("onebit_rom: INIT_FILE is not set");
     end
 
-    logic [WIDTH-1:0] mem [DEPTH];
-    initial $readmemh(INIT_FILE, mem);
+    if (RAM_STYLE != "auto" && RAM_STYLE != "block" && RAM_STYLE != "distributed") begin : g_bad_style
+        $error("onebit_rom: RAM_STYLE must be auto, block or distributed");
+    end
 
-    always_ff @(posedge clk) begin
-        if (en) data <= mem[addr];
+    if (RAM_STYLE == "block" || (RAM_STYLE == "auto" && WIDTH * DEPTH >= 16384)) begin : g_block
+        (* rom_style = "block", ram_style = "block" *) logic [WIDTH-1:0] mem [DEPTH];
+        initial $readmemh(INIT_FILE, mem);
+        always_ff @(posedge clk) if (en) data <= mem[addr];
+    end else if (RAM_STYLE == "distributed") begin : g_distributed
+        (* rom_style = "distributed", ram_style = "distributed" *) logic [WIDTH-1:0] mem [DEPTH];
+        initial $readmemh(INIT_FILE, mem);
+        always_ff @(posedge clk) if (en) data <= mem[addr];
+    end else begin : g_auto
+        logic [WIDTH-1:0] mem [DEPTH];
+        initial $readmemh(INIT_FILE, mem);
+        always_ff @(posedge clk) if (en) data <= mem[addr];
     end
 endmodule
