@@ -54,6 +54,9 @@ class Estimator:
     hparam_help: ClassVar[dict[str, str]] = {}
     # string hyperparameters that take one of a few values: name -> the allowed values
     hparam_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # hyperparameters added after checkpoints were written: name -> the value that reproduces how those
+    # older checkpoints were trained (load_checkpoint fills it in where the checkpoint lacks the name)
+    hparam_legacy: ClassVar[dict[str, HParamValue]] = {}
 
     def __init__(self, **hparams: Any) -> None:
         unknown = sorted(set(hparams) - set(self.hparam_defaults))

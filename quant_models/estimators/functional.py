@@ -38,6 +38,7 @@ __all__ = [
     "ede_schedule",
     "libra_pb",
     "sign_clipped_ste",
+    "sign_with_derivative",
     "sign_approx",
     "ternary_activation",
     "decouple_ternary_bits",
@@ -129,6 +130,11 @@ def sign_clipped_ste(x: torch.Tensor) -> torch.Tensor:
     return _SignWithSurrogate.apply(x, _clipped_derivative)
 
 
+def sign_with_derivative(x: torch.Tensor, derivative: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """sign forward (exactly +-1), backward grad * derivative(x): any other surrogate of a method."""
+    return _SignWithSurrogate.apply(x, derivative)
+
+
 def sign_approx(x: torch.Tensor) -> torch.Tensor:
     """sign forward, ApproxSign backward 2 - 2|x| on |x| < 1 (Bi-Real Net; RBONN's BinaryActivation)."""
     return _SignWithSurrogate.apply(x, lambda v: (2.0 - 2.0 * v.abs()).clamp_min(0.0))
@@ -152,12 +158,15 @@ class _Ternary(torch.autograd.Function):
 def ternary_activation(y: torch.Tensor) -> torch.Tensor:
     """BinaryDuo's coupled ternary activation in the bipolar domain: values {-1, 0, +1}.
 
-    The authors' QuantizedNeurons(0.3) in "-1/+1 mode" computes 2*round(2*(clamp(y)+1)/2)/2 - 1, i.e.
-    thresholds at y = -0.5 and +0.5 with an identity backward through the rounding and the [-1, 1]
-    clamp giving 1[|y| <= 1] (confirmed in Hyungjun-K1m/BinaryDuo newLayers/QuantizedNeurons.lua).
+    The authors' models use HardTanh(0, 1) + QuantizedNeurons(0.3, 0): the unipolar ternary
+    round(2u)/2 in {0, 1/2, 1} of the BatchNorm output u, identity backward through the rounding, so the
+    clamp gives 1[0 <= u <= 1] (Hyungjun-K1m/BinaryDuo newLayers/QuantizedNeurons.lua,
+    models/tinyVGG7_coupled.lua). In FINN's bipolar units y = 2u - 1 that is thresholds at y = -0.5 and
+    +0.5 with the backward 1[|y| <= 1]; the bipolar values are the affine image 2q - 1 of the unipolar
+    ones, a difference the following BatchNorm absorbs (binaryduo.py's docstring).
     We write it as (sign(y - 0.5) + sign(y + 0.5)) / 2, which is the same function except that a value
-    exactly on a threshold goes up (sign(0) = +1), and which is literally the sum of the two binary
-    activations that decoupling produces (`decouple_ternary_bits`).
+    exactly on a threshold goes up (sign(0) = +1, as the authors' round does), and which is literally the
+    sum of the two binary activations that decoupling produces (`decouple_ternary_bits`).
     """
     return _Ternary.apply(y)
 
