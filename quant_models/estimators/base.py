@@ -125,6 +125,16 @@ class Estimator:
         """Parameter groups for the optimizer (e.g. a different lr for a scale). Default: one group."""
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
+    # ---- resumable training ---------------------------------------------------------------------
+    def training_state(self, model: nn.Module) -> dict[str, Any]:
+        """What training carries from step to step outside `model.state_dict()` (e.g. RBONN's previous
+        gradient), as plain types and tensors: saved in the trainer's resumable state after each epoch.
+        Default: nothing (schedules are recomputed from the epoch and step)."""
+        return {}
+
+    def load_training_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Restore what `training_state` returned, on the model rebuilt from the saved state."""
+
     # ---- description ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """What the checkpoint records: `{"name": ..., "hparams": {...}}` (plain types)."""
