@@ -62,6 +62,7 @@ DEFAULT_EPOCHS = {"cnv": 30, "tfc": 30}
 FLOAT_LRS = (1e-3, 3e-3, 1e-2)
 VALIDATION_FRACTION = 1 / 12  # 5,000 of Fashion-MNIST's 60,000 training images
 INCOMPLETE = 3  # exit code: runs left to do, rerun the same command
+PART_BYTES = 15 * 2**20  # --pack writes parts below the device machine's 16 MiB per returned file
 
 
 RUN_RECIPE = """## How to run it (GPU session)
@@ -87,13 +88,15 @@ and back here, on the CPU (FINN builds and the accelerator model; about 5 min pe
 
 Device time: the timing phase (about a minute) prints how long the trainings would take one after another;
 all of them then run as concurrent processes (`--jobs`, default all 36). On an H200 this is not measured
-yet: the 18 CNV trainings of 30 epochs are 324,000 steps of batch 100, which fit in ~9 minutes only if
-the concurrent processes keep the GPU ~3 steps per millisecond busy. What does not finish stops at the
-budget with its last epoch saved; the archive carries the finished runs (small: collapsed networks,
-histories) and as many unfinished runs' resumable states as fit in 48 MiB (a CNV state is ~19 MB, a TFC
-state ~1 MB; the others restart), so a second session runs the same device command after
-`--unpack`-ing the archive into build/estimators_full and carrying it (`--work` inside the repository,
-ignored, named in `carry`). A session short of time can give CNV priority with `--models cnv`.
+yet: the 18 CNV trainings of 30 epochs are 324,000 steps of batch 100 (and TFC as many, much smaller
+ones), which fit in ~9 minutes only if all processes together make ~600 CNV steps per second (1.7 ms per
+step). What does not finish stops at the budget with its last epoch saved; the archive carries the
+finished runs (small: collapsed networks, histories) and as many unfinished runs' resumable states as fit
+in 25 MiB (a CNV state is ~19 MB, a TFC state ~1 MB; the others restart), in parts of at most 15 MiB
+(`.part0`, `.part1`, ...; `--unpack` takes the name without the suffix). A second session `--unpack`s it
+into build/estimators_full and runs the same device command, carrying that folder too (the carried data,
+31 MB, wheels and work must stay under the 64 MiB a call takes along). A session short of time can give
+CNV priority with `--models cnv`.
 """
 
 
@@ -692,6 +695,10 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
         f"(chosen from {', '.join(f'{lr:g}' for lr in cfg['float_lrs'])} on a validation split of the training "
         "set). Gap closed: (method - STE) / (float - STE). Time per epoch: each method alone on the device "
         "(`timing` phase), relative to STE.", ""]
+    if not any(e["finished"] for s in data["summary"].values() for e in s["methods"].values()):
+        planned = sum(e["planned"] for s in data["summary"].values() for e in s["methods"].values())
+        lines[2] = (f"Status: **not run yet** (0 of {planned} trainings; no device machine in the session that wrote "
+                    "this plan). Planned: " + lines[2].split(". ", 1)[1].replace(f"trained on {cfg['device']}; ", ""))
     for model, s in data["summary"].items():
         lines += [f"## {model.upper()}-w1a1, {s['epochs']} epochs", "",
                   "| method | seeds | accuracy mean ± std | accuracy from | Δ vs STE | gap closed | epochs to STE final "
@@ -787,15 +794,30 @@ def pack(work: Path, path: Path, state_budget_mib: float) -> dict[str, Any]:
                     included.append(file.parent.name)
                 else:
                     left.append(file.parent.name)
-        write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-    return {"archive": str(path), "bytes": path.stat().st_size, "states_included": included, "states_left_out": left}
+        payload = buffer.getvalue()
+    # the device machine returns files of at most 16 MiB: a larger archive is written in numbered parts
+    for old in path.parent.glob(path.name + ".part*"):
+        old.unlink()
+    if len(payload) <= PART_BYTES:
+        write_atomic(path, lambda tmp: tmp.write_bytes(payload))
+        files = [path]
+    else:
+        path.unlink(missing_ok=True)
+        files = [path.with_name(f"{path.name}.part{i}") for i in range(math.ceil(len(payload) / PART_BYTES))]
+        for i, part in enumerate(files):
+            chunk = payload[i * PART_BYTES : (i + 1) * PART_BYTES]
+            write_atomic(part, lambda tmp, chunk=chunk: tmp.write_bytes(chunk))
+    return {"archive": [str(f) for f in files], "bytes": len(payload), "states_included": included, "states_left_out": left}
 
 
 def unpack(path: Path, work: Path) -> None:
-    if not path.is_file():
-        raise OnebitError(f"--unpack {path}: no such file; give the archive written by --pack")
+    """Extract an archive written by `pack` (PATH, or its parts PATH.part0, PATH.part1, ...) into `work`."""
+    parts = sorted(path.parent.glob(path.name + ".part*"), key=lambda f: int(f.name.rsplit(".part", 1)[1]))
+    if not path.is_file() and not parts:
+        raise OnebitError(f"--unpack {path}: no such file (nor {path.name}.part0, ...); give the archive written by --pack")
+    payload = path.read_bytes() if path.is_file() else b"".join(f.read_bytes() for f in parts)
     work.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "r:xz") as tar:
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:xz") as tar:
         tar.extractall(work, filter="data")
 
 
@@ -849,7 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="per-run states, checkpoints, builds")
     parser.add_argument("--out", type=Path, default=RESULTS / "estimators_full", help="result stem (.json, .md, .png)")
     parser.add_argument("--pack", type=Path, default=None, help="afterwards, write a tar.xz to continue elsewhere")
-    parser.add_argument("--pack-state-mib", type=float, default=48.0, help="room for unfinished runs' states in --pack")
+    parser.add_argument("--pack-state-mib", type=float, default=25.0,
+                        help="room for unfinished runs' states in --pack (the device returns 64 MiB in all)")
     parser.add_argument("--unpack", type=Path, default=None, help="first, unpack an archive written by --pack into --work")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
@@ -917,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
         print(args.out.with_suffix(".md").read_text())
     if args.pack:
         packed = pack(args.work, args.pack, args.pack_state_mib)
-        print(f"packed {packed['bytes'] / 2**20:.1f} MiB into {packed['archive']}; unfinished states included: "
+        print(f"packed {packed['bytes'] / 2**20:.1f} MiB into {', '.join(packed['archive'])}; unfinished states included: "
               f"{len(packed['states_included'])}, left out (restart): {len(packed['states_left_out'])}", file=sys.stderr)
     if data is not None and any(e.get("collapse_mismatches", 0) + e.get("hardware_mismatches", 0)
                                 for s in data["summary"].values() for e in s["methods"].values()):

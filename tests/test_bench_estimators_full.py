@@ -130,3 +130,16 @@ def test_hardware_phase_reports_the_accelerator_accuracy(smoke: tuple[Path, Path
     ste = json.loads(out.with_suffix(".json").read_text())["summary"]["tfc"]["methods"]["ste"]
     assert ste["accuracy_source"] == "accelerator model" and ste["mean"] == hw["accelerator_accuracy"]
     assert ste["hardware_mismatches"] == 0 and ste["accelerator_images"] == 100
+
+
+def test_pack_splits_into_parts_the_device_can_return(smoke: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
+    import bench.estimators_full as full
+
+    work, _ = smoke
+    monkeypatch.setattr(full, "PART_BYTES", 20_000)
+    packed = full.pack(work, tmp_path / "w.tar.xz", state_budget_mib=1)
+    parts = [Path(p) for p in packed["archive"]]
+    assert len(parts) > 1 and all(p.stat().st_size <= 20_000 for p in parts) and not (tmp_path / "w.tar.xz").exists()
+    full.unpack(tmp_path / "w.tar.xz", tmp_path / "again")
+    assert (tmp_path / "again" / "runs" / "tfc-ste-s0" / "collapsed.pt").read_bytes() == \
+        (work / "runs" / "tfc-ste-s0" / "collapsed.pt").read_bytes()
