@@ -258,7 +258,7 @@ def train_bnn(spec: RunSpec, folder: Path) -> dict[str, Any]:
     collapse to the plain binary network, checked equal to the trained model on every test image."""
     import numpy as np
 
-    from export.collapse import collapse, integer_scores
+    from export.collapse import collapse
     from quant_models.checkpoint import save_checkpoint
     from quant_models.data import load_dataset
     from quant_models.train import TrainConfig, train
@@ -273,10 +273,12 @@ def train_bnn(spec: RunSpec, folder: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"complete": meta["training"]["complete"], "history": history}
     if not result["complete"]:
         return result
-    model = model.cpu().eval()
     test_set = load_dataset("fashion-mnist", "test", spec.data_root).head(spec.limit_test)
-    plain, _ = collapse(model, meta)
-    trained_scores, plain_scores = integer_scores(model, test_set.images), integer_scores(plain, test_set.images)
+    plain, _ = collapse(model.cpu().eval(), meta)
+    # both on the run's device (a CPU pass over the CNV test set would hold the device's session for minutes)
+    trained_scores = _integer_scores(model, test_set.images, spec.device)
+    plain_scores = _integer_scores(plain, test_set.images, spec.device)
+    model.cpu(), plain.cpu()
     collapsed_meta = {**{k: meta[k] for k in ("dataset", "training")},
                       "metrics": {**meta["metrics"], "collapsed_from": model.estimator.describe()}}
     save_checkpoint(folder / "collapsed.pt", plain, collapsed_meta)
@@ -288,6 +290,20 @@ def train_bnn(spec: RunSpec, folder: Path) -> dict[str, Any]:
         "final_arch": model.arch,
     })
     return result
+
+
+def _integer_scores(model, images, device: str, batch_size: int = 1000):
+    """int64 (N, classes) integer scores of `model` on `device` (export.collapse.integer_scores runs on CPU)."""
+    import numpy as np
+    import torch
+
+    model = model.to(device).eval()
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32)).to(device)
+            outputs.append(model.integer_scores(x).cpu().numpy())
+    return np.concatenate(outputs).astype(np.int64)
 
 
 def run_worker(spec: RunSpec, work: Path) -> int:
