@@ -409,7 +409,9 @@ def phase_train(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
                 tqdm.write(f"train: --budget-minutes {args.budget_minutes} reached; stopping {len(running)} worker(s) "
                            "(their last finished epoch is saved)", file=sys.stderr)
                 _stop(running)
-                incomplete += list(running) + [r.key for r in pending]
+                # a worker stopped while exiting may already have written its result
+                incomplete += [k for k in running if not (run_dir(work, k) / "result.json").is_file()]
+                incomplete += [r.key for r in pending]
                 running.clear()
                 pending = []
                 break
