@@ -9,7 +9,10 @@ curve reaches STE's final mean accuracy, and the training time per epoch relativ
 network of the same topology (real weights and hardtanh activations, same loop) is the reference.
 
     python bench/estimators.py --quick                      # TFC, a few epochs on part of the data (CPU)
-    python bench/estimators.py --device cuda                # the full experiment (GPU)
+    python bench/estimators.py --device cuda                # one run after another on a GPU
+
+The full-length comparison (concurrent runs on one GPU, resumable, tuned ReLU float reference, hardware
+accuracy of every checkpoint) is bench/estimators_full.py.
 
 Results are written after every run (JSON, Markdown table, accuracy-vs-epoch PNG under bench/results/),
 and a rerun with the same settings skips the runs already in the JSON, so a long run can be resumed.

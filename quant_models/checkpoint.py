@@ -88,7 +88,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     data = read_checkpoint(path)
     estimator_info = data["estimator"]
     try:
-        estimator = get_estimator(str(estimator_info.get("name")), **dict(estimator_info.get("hparams", {})))
+        estimator = get_estimator(str(estimator_info.get("name")), **recorded_hparams(estimator_info))
         model = build_model(data["arch"], estimator)
     except OnebitError as error:
         raise OnebitError(f"{path}: {error}") from None
@@ -97,6 +97,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     model.to(device).eval()
     meta = {k: v for k, v in data.items() if k != "state_dict"}
     return model, meta
+
+
+def recorded_hparams(estimator_info: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters a checkpoint's model was trained with: the recorded ones, plus the estimator's
+    `hparam_legacy` value for any hyperparameter added after the checkpoint was written (its default
+    may since have changed, e.g. Hyper-BinaryNet's linear layers)."""
+    from quant_models.estimators import ESTIMATORS
+
+    hparams = dict(estimator_info.get("hparams", {}))
+    legacy = getattr(ESTIMATORS.get(str(estimator_info.get("name"))), "hparam_legacy", {})
+    return {**{k: v for k, v in legacy.items() if k not in hparams}, **hparams}
 
 
 def check_state_dict(model: nn.Module, state_dict: dict[str, Any], where: str = "checkpoint") -> None:

@@ -4,6 +4,11 @@
 The library function `train(config)` does the work (benchmarks and other stages call it); `main` is the
 command line around it. Adam with a per-step cosine learning-rate schedule; test accuracy is measured
 every epoch on the integer scores (`OnebitNet.integer_scores`), i.e. what the accelerator computes.
+
+With `--state PATH` (`TrainConfig.state`) the run is resumable: after every epoch the whole training state
+(model, optimizer, data-order generator, random state, the estimator's step-to-step state, history) is
+written atomically to PATH, and a run started with the same configuration and an existing PATH continues
+after its last finished epoch, giving the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from onebit.atomic import save_figure_atomic
+from onebit.atomic import save_figure_atomic, write_atomic
 from onebit.errors import OnebitError, cli_errors
 from quant_models.checkpoint import check_state_dict, save_checkpoint
 from quant_models.data import ImageDataset, load_dataset
@@ -51,6 +56,16 @@ class TrainConfig:
     limit_test: int | None = None
     out: str | None = None
     progress: bool = True
+    # resumable training state, written after every epoch (see the module docstring); None: not saved
+    state: str | None = None
+    # end this call once that many epochs in total are done (a later call with `state` continues);
+    # the checkpoint `out` is written only when all `epochs` are done
+    stop_after_epochs: int | None = None
+
+
+# fields that do not change what a run computes: a state file may be resumed with other values
+_RUN_INDEPENDENT = ("out", "progress", "state", "stop_after_epochs")
+STATE_FORMAT = "onebit-train-state"
 
 
 def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
@@ -76,14 +91,21 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
 
     train_x = torch.from_numpy(train_set.images)
     train_y = torch.from_numpy(train_set.labels)
+    if device.type == "cuda":  # the whole (small) training set on the device: no host copy per batch
+        train_x, train_y = train_x.to(device), train_y.to(device)
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     order_generator = torch.Generator().manual_seed(config.seed)
     optimizer = _optimizer(model, estimator, config)
     history: list[dict[str, Any]] = []
     step = 0
+    first_epoch, elapsed_before = 0, 0.0
+    if config.state and Path(config.state).is_file():
+        model, optimizer, first_epoch, step, history, elapsed_before = _resume(
+            config, estimator, order_generator, device)
+    last_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, config.stop_after_epochs)
     started = time.perf_counter()
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, last_epoch):
         epoch_start = time.perf_counter()
         new_model = estimator.on_epoch_start(model, epoch, config.epochs)
         if new_model is not model:
@@ -101,7 +123,7 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
             unit="batch",
         )
         for batch in batches:
-            index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            index = order[batch * config.batch_size : (batch + 1) * config.batch_size].to(train_x.device)
             x = train_x[index].to(device, torch.float32)
             y = train_y[index].to(device)
             _set_lr(optimizer, _cosine(step, total_steps))
@@ -137,11 +159,16 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
                 f"train {record['train_accuracy']:.4f}  test {test_accuracy:.4f}  ({record['seconds']:.1f} s)",
                 file=sys.stderr,
             )
-    elapsed = time.perf_counter() - started
+        if config.state:
+            _save_state(config, model, optimizer, estimator, order_generator, epoch + 1, step, history,
+                        elapsed_before + time.perf_counter() - started)
+    elapsed = elapsed_before + time.perf_counter() - started
+    complete = len(history) >= config.epochs
 
-    model.arch = estimator.finalize_arch(model.arch)
-    # The recorded arch must rebuild exactly this model, or the checkpoint would not load.
-    check_state_dict(build_model(model.arch, get_estimator(config.estimator, **estimator.hparams)), model.state_dict(), where="final arch")
+    if complete:
+        model.arch = estimator.finalize_arch(model.arch)
+        # The recorded arch must rebuild exactly this model, or the checkpoint would not load.
+        check_state_dict(build_model(model.arch, get_estimator(config.estimator, **estimator.hparams)), model.state_dict(), where="final arch")
     model.eval()
     meta = {
         "dataset": {
@@ -157,9 +184,11 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
             },
         },
         "training": {
-            "config": {k: v for k, v in asdict(config).items() if k != "progress"},
+            "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "stop_after_epochs", "state")},
             "optimizer": "Adam",
             "schedule": "cosine per step to 0",
+            "complete": complete,
+            "epochs_done": len(history),
             "steps": step,
             "seconds": elapsed,
             "torch": torch.__version__,
@@ -172,11 +201,70 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
             "history": history,
         },
     }
-    if config.out:
+    if config.out and complete:
         out = save_checkpoint(config.out, model.cpu(), meta)
         plot_history(history, curve_path(out), title=f"{model.arch['name']}-w1a1 / {config.estimator} / {train_set.name}")
         model.to(device)
     return model, meta
+
+
+def _run_config(config: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k not in _RUN_INDEPENDENT}
+
+
+def _save_state(config: TrainConfig, model: OnebitNet, optimizer: torch.optim.Optimizer, estimator: Any,
+                order_generator: torch.Generator, epochs_done: int, step: int, history: list[dict[str, Any]],
+                elapsed: float) -> None:
+    """The resumable training state after `epochs_done` epochs, written atomically to `config.state`."""
+    state = {
+        "format": STATE_FORMAT, "version": 1, "config": _run_config(config),
+        "epochs_done": epochs_done, "step": step, "elapsed": elapsed, "history": history,
+        "arch": model.arch,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "estimator": estimator.training_state(model),
+        "order_generator": order_generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    path = Path(config.state)
+    if not path.parent.is_dir():
+        raise OnebitError(f"--state {path}: folder {path.parent} does not exist; create it first")
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A training-state file written by `train(TrainConfig(state=...))` (OnebitError if it is not one)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (torch.load raises many types on foreign bytes)
+        raise OnebitError(f"{path}: not a onebit training state ({type(error).__name__}); delete it to start "
+                          "the run afresh") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise OnebitError(f"{path}: not a onebit training state; delete it to start the run afresh")
+    return state
+
+
+def _resume(config: TrainConfig, estimator: Any, order_generator: torch.Generator, device: torch.device):
+    """(model, optimizer, first epoch, step, history, elapsed) from `config.state`; the data order and
+    random state continue where the saved run stopped."""
+    state = read_train_state(config.state)
+    saved = state["config"]
+    if saved != _run_config(config):
+        differing = sorted(k for k in set(saved) | set(_run_config(config)) if saved.get(k) != _run_config(config).get(k))
+        raise OnebitError(f"--state {config.state} belongs to a run with other settings ({', '.join(differing)}); "
+                          "give the same settings, or another --state path to start afresh")
+    model = build_model(state["arch"], estimator).to(device)
+    check_state_dict(model, state["model"], where=str(config.state))
+    model.load_state_dict(state["model"])
+    estimator.load_training_state(model, state["estimator"])
+    optimizer = _optimizer(model, estimator, config)
+    optimizer.load_state_dict(state["optimizer"])
+    order_generator.set_state(state["order_generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return model, optimizer, int(state["epochs_done"]), int(state["step"]), list(state["history"]), float(state["elapsed"])
 
 
 @torch.no_grad()
@@ -247,6 +335,10 @@ def _device(name: str) -> torch.device:
 def _check_config(config: TrainConfig) -> None:
     if config.model not in ARCHITECTURES:
         raise OnebitError(f"unknown model {config.model!r}; available: {', '.join(ARCHITECTURES)}")
+    if config.stop_after_epochs is not None and config.stop_after_epochs < 1:
+        raise OnebitError(f"stop_after_epochs must be >= 1, got {config.stop_after_epochs}")
+    if config.state and not Path(config.state).parent.is_dir():
+        raise OnebitError(f"--state {config.state}: folder {Path(config.state).parent} does not exist; create it first")
     for key, value, minimum in (("epochs", config.epochs, 1), ("batch-size", config.batch_size, 1)):
         if value < minimum:
             raise OnebitError(f"--{key} must be >= {minimum}, got {value}")
@@ -304,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit-train", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images")
     parser.add_argument("--out", default="model.pt", help="checkpoint path (default: model.pt)")
+    parser.add_argument("--state", default=None, metavar="PATH",
+                        help="resumable training state, saved after every epoch; an existing PATH is resumed")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -329,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_test=args.limit_test,
         out=args.out,
         progress=not args.quiet,
+        state=args.state,
     )
     model, meta = train(config)
     metrics, training = meta["metrics"], meta["training"]

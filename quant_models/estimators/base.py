@@ -54,6 +54,9 @@ class Estimator:
     hparam_help: ClassVar[dict[str, str]] = {}
     # string hyperparameters that take one of a few values: name -> the allowed values
     hparam_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # hyperparameters added after checkpoints were written: name -> the value that reproduces how those
+    # older checkpoints were trained (load_checkpoint fills it in where the checkpoint lacks the name)
+    hparam_legacy: ClassVar[dict[str, HParamValue]] = {}
 
     def __init__(self, **hparams: Any) -> None:
         unknown = sorted(set(hparams) - set(self.hparam_defaults))
@@ -121,6 +124,16 @@ class Estimator:
     def optimizer_param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
         """Parameter groups for the optimizer (e.g. a different lr for a scale). Default: one group."""
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+    # ---- resumable training ---------------------------------------------------------------------
+    def training_state(self, model: nn.Module) -> dict[str, Any]:
+        """What training carries from step to step outside `model.state_dict()` (e.g. RBONN's previous
+        gradient), as plain types and tensors: saved in the trainer's resumable state after each epoch.
+        Default: nothing (schedules are recomputed from the epoch and step)."""
+        return {}
+
+    def load_training_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Restore what `training_state` returned, on the model rebuilt from the saved state."""
 
     # ---- description ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -1,22 +1,42 @@
 """BinaryDuo (Kim et al., ICLR 2020): coupled ternary training, exact decoupling, fine-tuning.
 
 What the authors' code does (Hyungjun-K1m/BinaryDuo, read with the search tool: newLayers/
-QuantizedNeurons.lua, models/init.lua `model_decouple`, models/tinyVGG7_{coupled,decoupled}.lua):
+QuantizedNeurons.lua, newLayers/cudnnQuantSpatialConvolution.lua, models/init.lua `model_decouple` /
+`duplicateBN`, models/{tinyVGG7,alexnet}_{coupled,decoupled}.lua):
 
-* Coupled stage: every binary activation is replaced by a ternary one at width C' ~ C/sqrt(2):
-  QuantizedNeurons(0.3) in -1/+1 mode = clamp to [-1, 1], thresholds at -0.5 / +0.5, values
-  {-1, 0, +1}, identity backward through the rounding (so the clamp's 1[|y| <= 1]).
-* Decoupling: the ternary q = (b_hi + b_lo) / 2 with b_hi = sign(y - 0.5), b_lo = sign(y + 0.5).
-  The producing layer's output is replicated (copy A -> b_hi, copy B -> b_lo, block concatenation), the
-  BatchNorm duplicated, and the consuming layer gets [W/2 | W/2] along its input axis. Their decoupled
-  QuantizedNeurons applies the +-0.25 shift (unipolar units; +-0.5 in our bipolar units) inside the
-  activation ("exception" flag), which is what we do with a fixed threshold offset on the activation:
-  b = sign(y + theta), theta = -0.5 on copy A and +0.5 on copy B. Computing y - 0.5 the same way in
-  both nets makes the conversion exact, bit for bit (tested).
+* Activations are unipolar: the BatchNorm output u is clamped by HardTanh(0, 1) and rounded.
+  Coupled stage: QuantizedNeurons(0.3, 0) = round(2u) / 2, the ternary {0, 1/2, 1} (thresholds at
+  u = 0.25 and 0.75); identity backward through the rounding, so the clamp gives 1[0 <= u <= 1].
+  onebit works in FINN's bipolar units y = 2u - 1: the ternary is its affine image {-1, 0, +1}
+  (thresholds at y = -0.5 / +0.5, window 1[|y| <= 1], slope 1 in both units). The two forms differ by
+  a per-channel constant (sum of the consuming layer's weights) and a factor 2, both absorbed by the
+  BatchNorm after every binary layer; BatchNorm starts at gamma = 1, beta = 0 in either unit, so the
+  initialisations differ. The authors' -1/+1 mode of QuantizedNeurons is not used by any of their models.
+* Decoupling: q = (b_hi + b_lo) / 2 with b_hi = sign(y - 0.5), b_lo = sign(y + 0.5). The producing
+  layer's output is replicated (copy A -> b_hi, copy B -> b_lo, block concatenation), the BatchNorm
+  duplicated with its bias shifted by -0.25 on copy A and +0.25 on copy B (unipolar units; -/+0.5 in
+  bipolar units), the activation becomes HardTanh(0, 1) + QuantizedNeurons(1, 0) (threshold at
+  u = 0.5), and the consuming layer gets [W/2 | W/2] along its input axis.
+  onebit keeps the BatchNorm copies unshifted and puts the shift into the activation as a fixed
+  threshold offset: b = sign(y + theta), theta = -0.5 on copy A and +0.5 on copy B, which export
+  folds into the integer thresholds. Computing y - 0.5 the same way in both nets makes the conversion
+  exact, bit for bit (tested).
+  Backward: because the authors shift the BatchNorm output *before* the clamp, each copy's clamp window
+  is centred on its own threshold: 1[|y + theta| <= 1], i.e. y in [-0.5, 1.5] for copy A and
+  [-1.5, 0.5] for copy B (`decoupled_window=authors`, the default). `decoupled_window=unshifted` keeps
+  onebit's earlier form, the window [-1, 1] for both copies (clamp of the unshifted y), which gives a
+  different gradient to about a third of the pre-activations; the forward pass is the same.
+  (QuantizedNeurons' `exception` flag, which adds the shift inside the activation, is used by none of
+  the authors' models.)
 * Then the whole decoupled network is fine-tuned: the two input halves of every consuming layer and
   the two BatchNorm copies diverge.
-* Weights: one scalar per layer, mean|W| * sign(W), gradient passed to the latent W (identity
-  straight-through, no clipping by default). The scale is per layer, so the score layer is FINN-legal.
+* Weights (cudnnQuantSpatialConvolution, Wbits = 1): one scalar per layer, mean|W| * sign(W), sign(0)
+  -> +1, no clipping by default. The scale is per layer, so the score layer is FINN-legal. The authors'
+  backward hands dL/dW_q (the gradient for the effective weight mean|W| sign(W)) straight to W; onebit
+  accumulates with +-1 and multiplies by mean|W| afterwards (so decoupling stays bit-exact), so its latent
+  gradient is mean|W| * dL/dW_q: a per-layer rescaling that Adam's per-parameter normalisation all but
+  removes. (The released VGG-7 files use full-precision convs; we binarize the weights as their
+  AlexNet/ResNet files do.)
 
 onebit's form (FINN: one threshold per output channel):
 * The decoupled layer keeps C' distinct weight rows and replicates its output (the authors' structure,
@@ -54,7 +74,7 @@ from quant_models.quantizers import MethodActQuant, MethodTensorQuant, MethodWei
 
 from . import register_estimator
 from .base import Estimator, bipolar_sign, check_role
-from .functional import ScaledBinaryLayer, ternary_activation
+from .functional import ScaledBinaryLayer, sign_clipped_ste, sign_with_derivative, ternary_activation
 
 PHASE_KEY = "binaryduo"
 PHASES = ("coupled", "decoupled")
@@ -129,21 +149,30 @@ class TernaryTensorQuant(MethodTensorQuant):
         return ternary_activation(y)
 
 
+DECOUPLED_WINDOWS = ("authors", "unshifted")
+
+
 class DecoupledSignTensorQuant(MethodTensorQuant):
     """Brevitas tensor_quant of the decoupled stage: sign(y + theta_c), theta = -0.5 on the first half of
-    the channels (b_hi) and +0.5 on the second (b_lo); backward the clamp's 1[|y| <= 1]."""
+    the channels (b_hi) and +0.5 on the second (b_lo). Backward: the clamp's window, centred on each
+    copy's own threshold, 1[|y + theta| <= 1] (`window="authors"`: their BatchNorm bias shift happens
+    before HardTanh(0, 1)), or 1[|y| <= 1] for both copies (`window="unshifted"`)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, window: str = "authors") -> None:
         super().__init__()
         if channels % 2:
             raise OnebitError(f"binaryduo: a decoupled activation needs an even channel count, got {channels}")
+        if window not in DECOUPLED_WINDOWS:
+            raise OnebitError(f"binaryduo: decoupled_window={window!r}; use one of {', '.join(DECOUPLED_WINDOWS)}")
+        self.window = window
         half = channels // 2
         self.register_buffer("theta", torch.cat([torch.full((half,), -0.5), torch.full((half,), 0.5)]), persistent=False)
 
     def quantize(self, y: torch.Tensor) -> torch.Tensor:
-        hard = bipolar_sign(y + self.theta.reshape([1, -1] + [1] * (y.dim() - 2)))
-        clamped = torch.clamp(y, -1.0, 1.0)
-        return clamped + (hard - clamped).detach()
+        shifted = y + self.theta.reshape([1, -1] + [1] * (y.dim() - 2))
+        if self.window == "authors":
+            return sign_clipped_ste(shifted)  # d/dy = 1[|y + theta| <= 1]
+        return sign_with_derivative(shifted, lambda _: (y.abs() <= 1).to(y.dtype))
 
 
 class BinaryDuoTernaryActQuant(MethodActQuant):
@@ -170,11 +199,15 @@ class DecoupledActivation(QuantIdentity):
     """Decoupled-stage activation, Brevitas `BinaryDuoDecoupledActQuant`; its theta is the threshold
     offset that export folds into the integer thresholds."""
 
-    def __init__(self, channels: int) -> None:
-        if channels % 2:  # checked here too: Brevitas' injector would wrap the tensor_quant's error
+    def __init__(self, channels: int, window: str = "authors") -> None:
+        # checked here too: Brevitas' injector would wrap the tensor_quant's error
+        if channels % 2:
             raise OnebitError(f"binaryduo: a decoupled activation needs an even channel count, got {channels}")
-        super().__init__(act_quant=BinaryDuoDecoupledActQuant, channels=channels)
+        if window not in DECOUPLED_WINDOWS:
+            raise OnebitError(f"binaryduo: decoupled_window={window!r}; use one of {', '.join(DECOUPLED_WINDOWS)}")
+        super().__init__(act_quant=BinaryDuoDecoupledActQuant, channels=channels, window=window)
         self.channels = channels
+        self.window = window
 
     @property
     def theta(self) -> torch.Tensor:
@@ -259,12 +292,16 @@ class BinaryDuoEstimator(Estimator):
     """BinaryDuo: ternary coupled training at reduced width, exact decoupling, fine-tuning."""
 
     name = "binaryduo"
-    hparam_defaults = {"coupled_fraction": 0.75, "width_rule": "match_params"}
+    hparam_defaults = {"coupled_fraction": 0.75, "width_rule": "match_params", "decoupled_window": "authors"}
     hparam_help = {
         "coupled_fraction": "fraction of the epochs trained in the coupled ternary stage before decoupling (0.75)",
         "width_rule": "'match_params' (sqrt2 rule + first width matched to the baseline's parameters) or 'sqrt2'",
+        "decoupled_window": "decoupled stage's clamp window: 'authors' (centred on each copy's threshold: "
+                            "[-0.5, 1.5] / [-1.5, 0.5]) or 'unshifted' ([-1, 1] for both, onebit before issue 16)",
     }
-    hparam_choices = {"width_rule": ("match_params", "sqrt2")}
+    hparam_choices = {"width_rule": ("match_params", "sqrt2"), "decoupled_window": DECOUPLED_WINDOWS}
+    # checkpoints written before the hyperparameter existed were trained with the unshifted window
+    hparam_legacy = {"decoupled_window": "unshifted"}
 
     def __init__(self, **hparams) -> None:
         super().__init__(**hparams)
@@ -291,7 +328,9 @@ class BinaryDuoEstimator(Estimator):
 
     def activation(self, channels: int, *, role: str) -> nn.Module:
         check_role(role)
-        return DecoupledActivation(channels) if self.phase == "decoupled" else TernaryActivation(channels)
+        if self.phase == "decoupled":
+            return DecoupledActivation(channels, str(self.hparams["decoupled_window"]))
+        return TernaryActivation(channels)
 
     def coupled_arch(self, arch: dict[str, Any]) -> dict[str, Any]:
         """The coupled stage's arch for a baseline arch."""

@@ -3,25 +3,34 @@
 What the authors' code does (NicoNico6/Hyper-BinaryNet models/hyper_modules.py, read through the spec
 estimators.md §5 and the search tool; the repo is a research dump with several variants):
 
-* HyperConv: each k x k kernel (o, i) is generated from a learnable embedding z_{o,i} in R^d by a
-  per-layer depth-1 generator, W[o, i] = s * M z_{o,i}, M in R^{k^2 x d}, scalar s (init 1), Z and M
-  initialised uniform(+-2/sqrt(d)), d = k^2 = 9 by default; no bias, BN after each conv. Every latent
-  weight is a sum of d contributions, every z and M entry receives gradient from several weights:
-  "hyper accumulation" (functional.hyper_generate).
+* HyperConv (`BinarizeHyperConv2d`): each k x k kernel (o, i) is generated from a learnable embedding
+  z_{o,i} in R^d by a per-layer depth-1 generator, W[o, i] = s * M z_{o,i}, M in R^{k^2 x d}, scalar s
+  (init 1), Z and M initialised uniform(+-2/sqrt(d)), d = k^2 = 9 by default; no bias, BN after each
+  conv. Every latent weight is a sum of d contributions, every z and M entry receives gradient from
+  several weights: "hyper accumulation" (functional.hyper_generate).
+* Linear layers (`BinarizeHyperLinear`): the hypernetwork line is commented out; the layer holds a plain
+  weight `reweight` (kaiming_normal, fan_out) used as it is (in their nets the linear layer is the
+  full-precision classifier). There is no hypernetwork in any of the authors' linear layers.
 * STE-Warmup: forward hardtanh(x / T), backward the gradient of hardtanh at T = 1, T decayed per epoch
   (0.95^epoch on CIFAR).
 
 Our choices (ASSUMPTION where the sources are silent, as the spec proposes):
-* HyperLinear for the MLPs: the input features of a neuron are split into groups of `group` (default
-  9, like a 3x3 kernel) consecutive weights, each group generated from its own z in R^d (d = z_dim,
-  default 9) by the layer's M in R^{group x d}; so the parameter count stays that of a dense layer
-  (+ group*d + 1), as for HyperConv with d = k^2. The last group is cut to the fan-in.
+* Linear layers, `linear=authors` (default, the faithful form): the authors' plain latent weight
+  (kaiming_normal fan_out init), binarized by the method's weight quantizer, STE-Warmup, because FINN
+  needs binary weights (`WarmupLinear`, a Brevitas weight proxy). TFC-style MLPs then have no
+  hypernetwork at all: on them the method is STE-Warmup.
+* Linear layers, `linear=hyper`: HyperLinear, onebit's own extension of HyperConv to fully connected
+  layers (not in the authors' code, and the default before issue 16). The input features of a neuron
+  are split into groups of `group` (default 9, like a 3x3 kernel) consecutive weights, each group
+  generated from its own z in R^d (d = z_dim, default 9) by the layer's M in R^{group x d}; so the
+  parameter count stays that of a dense layer (+ group*d + 1), as for HyperConv with d = k^2. The last
+  group is cut to the fan-in. Checkpoints written before `linear` existed load with `linear=hyper`.
 * STE-Warmup on weights and activations (flag `warmup_acts=False` for weights only, the code's default
   HyperConv path), with the decay rescaled so that T reaches 1e-3 at 70% of training and exact sign
   from then on (estimators.md §5.3): the model the trainer saves is binary in training mode too.
 * Eval mode always uses the exact sign (T = 0), so evaluated accuracy is the exported network's.
-* Export: sign(H(Z)) is materialised once as the plain binary weight (scale 1); Z, M, s and T never
-  reach the graph.
+* Export: sign(H(Z)) (or sign(W) for the authors' linear layers) is materialised once as the plain binary
+  weight (scale 1); Z, M, s and T never reach the graph.
 * Generator nonlinearity `gen_act`: 'none' (default, the code's default depth-1 path), 'elu'
   (ELU(10/9), the 'clipped_elu' mode) or 'hardtanh' (the 'satured' mode).
 """
@@ -32,17 +41,19 @@ import sys
 
 import torch
 from brevitas.nn import QuantIdentity
+from brevitas.nn.mixin.parameter import QuantWeightMixin
 from torch import nn
 
 from onebit.errors import OnebitError
 from quant_models import compat  # noqa: F401  (Tensor.rename shim before any Brevitas layer runs)
-from quant_models.quantizers import MethodActQuant, MethodTensorQuant
+from quant_models.quantizers import MethodActQuant, MethodTensorQuant, MethodWeightQuant
 
 from . import register_estimator
 from .base import Estimator, bipolar_sign, check_role
 from .functional import ScaledBinaryLayer, hyper_generate, sign_clipped_ste, ste_warmup, warmup_temperature
 
 GEN_ACTS = ("none", "elu", "hardtanh")
+LINEAR_FORMS = ("authors", "hyper")
 
 
 def _gen_activation(name: str) -> nn.Module | None:
@@ -56,7 +67,11 @@ def _gen_activation(name: str) -> nn.Module | None:
 
 
 class HyperLayer(ScaledBinaryLayer):
-    """Binary weight layer whose latent weights are generated from embeddings: sign(s * M z)."""
+    """Binary weight layer whose latent weights are generated from embeddings: sign(s * M z).
+
+    For convolutions this is the authors' HyperConv. As a fully connected layer (kernel_size None) it is
+    HyperLinear, onebit's own extension (`linear=hyper`): the authors' linear layers have no
+    hypernetwork (see the module docstring and `WarmupLinear`)."""
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int | None = None, padding: int = 0,
                  *, z_dim: int = 9, group: int = 9, gen_act: str = "none") -> None:
@@ -89,6 +104,52 @@ class HyperLayer(ScaledBinaryLayer):
     @torch.no_grad()
     def binary_weight_and_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
         return bipolar_sign(self.latent_weight().detach()), torch.ones(self.out_features)
+
+
+class WarmupWeightTensorQuant(MethodTensorQuant):
+    """Brevitas tensor_quant of Hyper-BinaryNet's plain latent weights: STE-Warmup hardtanh(w / T) while
+    T > 0, exact sign at T = 0; backward the gradient of hardtanh at T = 1 (the authors' Softsign_W)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("temperature", torch.tensor(1.0), persistent=False)
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        return ste_warmup(w, float(self.temperature))
+
+
+class HyperWeightQuant(MethodWeightQuant):
+    """Hyper-BinaryNet's weight quantizer for plain latent weights: `QuantLinear(..., weight_quant=HyperWeightQuant)`."""
+
+    tensor_quant = WarmupWeightTensorQuant
+
+
+class WarmupLinear(ScaledBinaryLayer, QuantWeightMixin):
+    """The authors' form of a Hyper-BinaryNet linear layer (`BinarizeHyperLinear`, whose hypernetwork is
+    commented out): a plain latent weight, kaiming_normal (fan_out) initialised like theirs, binarized by
+    STE-Warmup through a Brevitas weight proxy; export sign(W) at scale 1."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="linear")
+        QuantWeightMixin.__init__(self, weight_quant=HyperWeightQuant)
+
+    @property
+    def output_channel_dim(self) -> int:
+        return 0
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The warm-up temperature the schedule sets (the tensor_quant's buffer)."""
+        return self.weight_quant.tensor_quant.temperature
+
+    def train_weight(self) -> torch.Tensor:
+        return self.weight_quant(self.weight).value
+
+    @torch.no_grad()
+    def binary_weight_and_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return bipolar_sign(self.weight.detach()), torch.ones(self.out_features)
 
 
 class WarmupSignTensorQuant(MethodTensorQuant):
@@ -136,11 +197,13 @@ class HyperBinaryNetEstimator(Estimator):
     """Hyper-BinaryNet: weights generated by per-layer hypernetworks, STE-Warmup schedule."""
 
     name = "hyper"
-    hparam_defaults = {"z_dim": 9, "group": 9, "gen_act": "none", "warmup_acts": True,
+    hparam_defaults = {"linear": "authors", "z_dim": 9, "group": 9, "gen_act": "none", "warmup_acts": True,
                        "t0": 1.0, "t_end": 1e-3, "end_fraction": 0.7, "schedule": "epoch"}
     hparam_help = {
+        "linear": "fully connected layers: 'authors' (plain latent weights + STE-Warmup, as the authors' "
+                  "BinarizeHyperLinear) or 'hyper' (HyperLinear, onebit's hypernetwork extension)",
         "z_dim": "embedding size d per kernel / weight group (code default 9 = k*k)",
-        "group": "HyperLinear: consecutive input weights generated from one embedding (9, like a 3x3 kernel)",
+        "group": "linear=hyper: consecutive input weights generated from one embedding (9, like a 3x3 kernel)",
         "gen_act": "generator nonlinearity: none (default depth-1 path), elu ('clipped_elu'), hardtanh ('satured')",
         "warmup_acts": "apply STE-Warmup to activations too (False: weights only, the code's HyperConv path)",
         "t0": "initial STE-Warmup temperature (code: 1)",
@@ -148,7 +211,9 @@ class HyperBinaryNetEstimator(Estimator):
         "end_fraction": "fraction of the epochs after which the network is exactly binary (0.7)",
         "schedule": "'epoch' (T set per epoch, the CIFAR code) or 'step' (T from the step fraction, for short runs)",
     }
-    hparam_choices = {"gen_act": GEN_ACTS, "schedule": ("epoch", "step")}
+    hparam_choices = {"linear": LINEAR_FORMS, "gen_act": GEN_ACTS, "schedule": ("epoch", "step")}
+    # checkpoints written before `linear` existed have HyperLinear layers
+    hparam_legacy = {"linear": "hyper"}
 
     def __init__(self, **hparams) -> None:
         super().__init__(**hparams)
@@ -164,6 +229,9 @@ class HyperBinaryNetEstimator(Estimator):
                           group=int(self.hparams["group"]), gen_act=str(self.hparams["gen_act"]))
 
     def linear(self, in_features: int, out_features: int, *, role: str) -> nn.Module:
+        if self.hparams["linear"] == "authors":
+            check_role(role)
+            return WarmupLinear(in_features, out_features)
         return self._layer(in_features, out_features, None, 0, role)
 
     def conv(self, in_channels: int, out_channels: int, kernel_size: int, padding: int, *, role: str) -> nn.Module:
@@ -176,7 +244,7 @@ class HyperBinaryNetEstimator(Estimator):
     def set_temperature(self, model: nn.Module, temperature: float) -> None:
         self.current_temperature = temperature
         for module in model.modules():
-            if isinstance(module, (HyperLayer, HyperActivation)):
+            if isinstance(module, (HyperLayer, WarmupLinear, HyperActivation)):
                 module.temperature.fill_(temperature)
 
     def _temperature(self, position: float, total: float) -> float:

@@ -31,6 +31,8 @@ optimizer is applied to onebit's plain binary topologies.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from brevitas.nn import QuantIdentity
 from torch import nn
@@ -180,6 +182,21 @@ class RBONNEstimator(Estimator):
             for module in model.modules():
                 if isinstance(module, RBOLayer) and module.u is not None:
                     module.u.abs_()  # Eq. 3.135: U <- |U - eta dL/dU|
+
+    def training_state(self, model: nn.Module) -> dict[str, Any]:
+        """The recurrent module's previous gradient of every layer (non-persistent: not in the checkpoint)."""
+        state: dict[str, Any] = {}
+        for name, module in model.named_modules():
+            if isinstance(module, RBOLayer):
+                state[f"{name}.has_prev"] = bool(module.has_prev)
+                state[f"{name}.g_prev"] = module.g_prev.detach().cpu().clone()
+        return state
+
+    def load_training_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        for name, module in model.named_modules():
+            if isinstance(module, RBOLayer) and f"{name}.has_prev" in state:
+                module.has_prev = bool(state[f"{name}.has_prev"])
+                module.g_prev = state[f"{name}.g_prev"].to(module.weight.device)
 
     def on_epoch_start(self, model: nn.Module, epoch: int, total_epochs: int) -> nn.Module:
         if epoch == 0:

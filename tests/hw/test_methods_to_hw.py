@@ -25,11 +25,17 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("model", ["tfc", "cnv"])
-@pytest.mark.parametrize("method", METHODS)
+# Hyper-BinaryNet's linear layers in both forms: the authors' (default: plain latent weights, on TFC and on
+# CNV's FC layers) and onebit's HyperLinear extension (linear=hyper; TFC is all linear)
+CASES = [(method, model) for method in METHODS for model in ("tfc", "cnv")] + [("hyper:linear=hyper", "tfc")]
+
+
+@pytest.mark.parametrize("method,model", CASES)
 def test_method_trains_builds_and_validates_bit_exact(method: str, model: str, tmp_path: Path, capsys) -> None:
     arch, samples = TINY[model]
     checkpoint, build = tmp_path / "model.pt", tmp_path / "build"
+    method, _, hparam = method.partition(":")
+    arch = [*arch, *(["--hparam", hparam] if hparam else [])]
     assert train_main(["--model", model, "--estimator", method, "--epochs", "1", "--limit-test", "100",
                        "--seed", "0", "--quiet", *arch, "--out", str(checkpoint)]) == 0
     assert to_finn_main([str(checkpoint), "--out", str(build), "--verify-samples", str(samples),

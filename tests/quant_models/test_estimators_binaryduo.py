@@ -27,9 +27,9 @@ def _randomise_bn(model: torch.nn.Module, gen: torch.Generator) -> None:
                 module.running_var.copy_(torch.rand(n, generator=gen) * 20 + 0.5)
 
 
-def _coupled(name: str, in_shape: list[int], seed: int = 0):
+def _coupled(name: str, in_shape: list[int], seed: int = 0, **hparams):
     torch.manual_seed(seed)
-    estimator = get_estimator("binaryduo")
+    estimator = get_estimator("binaryduo", **hparams)
     # CNV at a quarter of its widths keeps the test fast; the structure (convs, pools, flatten, fcs) is CNV's
     small = {"channels": [16, 16, 32, 32, 64, 64], "fc": [128, 128]} if name == "cnv" else {}
     baseline = build_model(default_arch(name, in_shape, 10, **small), estimator)
@@ -38,10 +38,11 @@ def _coupled(name: str, in_shape: list[int], seed: int = 0):
     return estimator, coupled
 
 
+@pytest.mark.parametrize("window", ["authors", "unshifted"])
 @pytest.mark.parametrize("name,in_shape", [("tfc", [1, 28, 28]), ("cnv", [1, 28, 28])])
-def test_decoupled_equals_coupled_exactly(name: str, in_shape: list[int]) -> None:
+def test_decoupled_equals_coupled_exactly(name: str, in_shape: list[int], window: str) -> None:
     gen = torch.Generator().manual_seed(1)
-    estimator, coupled = _coupled(name, in_shape)
+    estimator, coupled = _coupled(name, in_shape, decoupled_window=window)
     _randomise_bn(coupled, gen)
     x = torch.randint(0, 256, (16 if name == "cnv" else 64, *in_shape), generator=gen).float()
     # BN statistics chosen so the ternary maps really use all three values
@@ -50,7 +51,7 @@ def test_decoupled_equals_coupled_exactly(name: str, in_shape: list[int]) -> Non
     assert set(feats.unique().tolist()) == {-1.0, 0.0, 1.0}
     decoupled = estimator.decouple(coupled)
     assert decoupled.arch[PHASE_KEY] == "decoupled"
-    assert all(isinstance(b.act, DecoupledActivation) for b in decoupled.blocks)
+    assert all(isinstance(b.act, DecoupledActivation) and b.act.window == window for b in decoupled.blocks)
     assert all(isinstance(b.act, TernaryActivation) for b in coupled.blocks)
     for mode in ("eval", "train"):
         getattr(coupled, mode)()
@@ -122,3 +123,95 @@ def test_schedule_decouples_at_the_phase_boundary() -> None:
         estimator.decouple(decoupled)
     with pytest.raises(OnebitError):
         get_estimator("binaryduo", width_rule="bogus")
+
+
+# ------------------------------------------------------------------------------------------------
+# The decoupled stage's backward against an independent re-implementation of the authors' form
+# ------------------------------------------------------------------------------------------------
+def _authors_decoupled(y: torch.Tensor) -> torch.Tensor:
+    """The authors' decoupled activation, written from their Lua (models/init.lua `duplicateBN`,
+    tinyVGG7_decoupled.lua), expressed in bipolar units.
+
+    Their BatchNorm output u (unipolar units, u = (y + 1) / 2 for onebit's bipolar y) has its bias
+    shifted by -0.25 on the first copy and +0.25 on the second, then HardTanh(0, 1) and
+    QuantizedNeurons(1, 0): round (floor(x + 0.5) in Lua), identity backward. The unipolar bit q maps
+    to the bipolar 2q - 1.
+    """
+    half = y.shape[1] // 2
+    shift = torch.cat([torch.full((half,), -0.25), torch.full((half,), 0.25)]).reshape([1, -1] + [1] * (y.dim() - 2))
+    u = (y + 1.0) / 2.0 + shift
+    clamped = torch.nn.functional.hardtanh(u, 0.0, 1.0)
+    q = clamped + (torch.floor(clamped + 0.5) - clamped).detach()
+    return 2.0 * q - 1.0
+
+
+def _forward_and_grad(fn, y: torch.Tensor, upstream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    y = y.clone().requires_grad_(True)
+    out = fn(y)
+    (out * upstream).sum().backward()
+    return out.detach(), y.grad
+
+
+@pytest.mark.parametrize("shape", [(512, 16), (8, 12, 5, 5)])
+def test_decoupled_backward_is_the_authors(shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(7)
+    y = torch.randn(shape, generator=gen) * 1.2
+    upstream = torch.randn(shape, generator=gen)
+    act = DecoupledActivation(shape[1]).train()
+    assert act.window == "authors"
+    out, grad = _forward_and_grad(act, y, upstream)
+    ref_out, ref_grad = _forward_and_grad(_authors_decoupled, y, upstream)
+    assert set(out.unique().tolist()) == {-1.0, 1.0}  # exactly +-1 in training too
+    assert torch.allclose(out, ref_out, atol=1e-6)
+    assert torch.equal(grad, ref_grad)
+    # in words: the window is centred on each copy's own threshold
+    half = shape[1] // 2
+    window = torch.cat([((y[:, :half] >= -0.5) & (y[:, :half] <= 1.5)), ((y[:, half:] >= -1.5) & (y[:, half:] <= 0.5))], 1)
+    assert torch.equal(grad, upstream * window)
+    # eval forward is the same function
+    assert torch.equal(act.eval()(y), ref_out)
+
+
+def test_unshifted_window_option_differs_from_the_authors_only_in_the_backward() -> None:
+    gen = torch.Generator().manual_seed(8)
+    y = torch.randn(4096, 8, generator=gen)
+    upstream = torch.ones_like(y)
+    authors = _forward_and_grad(DecoupledActivation(8).train(), y, upstream)
+    unshifted = _forward_and_grad(DecoupledActivation(8, window="unshifted").train(), y, upstream)
+    assert torch.equal(authors[0], unshifted[0])
+    assert torch.equal(unshifted[1], (y.abs() <= 1).float())
+    differs = (authors[1] != unshifted[1]).float().mean().item()
+    assert 0.15 < differs < 0.4, differs  # a quarter to a third of standard-normal pre-activations
+    with pytest.raises(OnebitError):
+        get_estimator("binaryduo", decoupled_window="bogus")
+
+
+def test_fine_tuning_gradients_follow_the_window_hparam() -> None:
+    """Whole decoupled nets, same weights: the two windows give different parameter gradients."""
+    gen = torch.Generator().manual_seed(9)
+    grads = {}
+    for window in ("authors", "unshifted"):
+        estimator, coupled = _coupled("tfc", [1, 28, 28], decoupled_window=window)
+        _randomise_bn(coupled, torch.Generator().manual_seed(3))
+        decoupled = estimator.decouple(coupled).train()
+        x = torch.randint(0, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(4)).float()
+        loss = torch.nn.functional.cross_entropy(decoupled(x), torch.arange(64) % 10)
+        loss.backward()
+        grads[window] = decoupled.blocks[0].weight_layer.weight.grad.clone()
+    assert not torch.allclose(grads["authors"], grads["unshifted"])
+
+
+def test_checkpoint_without_the_window_hparam_loads_as_trained(tmp_path) -> None:
+    """Checkpoints written before `decoupled_window` existed were trained with the unshifted window."""
+    from quant_models.checkpoint import load_checkpoint, save_checkpoint
+
+    estimator, coupled = _coupled("tfc", [1, 28, 28])
+    decoupled = estimator.decouple(coupled)
+    path = save_checkpoint(tmp_path / "model.pt", decoupled, {})
+    data = torch.load(path, weights_only=True)
+    assert data["estimator"]["hparams"]["decoupled_window"] == "authors"
+    del data["estimator"]["hparams"]["decoupled_window"]
+    torch.save(data, path)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.estimator.hparams["decoupled_window"] == "unshifted"
+    assert all(b.act.window == "unshifted" for b in loaded.blocks)

@@ -31,7 +31,7 @@ def test_every_activation_is_a_brevitas_proxy_with_the_methods_tensor_quant(meth
     assert not torch.equal(model(x), before)
 
 
-@pytest.mark.parametrize("method", ["irnet", "binaryduo"])
+@pytest.mark.parametrize("method", ["irnet", "binaryduo", "hyper"])  # hyper: its authors' linear layers
 def test_weights_go_through_brevitas_weight_proxies(method: str) -> None:
     model = build_model(default_arch("tfc", [1, 28, 28], 10, hidden=[16, 16]), get_estimator(method)).train()
     layers = [layer for _, layer in binary_weight_layers(model)]

@@ -19,10 +19,12 @@ from quant_models.train import main as train_main
 AUXILIARY = ("generator", "scale_factor", "latent", "g_prev", "temperature", "theta", "ede", "embed")
 
 
-@pytest.mark.parametrize("method", ["irnet", "binaryduo", "rbonn", "hyper"])
+@pytest.mark.parametrize("method", ["irnet", "binaryduo", "rbonn", "hyper", "hyper:linear=hyper"])
 def test_cli_trained_method_exports_bit_exact(method: str, tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
-    rc = train_main(["--model", "tfc", "--estimator", method, "--epochs", "2", "--limit-train", "600",
+    method, _, hparam = method.partition(":")
+    rc = train_main(["--model", "tfc", "--estimator", method, *(["--hparam", hparam] if hparam else []),
+                     "--epochs", "2", "--limit-train", "600",
                      "--limit-test", "200", "--arch", "hidden=[32,32]", "--quiet", "--out", str(out)])
     assert rc == 0 and out.exists()
     model, meta = load_checkpoint(out)

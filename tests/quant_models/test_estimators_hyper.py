@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from quant_models.estimators import get_estimator
-from quant_models.estimators.hyper import HyperActivation, HyperLayer
+from quant_models.estimators.hyper import HyperActivation, HyperLayer, WarmupLinear
 from quant_models.estimators.ste import STEConv2d, STELinear
 from quant_models.topologies import build_model, default_arch
 
@@ -36,8 +36,9 @@ def test_linear_grouping_cuts_to_fan_in() -> None:
     assert layer.latent_weight().shape == (3, 20)
 
 
-def test_warmup_schedule_is_exactly_binary_after_70_percent() -> None:
-    estimator = get_estimator("hyper")
+@pytest.mark.parametrize("linear", ["authors", "hyper"])
+def test_warmup_schedule_is_exactly_binary_after_70_percent(linear: str) -> None:
+    estimator = get_estimator("hyper", linear=linear)
     model = build_model(default_arch("tfc", [1, 28, 28], 10, hidden=[16, 16]), estimator).train()
     x = torch.randint(0, 256, (8, 1, 28, 28)).float()
     estimator.on_epoch_start(model, 0, 10)
@@ -80,11 +81,14 @@ def test_weights_only_flag_keeps_hard_sign_activations() -> None:
     assert y.grad.tolist() == [[1.0, 1.0, 1.0, 0.0]]
 
 
-@pytest.mark.parametrize("kind", ["linear", "conv"])
+@pytest.mark.parametrize("kind", ["linear", "authors_linear", "conv"])
 def test_export_equivalence_at_t0(kind: str) -> None:
     torch.manual_seed(3)
     if kind == "linear":
         hyper, plain = HyperLayer(40, 6), STELinear(40, 6)
+        x = torch.randn(32, 40).sign()
+    elif kind == "authors_linear":
+        hyper, plain = WarmupLinear(40, 6), STELinear(40, 6)
         x = torch.randn(32, 40).sign()
     else:
         hyper, plain = HyperLayer(5, 6, 3, 0), STEConv2d(5, 6, 3, 0)
@@ -103,3 +107,51 @@ def test_export_equivalence_at_t0(kind: str) -> None:
     z_plain = getattr(z_plain, "value", z_plain)
     assert torch.equal(z_train.round(), z_plain.round()) and torch.equal(z_eval, z_train)
     assert torch.equal(z_plain, z_plain.round())  # integer scores
+
+
+def test_linear_form_authors_is_the_default_and_hyperlinear_the_option() -> None:
+    """The authors' linear layers have no hypernetwork: plain latent weights with STE-Warmup."""
+    cnv = default_arch("cnv", [1, 28, 28], 10, channels=[8, 8, 8, 8, 8, 8], fc=[16, 16])
+    model = build_model(cnv, get_estimator("hyper"))
+    convs = [b.weight_layer for b in model.blocks[:6]]
+    linears = [b.weight_layer for b in model.blocks[6:]] + [model.score]
+    assert all(isinstance(layer, HyperLayer) for layer in convs)
+    assert all(isinstance(layer, WarmupLinear) for layer in linears)
+    assert sum(p.numel() for p in linears[0].parameters()) == 16 * linears[0].in_features  # no generator
+    extension = build_model(cnv, get_estimator("hyper", linear="hyper"))
+    assert all(isinstance(b.weight_layer, HyperLayer) for b in extension.blocks) and isinstance(extension.score, HyperLayer)
+
+
+def test_authors_linear_is_ste_warmup_on_the_latent_weight() -> None:
+    torch.manual_seed(5)
+    layer = WarmupLinear(300, 64).train()
+    # kaiming_normal, fan_out, linear gain: std 1/sqrt(64)
+    assert abs(layer.weight.detach().std().item() - 64 ** -0.5) < 0.01
+    with torch.no_grad():
+        layer.weight.mul_(40.0)  # spread the latents over both sides of the [-1, 1] window
+    layer.temperature.fill_(0.5)
+    w = layer.train_weight()
+    assert torch.allclose(w, torch.clamp(layer.weight / 0.5, -1, 1))
+    w.backward(torch.ones_like(w))
+    assert torch.equal(layer.weight.grad, (layer.weight.detach().abs() <= 1).float())  # hardtanh at T = 1
+    layer.temperature.fill_(0.0)
+    assert set(layer.train_weight().detach().unique().tolist()) == {-1.0, 1.0}
+    # the estimator's schedule reaches the weight quantizer
+    estimator = get_estimator("hyper")
+    model = build_model(default_arch("tfc", [1, 28, 28], 10, hidden=[16, 16]), estimator)
+    estimator.set_temperature(model, 0.25)
+    assert all(float(b.weight_layer.temperature) == 0.25 for b in model.blocks)
+
+
+def test_checkpoint_without_the_linear_hparam_loads_hyperlinear(tmp_path) -> None:
+    """Checkpoints written before `linear` existed hold HyperLinear layers and must still load."""
+    from quant_models.checkpoint import load_checkpoint, save_checkpoint
+
+    model = build_model(default_arch("tfc", [1, 28, 28], 10, hidden=[16, 16]), get_estimator("hyper", linear="hyper"))
+    path = save_checkpoint(tmp_path / "model.pt", model, {})
+    data = torch.load(path, weights_only=True)
+    del data["estimator"]["hparams"]["linear"]
+    torch.save(data, path)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.estimator.hparams["linear"] == "hyper"
+    assert all(isinstance(b.weight_layer, HyperLayer) for b in loaded.blocks)

@@ -75,3 +75,43 @@ def test_cli_errors(tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert main(base + ["--model", "cnv", "--input-bits", "1", "--out", str(tmp_path / "m.pt")]) == 2
     assert "input_bits=8" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("method", ["ste", "irnet", "binaryduo", "rbonn", "hyper"])
+def test_resumed_run_equals_uninterrupted_run(method: str, tiny_fmnist: Path, tmp_path: Path) -> None:
+    """Stopped after epoch 2 of 4 (BinaryDuo: just before decoupling at epoch 3) and resumed from the state
+    file, a run ends with the uninterrupted run's weights, bit for bit, and the same history."""
+    base = dict(model="tfc", estimator=method, dataset="fashion-mnist", data_root=str(tiny_fmnist), epochs=4,
+                batch_size=50, limit_train=200, limit_test=100, progress=False, arch_overrides={"hidden": [16, 16]})
+    whole, whole_meta = train(TrainConfig(**base))
+    state = tmp_path / "state.pt"
+    out = tmp_path / "model.pt"
+    part, part_meta = train(TrainConfig(**base, state=str(state), out=str(out), stop_after_epochs=2))
+    assert not part_meta["training"]["complete"] and part_meta["training"]["epochs_done"] == 2
+    assert state.is_file() and not out.exists()  # no checkpoint of an unfinished run
+    resumed, meta = train(TrainConfig(**base, state=str(state), out=str(out)))
+    assert meta["training"]["complete"] and out.is_file()
+    assert resumed.arch == whole.arch
+    for (key, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), key
+    strip = lambda h: [{k: v for k, v in e.items() if "second" not in k} for e in h]  # noqa: E731
+    assert strip(meta["metrics"]["history"]) == strip(whole_meta["metrics"]["history"])
+    # a finished state resumes to the same model without training again
+    again, again_meta = train(TrainConfig(**base, state=str(state)))
+    for (key, a), b in zip(resumed.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert again_meta["training"]["steps"] == meta["training"]["steps"]
+
+
+def test_state_of_other_settings_is_refused(tiny_fmnist: Path, tmp_path: Path) -> None:
+    from onebit.errors import OnebitError
+
+    base = dict(model="tfc", dataset="fashion-mnist", data_root=str(tiny_fmnist), epochs=2, batch_size=50,
+                limit_train=100, limit_test=50, progress=False, arch_overrides={"hidden": [16]})
+    state = tmp_path / "state.pt"
+    train(TrainConfig(**base, state=str(state), stop_after_epochs=1))
+    with pytest.raises(OnebitError, match="other settings .*seed"):
+        train(TrainConfig(**base, seed=1, state=str(state)))
+    state.write_bytes(b"not a state")
+    with pytest.raises(OnebitError, match="not a onebit training state"):
+        train(TrainConfig(**base, state=str(state)))

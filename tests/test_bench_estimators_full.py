@@ -1,0 +1,145 @@
+"""bench/estimators_full.py end to end on a tiny CPU subset: timing, training stopped part-way and
+resumed (finished runs never retrained), the float reference tuned on a validation split, the report,
+the pack/unpack that carries the work between machines, and (slow) the hardware phase: a checkpoint
+through export/to_finn.py and the accelerator model with 0 mismatches."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.estimators_full import INCOMPLETE, main  # noqa: E402
+
+TINY = ["--models", "tfc", "--methods", "ste,binaryduo,float", "--seeds", "1", "--epochs", "2",
+        "--limit-train", "300", "--limit-test", "100", "--arch", 'tfc={"hidden": [16, 16]}',
+        "--float-lrs", "0.003,0.01", "--timing-steps", "2", "--verify-samples", "20", "--hw-methods", "ste",
+        "--jobs", "0"]
+RUNS = ["tfc-binaryduo-s0", "tfc-float-s0", "tfc-float-tune-lr0.003", "tfc-float-tune-lr0.01", "tfc-ste-s0"]
+
+
+def _sessions(work: Path) -> dict[str, list[int]]:
+    return {key: [s["started_at_epoch"] for s in json.loads((work / "runs" / key / "sessions.json").read_text())]
+            for key in RUNS}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, Path]:
+    """Work folder and result stem after: a call stopped after epoch 1 of every run, then a resuming call."""
+    from quant_models.data import IDX_FILES, load_dataset, write_idx
+
+    root = tmp_path_factory.mktemp("estimators_full")
+    # the first real Fashion-MNIST images as a small idx dataset: every run loads it in milliseconds
+    data = root / "fashion-mnist"
+    data.mkdir()
+    for split, count in (("train", 300), ("test", 100)):
+        part = load_dataset("fashion-mnist", split).head(count)
+        write_idx(data / f"{IDX_FILES[split][0]}.gz", part.images[:, 0])
+        write_idx(data / f"{IDX_FILES[split][1]}.gz", part.labels.astype("uint8"))
+    TINY.extend(["--data-root", str(data)])
+    work, out = root / "work", root / "results" / "estimators_full"
+    args = [*TINY, "--work", str(work), "--out", str(out)]
+    assert main([*args, "--phase", "timing,train", "--stop-after-epochs", "1"]) == INCOMPLETE
+    assert not any((work / "runs" / key / "result.json").exists() for key in RUNS)
+    # the float seeds wait for their learning rate, whose tuning runs stopped too
+    assert [key for key in RUNS if (work / "runs" / key / "state.pt").is_file()] == [k for k in RUNS if k != "tfc-float-s0"]
+    assert main([*args, "--phase", "train,report"]) == 0
+    return work, out
+
+
+def test_runs_resume_and_finished_runs_are_skipped(smoke: tuple[Path, Path]) -> None:
+    work, out = smoke
+    # first call from epoch 0, second resumed after the saved epoch 1 (the float seed started in the second)
+    expected = {key: [0] if key == "tfc-float-s0" else [0, 1] for key in RUNS}
+    assert _sessions(work) == expected
+    for key in RUNS:
+        result = json.loads((work / "runs" / key / "result.json").read_text())
+        assert [h["epoch"] for h in result["history"]] == [1, 2]
+    ste = json.loads((work / "runs" / "tfc-ste-s0" / "result.json").read_text())
+    assert ste["collapse_mismatches"] == 0 and ste["test_images"] == 100
+    assert (work / "runs" / "tfc-ste-s0" / "collapsed.pt").is_file()
+    before = {key: (work / "runs" / key / "result.json").stat().st_mtime_ns for key in RUNS}
+    assert main([*TINY, "--work", str(work), "--out", str(out), "--phase", "train,report"]) == 0
+    assert _sessions(work) == expected  # nothing trained again
+    assert {key: (work / "runs" / key / "result.json").stat().st_mtime_ns for key in RUNS} == before
+
+
+def test_report_tables_curves_timing_and_float_tuning(smoke: tuple[Path, Path]) -> None:
+    work, out = smoke
+    data = json.loads(out.with_suffix(".json").read_text())
+    tfc = data["summary"]["tfc"]
+    tuning = tfc["float_tuning"]
+    assert set(tuning) == {"0.003", "0.01"} and tfc["float_lr"] == max((0.003, 0.01), key=lambda lr: (tuning[f"{lr:g}"], -lr))
+    methods = tfc["methods"]
+    assert list(methods) == ["ste", "binaryduo", "float"]
+    assert methods["float"]["lr"] == tfc["float_lr"]
+    for name, entry in methods.items():
+        assert entry["finished"] == entry["planned"] == 1
+        assert 0.0 < entry["mean"] <= 1.0 and len(entry["mean_curve"]) == 2
+        assert entry["time_vs_ste"] > 0  # from the timing phase, each method alone
+    assert methods["ste"]["time_vs_ste"] == 1.0
+    # no hardware phase yet: the accuracy says where it comes from
+    assert methods["ste"]["accuracy_source"].startswith("collapsed network")
+    assert not data["complete"]
+    if methods["float"]["mean"] > methods["ste"]["mean"]:
+        gap = (methods["binaryduo"]["mean"] - methods["ste"]["mean"]) / (methods["float"]["mean"] - methods["ste"]["mean"])
+        assert methods["binaryduo"]["gap_closed"] == pytest.approx(gap)
+    assert data["projection"]["runs"] == 5 and data["projection"]["serial_minutes"] > 0
+    md = out.with_suffix(".md").read_text()
+    assert "| binaryduo | 1 / 1 |" in md and "hardware phase pending" in md and "How to run it (GPU session)" in md
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pack_carries_finished_runs_and_unfinished_states(smoke: tuple[Path, Path], tmp_path: Path) -> None:
+    work, out = smoke
+    # an unfinished run elsewhere: a state without result.json
+    unfinished = work / "runs" / "tfc-ste-s9"
+    unfinished.mkdir()
+    (unfinished / "state.pt").write_bytes((work / "runs" / "tfc-ste-s0" / "state.pt").read_bytes())
+    archive = tmp_path / "work.tar.xz"
+    try:
+        assert main([*TINY, "--work", str(work), "--out", str(tmp_path / "r"), "--phase", "report",
+                     "--pack", str(archive)]) == 0
+    finally:
+        (unfinished / "state.pt").unlink()
+        unfinished.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    assert main([*TINY, "--work", str(elsewhere), "--out", str(tmp_path / "r2"), "--phase", "report",
+                 "--unpack", str(archive)]) == 0
+    for key in RUNS:
+        assert (elsewhere / "runs" / key / "result.json").is_file()
+        assert not (elsewhere / "runs" / key / "state.pt").exists()  # finished: its state stays behind
+        assert not (elsewhere / "runs" / key / "model.pt").exists()
+    assert (elsewhere / "runs" / "tfc-ste-s0" / "collapsed.pt").is_file()
+    assert (elsewhere / "runs" / "tfc-ste-s9" / "state.pt").is_file()
+    assert json.loads((tmp_path / "r2.json").read_text())["summary"] == json.loads((tmp_path / "r.json").read_text())["summary"]
+
+
+@pytest.mark.slow
+def test_hardware_phase_reports_the_accelerator_accuracy(smoke: tuple[Path, Path]) -> None:
+    work, out = smoke
+    assert main([*TINY, "--work", str(work), "--out", str(out), "--phase", "hardware,report"]) == 0
+    hw = json.loads((work / "runs" / "tfc-ste-s0" / "hw.json").read_text())
+    assert hw["checkpoint"] == "trained" and hw["accelerator_samples"] == 100 and hw["accelerator_mismatches"] == 0
+    assert all(level["executed"] and level["integer_mismatches"] == 0 for level in hw["levels"].values())
+    ste = json.loads(out.with_suffix(".json").read_text())["summary"]["tfc"]["methods"]["ste"]
+    assert ste["accuracy_source"] == "accelerator model" and ste["mean"] == hw["accelerator_accuracy"]
+    assert ste["hardware_mismatches"] == 0 and ste["accelerator_images"] == 100
+
+
+def test_pack_splits_into_parts_the_device_can_return(smoke: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
+    import bench.estimators_full as full
+
+    work, _ = smoke
+    monkeypatch.setattr(full, "PART_BYTES", 20_000)
+    packed = full.pack(work, tmp_path / "w.tar.xz", state_budget_mib=1)
+    parts = [Path(p) for p in packed["archive"]]
+    assert len(parts) > 1 and all(p.stat().st_size <= 20_000 for p in parts) and not (tmp_path / "w.tar.xz").exists()
+    full.unpack(tmp_path / "w.tar.xz", tmp_path / "again")
+    assert (tmp_path / "again" / "runs" / "tfc-ste-s0" / "collapsed.pt").read_bytes() == \
+        (work / "runs" / "tfc-ste-s0" / "collapsed.pt").read_bytes()
