@@ -41,7 +41,7 @@ SCORE_AFFINE_KEY = "onebit_score_affine"
 # FINN steps that run everywhere (pure Python): streamlining to XNOR-popcount, HW layers, folding,
 # estimates and HLS/RTL code generation. The folding steps are chosen per FoldingSpec in _step_list.
 FRONTEND_HEAD = ["step_qonnx_to_finn", "step_tidy_up", "step_onebit_uint8_input", "step_streamline",
-                 "step_onebit_split_score_affine", "step_convert_to_hw", "step_minimize_bit_width_initial",
+                 "step_onebit_drop_input_identity", "step_onebit_split_score_affine", "step_convert_to_hw", "step_minimize_bit_width_initial",
                  "step_create_dataflow_partition", "step_specialize_layers"]
 FRONTEND_TAIL = ["step_minimize_bit_width", "step_generate_estimate_reports", "step_hw_codegen"]
 
@@ -125,10 +125,23 @@ def _is_uint8_identity(model, node, inst) -> bool:
         return False
     out_dtype = inst.get_nodeattr("out_dtype")
     out_dtype = out_dtype.decode() if isinstance(out_dtype, bytes) else out_dtype
-    expected = np.arange(255, dtype=np.float64) + 0.5
+    # On integer pixels x >= t is x >= ceil(t): thresholds with ceil(t_k) = k + 1 (0.5, 1.5, .. as exported,
+    # or 1, 2, .. after streamlining rounded them) count the pixel value itself.
+    expected = np.arange(255, dtype=np.float64) + 1.0
     return (out_dtype == "UINT8" and float(inst.get_nodeattr("out_scale")) == 1.0
             and float(inst.get_nodeattr("out_bias")) == 0.0
-            and bool(np.all(thresholds.astype(np.float64) == expected[None, :])))
+            and bool(np.all(np.ceil(thresholds.astype(np.float64)) == expected[None, :])))
+
+
+def step_onebit_drop_input_identity(model, cfg):
+    """After streamlining, drop the input MultiThreshold again when it has become the identity on UINT8.
+
+    Why: a QONNX model from elsewhere (export/qonnx_import.py) quantizes a [0, 1] input, e.g. Brevitas'
+    Uint8ActPerTensorFloat with scale 1/255; once streamlining absorbed the declared x/255 into it, its
+    thresholds are 1..255 on the raw pixels, which FINN would build as a ~25k-LUT Thresholding layer that
+    does nothing. Same test as step_onebit_uint8_input; a no-op for onebit's own exports.
+    """
+    return step_onebit_uint8_input(model, cfg)
 
 
 def step_onebit_split_score_affine(model, cfg):
@@ -174,6 +187,7 @@ def step_onebit_split_score_affine(model, cfg):
 
 _ONEBIT_STEPS: dict[str, Callable] = {
     "step_onebit_uint8_input": step_onebit_uint8_input,
+    "step_onebit_drop_input_identity": step_onebit_drop_input_identity,
     "step_onebit_split_score_affine": step_onebit_split_score_affine,
 }
 
