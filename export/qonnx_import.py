@@ -110,7 +110,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("input", {}), dict):
         raise ImportRefused(f"{path}: the sidecar must be a JSON object with an 'input' object; see README "
                             "'Bring your own model'")
-    unknown = sorted(set(data) - {"input", "dataset", "classes"}) + \
+    unknown = sorted(set(data) - {"input", "dataset"}) + \
         sorted(set(data.get("input", {})) - {"scale", "offset", "shape", "layout"})
     if unknown:
         raise ImportRefused(f"{path}: unknown sidecar keys {unknown}; allowed: input.scale, input.offset, "
@@ -268,6 +268,11 @@ def check_declaration(model, decl: InputDeclaration) -> dict[str, Any] | None:
         raise ImportRefused(f"declared input {declared} spans under 1/8 of the range [{q_low:g}, {q_high:g}] "
                             f"of the {where}; {hint}")
     info["verdict"] = f"{inside / span:.0%} of the declared range inside the quantizer's range" if span else "ok"
+    if span and inside / span < 0.95:  # accepted, but said: pixels beyond the range all saturate
+        info["warning"] = (f"warning: {1 - inside / span:.0%} of the declared input range {declared} lies outside "
+                           f"the range [{q_low:g}, {q_high:g}] of the {where} (those pixels saturate); check "
+                           "--input-scale/--input-offset")
+        info["verdict"] += f" ({info['warning']})"
     return info
 
 
@@ -476,6 +481,10 @@ def prepare_import(model_path: str | Path, decl: InputDeclaration, out_dir: str 
         raise ImportRefused(f"{model_path}: batch size {model_input[0]} in the input shape; export with batch 1")
     image_shape = image_shape_of(reference, decl)
     check = check_declaration(reference, decl)
+    if check and check.get("warning"):
+        import sys
+
+        print(check["warning"], file=sys.stderr)
     tail_nodes, tail_scale, tail_offset = score_tail(reference)
     tail_input = (tail_nodes[-1].input[_constant_and_dynamic(reference, tail_nodes[-1])[1]]
                   if tail_nodes and tail_nodes[-1].op_type in AFFINE_OPS else

@@ -130,6 +130,14 @@ def test_wrong_declared_scale_is_refused(brevitas_onnx: Path, tmp_path: Path, sc
     assert not (tmp_path / "b" / "report.json").exists()
 
 
+def test_scale_within_the_range_but_saturating_is_said(brevitas_onnx: Path, tmp_path: Path, capsys) -> None:
+    record = prepare_import(brevitas_onnx, InputDeclaration(scale=1 / 200, scale_text="1/200"), tmp_path)
+    assert "22% of the declared input range" in record["input_quantizer"]["warning"]
+    assert "saturate" in capsys.readouterr().err
+    record = prepare_import(brevitas_onnx, InputDeclaration(scale=1 / 255, scale_text="1/255"), tmp_path)
+    assert "warning" not in record["input_quantizer"]
+
+
 def _edited(source: Path, target: Path, name: str, value: np.ndarray) -> Path:
     import onnx
     from onnx import numpy_helper
