@@ -234,13 +234,41 @@ def input_quantizer(model, decl: InputDeclaration) -> dict[str, Any] | None:
     return None
 
 
+CANDIDATES = (("1/255", 0.0, "--input-scale 1/255 (a [0, 1] input, torchvision ToTensor)"),
+              ("2/255", -1.0, "--input-scale 2/255 --input-offset -1 (a [-1, 1] input)"),
+              ("1", 0.0, "--input-scale 1 (raw pixels 0..255)"))
+
+
+def _contradiction(info: dict[str, Any]) -> str | None:
+    """Why the declared range (carried to the quantizer) contradicts the quantizer, or None."""
+    low, high = info["declared_range_at_quantizer"]
+    q_low, q_high = info["range"]
+    if info["op_type"] == "BipolarQuant" or info.get("bits") == 1:
+        boundary = 0.0 if info["op_type"] == "BipolarQuant" else (q_low + q_high) / 2
+        if not low < boundary < high:
+            return f"never crosses the decision point {boundary:g}: every image would look the same to the model"
+        where = (boundary - low) / (high - low)
+        if not 0.02 < where < 0.98:  # e.g. raw pixels into bnn_pynq's 2x - 1 then sign: pixel >= 0.5 is +1
+            return (f"crosses the decision point {boundary:g} at {where:.1%} of its range: all but the darkest or "
+                    "brightest few pixel values would look the same to the model")
+        return None
+    span, q_span = high - low, q_high - q_low
+    inside = max(0.0, min(high, q_high) - max(low, q_low))
+    if span > 0 and inside / span < 0.5:
+        return f"lies mostly outside the range [{q_low:g}, {q_high:g}]"
+    if span < q_span / 8:
+        return f"spans under 1/8 of the range [{q_low:g}, {q_high:g}]"
+    return None
+
+
 def check_declaration(model, decl: InputDeclaration) -> dict[str, Any] | None:
     """Refuse a declaration that contradicts the input quantizer's range; returns what was compared.
 
     The rule (loose on purpose: a trained quantizer's range is learned, not exact): refused when under half
     of the declared input range lies inside the quantizer's range (e.g. raw 0..255 into a [0, 1] quantizer),
-    when it spans under 1/8 of the quantizer's range (e.g. 1/255 applied twice), or when every pixel gives
-    the same quantized value (e.g. [0, 1] into a sign quantizer).
+    when it spans under 1/8 of the quantizer's range (e.g. 1/255 applied twice), or, for a sign quantizer,
+    when its decision point falls outside the inner 96% of the declared range (e.g. raw pixels into
+    bnn_pynq's 2x - 1 then sign). A declaration inside the rule that still saturates over 5% is warned.
     """
     info = input_quantizer(model, decl)
     if info is None:
@@ -251,22 +279,14 @@ def check_declaration(model, decl: InputDeclaration) -> dict[str, Any] | None:
     if info["through"]:
         declared += f" -> [{low:g}, {high:g}] after {', '.join(info['through'])}"
     where = f"input quantizer {info['node']} ({info['op_type']})"
-    hint = _hint(decl, info)
+    why = _contradiction(info)
+    if why:
+        raise ImportRefused(f"{where}: declared input {declared} {why}; {_hint(model, decl, info)}")
     if info["op_type"] == "BipolarQuant" or info.get("bits") == 1:
-        boundary = 0.0 if info["op_type"] == "BipolarQuant" else (q_low + q_high) / 2
-        if not low < boundary < high:
-            raise ImportRefused(f"declared input {declared} never crosses the {where} decision point {boundary:g}: "
-                                f"every image would look the same to the model; {hint}")
-        info["verdict"] = "declared range crosses the quantizer's decision point"
+        info["verdict"] = "declared range crosses the quantizer's decision point near its middle"
         return info
-    span, q_span = high - low, q_high - q_low
+    span = high - low
     inside = max(0.0, min(high, q_high) - max(low, q_low))
-    if span > 0 and inside / span < 0.5:
-        raise ImportRefused(f"declared input {declared} lies mostly outside the range [{q_low:g}, {q_high:g}] "
-                            f"of the {where}; {hint}")
-    if span < q_span / 8:
-        raise ImportRefused(f"declared input {declared} spans under 1/8 of the range [{q_low:g}, {q_high:g}] "
-                            f"of the {where}; {hint}")
     info["verdict"] = f"{inside / span:.0%} of the declared range inside the quantizer's range" if span else "ok"
     if span and inside / span < 0.95:  # accepted, but said: pixels beyond the range all saturate
         info["warning"] = (f"warning: {1 - inside / span:.0%} of the declared input range {declared} lies outside "
@@ -276,18 +296,19 @@ def check_declaration(model, decl: InputDeclaration) -> dict[str, Any] | None:
     return info
 
 
-def _hint(decl: InputDeclaration, info: dict[str, Any]) -> str:
+def _hint(model, decl: InputDeclaration, info: dict[str, Any]) -> str:
+    """The first usual preprocessing that the quantizer accepts, as the options to write."""
     q_low, q_high = info["range"]
-    if info["through"]:
-        return ("declare the preprocessing the model was trained with (--input-scale/--input-offset, or the "
-                f"sidecar); the graph itself applies {', '.join(info['through'])} before the quantizer")
-    if q_low >= -1e-9 and q_high <= 1.5:
-        suggestion = "--input-scale 1/255 (a [0, 1] input, torchvision ToTensor)"
-    elif q_low < 0 and q_high <= 1.5:
-        suggestion = "--input-scale 2/255 --input-offset -1 (a [-1, 1] input)"
-    else:
-        suggestion = "--input-scale 1 (raw pixels)"
-    return f"the quantizer expects about [{q_low:g}, {q_high:g}]: declare e.g. {suggestion}"
+    for scale, offset, options in CANDIDATES:
+        candidate = InputDeclaration(scale=parse_number(scale, "scale"), offset=offset, shape=decl.shape,
+                                     layout=decl.layout, scale_text=scale)
+        found = input_quantizer(model, candidate)
+        if found is not None and _contradiction(found) is None:
+            return f"the quantizer expects about [{q_low:g}, {q_high:g}]" + \
+                (f" after {', '.join(info['through'])} in the graph" if info["through"] else "") + \
+                f": declare the preprocessing the model was trained with, e.g. {options}"
+    return ("declare the preprocessing the model was trained with (--input-scale/--input-offset or the sidecar; "
+            "README 'Bring your own model')")
 
 
 def score_tail(model) -> tuple[list[Any], float, float]:

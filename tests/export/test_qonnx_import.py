@@ -125,7 +125,7 @@ def test_wrong_declared_scale_is_refused(brevitas_onnx: Path, tmp_path: Path, sc
     assert to_finn_main([str(brevitas_onnx), "--input-scale", scale, "--dataset", "fashion-mnist",
                          "--out", str(tmp_path / "b"), "--no-progress"]) == 2
     decl = InputDeclaration(scale=float(eval(scale)), scale_text=scale)
-    with pytest.raises(OnebitError, match=f"{why}.*Quant.*--input-scale 1/255"):
+    with pytest.raises(OnebitError, match=f"input quantizer Quant.*{why}.*--input-scale 1/255"):
         prepare_import(brevitas_onnx, decl, tmp_path)
     assert not (tmp_path / "b" / "report.json").exists()
 
@@ -194,3 +194,43 @@ def test_declaration_from_sidecar_and_command_line(brevitas_onnx: Path, tmp_path
     (tmp_path / "m.onnx.onebit.json").write_text(json.dumps({"input": {"scael": 1}}))
     with pytest.raises(OnebitError, match="unknown sidecar keys"):
         declare_input(model)
+
+
+@pytest.fixture(scope="module")
+def bnn_pynq_tfc(tmp_path_factory) -> Path:
+    """Brevitas' own bnn_pynq TFC_1W1A (untrained weights, BatchNorm statistics from [0, 1] inputs): its
+    forward computes 2x - 1 before a 1-bit input quantizer and ends in a TensorNorm."""
+    from brevitas_examples.bnn_pynq.models import model_with_cfg
+
+    torch.manual_seed(0)
+    net, _ = model_with_cfg("tfc_1w1a", pretrained=False)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(64, 1, 28, 28))
+    net.eval()
+    path = tmp_path_factory.mktemp("bnn_pynq") / "TFC_1W1A.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        export_qonnx(net, torch.rand(1, 1, 28, 28), export_path=str(path))
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
+    return path
+
+
+def test_bnn_pynq_tfc_raw_pixels_refused(bnn_pynq_tfc: Path, tmp_path: Path) -> None:
+    """The issue's case: raw bytes into a model trained on x/255 (through its own 2x - 1 and sign)."""
+    with pytest.raises(OnebitError, match=r"BipolarQuant.*after Mul 2, Sub 1.*decision point 0 at 0.2%.*"
+                                          r"--input-scale 1/255"):
+        prepare_import(bnn_pynq_tfc, InputDeclaration(), tmp_path)
+
+
+@pytest.mark.slow
+def test_bnn_pynq_tfc_builds_bit_exact(bnn_pynq_tfc: Path, tmp_path: Path) -> None:
+    from export.to_finn import main as to_finn_main
+
+    assert to_finn_main([str(bnn_pynq_tfc), "--input-scale", "1/255", "--dataset", "fashion-mnist",
+                         "--out", str(tmp_path / "b"), "--verify-samples", "100", "--no-progress"]) == 0
+    verification = json.loads((tmp_path / "b" / "report.json").read_text())["verification"]
+    assert verification["ok"] and len(verification["levels"]) == 4
+    assert all(lv["executed"] and lv["integer_mismatches"] == 0 for lv in verification["levels"].values())
+    assert [n.split(" ")[1] for n in verification["score_tail"]["nodes"]][-1] == "(Add)"  # the TensorNorm
