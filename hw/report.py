@@ -77,7 +77,7 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
                       "note": "FINN estimates of the dataflow layers; FIFOs, width converters, DMA and the shell are not included"},
         "accelerator_io": {
             "input": {"datatype": "UINT8", "pixels": "raw 0..255",
-                      "layout": "NCHW flatten (host reshape)" if meta.get("arch", {}).get("name") != "cnv" else "NHWC"},
+                      "layout": _input_layout(result)},
             "output": {"stream": "popcount p of the score layer (UINT, one per class)",
                        "to_scores": "z = 2*p - n", "n": result.score_affine.get("n"),
                        "datatype": _output_datatype(result)},
@@ -97,6 +97,14 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
     write_text_atomic(result.out_dir / "report.md", render_markdown(report))
     write_text_atomic(result.out_dir / "report.json", json.dumps(report, indent=2, default=str))
     return report
+
+
+def _input_layout(result: BuildResult) -> str:
+    """From the accelerator's own input (a flat vector for MLPs, NHWC for CNNs), so imported models say it too."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(result.final_model))
+    return "NHWC" if len(model.get_tensor_shape(model.graph.input[0].name)) == 4 else "NCHW flatten (host reshape)"
 
 
 def _output_datatype(result: BuildResult) -> str | None:
