@@ -234,3 +234,63 @@ def test_bnn_pynq_tfc_builds_bit_exact(bnn_pynq_tfc: Path, tmp_path: Path) -> No
     assert verification["ok"] and len(verification["levels"]) == 4
     assert all(lv["executed"] and lv["integer_mismatches"] == 0 for lv in verification["levels"].values())
     assert [n.split(" ")[1] for n in verification["score_tail"]["nodes"]][-1] == "(Add)"  # the TensorNorm
+
+
+class ChannelsLastCNN(nn.Module):
+    """Takes N x H x W x C (as a Keras/QONNX-zoo model would); signed 8-bit input quantizer after 2x - 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from brevitas.nn import QuantConv2d
+        from brevitas.quant import Int8ActPerTensorFloat
+
+        self.inp = QuantIdentity(act_quant=Int8ActPerTensorFloat)
+        self.conv1 = QuantConv2d(3, 8, 3, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act1 = QuantIdentity(act_quant=SignedBinaryActPerTensorConst)
+        self.conv2 = QuantConv2d(8, 8, 3, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.act2 = QuantIdentity(act_quant=SignedBinaryActPerTensorConst)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = QuantLinear(8 * 2 * 2, 4, bias=False, weight_quant=SignedBinaryWeightPerTensorConst)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(2 * x.permute(0, 3, 1, 2) - 1)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.pool(self.act2(self.bn2(self.conv2(x))))
+        return self.fc(x.flatten(1)) * 0.5
+
+
+@pytest.mark.slow
+def test_channels_last_cnn_on_an_npz_dataset(tmp_path: Path) -> None:
+    """A CNN whose input is NHWC, declared by the sidecar, verified on an .npz dataset written here."""
+    from export.to_finn import main as to_finn_main
+    from hw.check.validate import validate_build
+
+    torch.manual_seed(0)
+    net = ChannelsLastCNN()
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(64, 8, 8, 3))
+    net.eval()
+    model = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        export_qonnx(net, torch.rand(1, 8, 8, 3), export_path=str(model))
+    model.with_name(model.name + ".data").unlink(missing_ok=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
+    images[::2] //= 3  # darker half: the scores vary between images
+    np.savez(tmp_path / "rgb.npz", images=images, labels=np.arange(60) % 4)
+    (tmp_path / "cnn.onnx.onebit.json").write_text(json.dumps(
+        {"input": {"scale": "1/255", "layout": "NHWC"}, "dataset": f"npz:{tmp_path / 'rgb.npz'}"}))
+    build = tmp_path / "build"
+    assert to_finn_main([str(model), "--out", str(build), "--verify-samples", "0", "--no-progress"]) == 0
+    report = json.loads((build / "report.json").read_text())
+    levels = report["verification"]["levels"]
+    assert all(lv["executed"] and lv["integer_mismatches"] == 0 and lv["samples"] == 12 for lv in levels.values())
+    assert report["accelerator_io"]["input"]["layout"] == "NHWC"
+    assert json.loads((build / "driver" / "io.json").read_text())["input"]["image_shape"] == [3, 8, 8]
+    validation = validate_build(build, backend="model", progress=False)
+    assert validation["samples"] == 12 and validation["mismatches"] == 0
