@@ -152,6 +152,9 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     record = prepare_import(args.checkpoint, decl, out_dir)
     record["dataset"] = meta["dataset"]["name"]
+    if list(images.shape[1:]) != record["input"]["image_shape"]:
+        raise OnebitError(f"dataset {dataset_name} has images {list(images.shape[1:])}, the model takes "
+                          f"{record['input']['image_shape']} (C,H,W); pass --dataset of that shape or --input-shape")
     result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding, progress=not args.no_progress)
     record["score_layer_alpha"] = result.score_affine.get("alpha")
     write_import_record(out_dir, record)

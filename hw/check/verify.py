@@ -47,6 +47,10 @@ def load_test_set(meta: dict[str, Any], samples: int):
         import sys
 
         print(warning, file=sys.stderr)
+    in_shape = (meta.get("arch") or {}).get("in_shape")
+    if in_shape and list(test.images.shape[1:]) != list(in_shape):
+        raise VerificationError(f"dataset {name} has images {list(test.images.shape[1:])}, the model takes "
+                                f"{list(in_shape)}; pass a dataset of that image shape")
     if samples:
         test = test.head(samples)
     return test.images, test.labels, name

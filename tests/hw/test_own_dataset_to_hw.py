@@ -66,3 +66,16 @@ def test_own_dataset_trains_builds_and_validates(kind: str, tmp_path: Path, caps
     validation = json.loads((build / "validation" / "validation.json").read_text())
     assert validation["samples"] == test_size and validation["mismatches"] == 0
     assert "not what the model was trained with" not in capsys.readouterr().out
+
+
+def test_build_dataset_of_another_image_shape_is_refused(tmp_path: Path) -> None:
+    from hw.check.verify import VerificationError, load_test_set
+    from quant_models.custom_data import with_dataset
+
+    spec = _npz_dataset(tmp_path)  # 3 x 8 x 8
+    meta = {"arch": {"in_shape": [1, 28, 28]}, "dataset": {"name": "fashion-mnist", "sha256": {"test": "0" * 64}}}
+    with pytest.raises(VerificationError, match=r"has images \[3, 8, 8\], the model takes \[1, 28, 28\]"):
+        load_test_set(with_dataset(meta, spec), 10)
+    images, labels, name = load_test_set(with_dataset({**meta, "arch": {"in_shape": [3, 8, 8]}}, spec), 10)
+    assert images.shape == (10, 3, 8, 8) and name == spec.replace(spec.split(":", 1)[1],
+                                                                   str(Path(spec.split(":", 1)[1]).resolve()))
