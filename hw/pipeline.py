@@ -92,7 +92,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
     out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", "report.md", "import.json"):  # report.json marks a finished build: never keep an old one
+    # report.json marks a finished build: never keep an old one (import.json: an imported model's, see below)
+    for stale in ("report.json", "report.md", "import.json"):
         (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "validation", ignore_errors=True)  # `onebit validate` results of the old build
     from hw.deploy import remove_deployment_package
@@ -145,7 +146,9 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     images, labels, dataset_name = load_test_set(meta, args.verify_samples)  # bad data fails before the build
     out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", "report.md", "model.pt", "import.json"):  # model.pt: a copy, from an older build
+    # A model.pt there (an older checkpoint build, or the user's own file) is left alone: import.json, written
+    # below, is what marks the folder as an imported model's build for validate and deploy.
+    for stale in ("report.json", "report.md", "import.json"):
         (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "validation", ignore_errors=True)
     remove_deployment_package(out_dir)

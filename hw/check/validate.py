@@ -42,8 +42,8 @@ def check_build_dir(build_dir: Path) -> None:
         raise OnebitError(f"{build_dir}: no driver/io.json (the I/O description); the build did not finish, "
                           "rerun `onebit build`")
     if not (build_dir / "model.pt").is_file() and not (build_dir / "import.json").is_file():
-        raise OnebitError(f"{build_dir}: no model.pt (the checkpoint the build came from); copy it there "
-                          "or rerun `onebit build`")
+        raise OnebitError(f"{build_dir}: no model.pt (the checkpoint the build came from) nor import.json (an "
+                          "imported model.onnx's record); copy it there or rerun `onebit build`")
 
 
 def software_scores(build_dir: Path, images: np.ndarray) -> np.ndarray:
