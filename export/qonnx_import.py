@@ -126,6 +126,11 @@ def declare_input(model_path: str | Path, scale: str | None = None, offset: str 
     if sidecar and not side_path.is_file():
         raise ImportRefused(f"sidecar {side_path} does not exist")
     side = read_sidecar(side_path) if side_path.is_file() else {}
+    dataset = side.get("dataset")
+    if isinstance(dataset, str) and dataset.startswith(("folder:", "npz:")):
+        kind, _, where = dataset.partition(":")
+        if not Path(where).expanduser().is_absolute():  # relative to the sidecar, so model + data travel together
+            side = {**side, "dataset": f"{kind}:{(side_path.parent / where).resolve()}"}
     fields = dict(side.get("input", {}))
     from_cli = {k: v for k, v in (("scale", scale), ("offset", offset), ("shape", shape), ("layout", layout))
                 if v is not None}

@@ -191,6 +191,8 @@ def test_declaration_from_sidecar_and_command_line(brevitas_onnx: Path, tmp_path
     # [-1, 1] into the [0, 1] quantizer: half of it below the range -> refused with the hint
     with pytest.raises(OnebitError, match="mostly outside"):
         prepare_import(model, declare_input(model)[0], tmp_path)
+    (tmp_path / "m.onnx.onebit.json").write_text(json.dumps({"dataset": "npz:data/d.npz"}))
+    assert declare_input(model)[1]["dataset"] == f"npz:{(tmp_path / 'data' / 'd.npz').resolve()}"  # next to it
     (tmp_path / "m.onnx.onebit.json").write_text(json.dumps({"input": {"scael": 1}}))
     with pytest.raises(OnebitError, match="unknown sidecar keys"):
         declare_input(model)
@@ -294,3 +296,12 @@ def test_channels_last_cnn_on_an_npz_dataset(tmp_path: Path) -> None:
     assert json.loads((build / "driver" / "io.json").read_text())["input"]["image_shape"] == [3, 8, 8]
     validation = validate_build(build, backend="model", progress=False)
     assert validation["samples"] == 12 and validation["mismatches"] == 0
+
+
+def test_import_options_with_a_checkpoint_are_refused(tmp_path: Path, capsys) -> None:
+    from export.to_finn import main as to_finn_main
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"not read: the options are refused first")
+    assert to_finn_main([str(checkpoint), "--input-scale", "1/255", "--out", str(tmp_path / "b")]) == 2
+    assert "--input-scale apply to a QONNX model" in capsys.readouterr().err
