@@ -505,13 +505,13 @@ def prepare_import(model_path: str | Path, decl: InputDeclaration, out_dir: str 
     model_input = [int(v) for v in reference.get_tensor_shape(reference.graph.input[0].name)]
     if model_input[0] != 1:
         raise ImportRefused(f"{model_path}: batch size {model_input[0]} in the input shape; export with batch 1")
-    image_shape = image_shape_of(reference, decl)
     check = check_declaration(reference, decl)
+    tail_nodes, tail_scale, tail_offset = score_tail(reference)
+    image_shape = image_shape_of(reference, decl)
     if check and check.get("warning"):
         import sys
 
         print(check["warning"], file=sys.stderr)
-    tail_nodes, tail_scale, tail_offset = score_tail(reference)
     tail_input = (tail_nodes[-1].input[_constant_and_dynamic(reference, tail_nodes[-1])[1]]
                   if tail_nodes and tail_nodes[-1].op_type in AFFINE_OPS else
                   tail_nodes[-1].input[0] if tail_nodes else reference.graph.output[0].name)

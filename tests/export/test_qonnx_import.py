@@ -70,7 +70,7 @@ def brevitas_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("brevitas") / "model.onnx"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        export_qonnx(net, torch.rand(1, 1, 28, 28), export_path=str(path))
+        export_qonnx(net, torch.rand(1, 784), export_path=str(path))  # a flat input: the image shape is declared
     path.with_name(path.name + ".data").unlink(missing_ok=True)
     return path
 
@@ -131,10 +131,14 @@ def test_wrong_declared_scale_is_refused(brevitas_onnx: Path, tmp_path: Path, sc
 
 
 def test_scale_within_the_range_but_saturating_is_said(brevitas_onnx: Path, tmp_path: Path, capsys) -> None:
-    record = prepare_import(brevitas_onnx, InputDeclaration(scale=1 / 200, scale_text="1/200"), tmp_path)
+    record = prepare_import(brevitas_onnx, InputDeclaration(scale=1 / 200, scale_text="1/200", shape=(1, 28, 28)),
+                            tmp_path)
     assert "22% of the declared input range" in record["input_quantizer"]["warning"]
     assert "saturate" in capsys.readouterr().err
-    record = prepare_import(brevitas_onnx, InputDeclaration(scale=1 / 255, scale_text="1/255"), tmp_path)
+    with pytest.raises(OnebitError, match=r"model input is \[1, 784\], not an image; declare .*--input-shape"):
+        prepare_import(brevitas_onnx, InputDeclaration(scale=1 / 255, scale_text="1/255"), tmp_path)
+    record = prepare_import(brevitas_onnx, InputDeclaration(scale=1 / 255, scale_text="1/255", shape=(1, 28, 28)),
+                            tmp_path)
     assert "warning" not in record["input_quantizer"]
 
 
