@@ -66,7 +66,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
                         help="test images verified at every level (default 1000; 0 = whole test set)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from export.qonnx_import import add_import_arguments
+    from export.input_declaration import add_import_arguments
 
     add_import_arguments(parser)  # --dataset, and --input-scale/-offset/-shape/-layout, --sidecar for .onnx
 
@@ -77,7 +77,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from export.qonnx import export_qonnx
     from hw.report import print_summary, write_report
     from hw.check.verify import verify_build
-    from export.qonnx_import import is_qonnx_path, refuse_import_options
+    from export.input_declaration import is_qonnx_path, refuse_import_options
     from quant_models.checkpoint import load_checkpoint
     from quant_models.custom_data import with_dataset
 
@@ -124,7 +124,8 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     """A QONNX model from elsewhere: declared pre-processing merged in front, score tail recorded
     (export/qonnx_import.py) -> the same FINN build -> every level against the QONNX reference
     (hw/check/imported.py) -> report -> deployment package."""
-    from export.qonnx_import import declare_input, prepare_import, write_import_record
+    from export.input_declaration import declare_input
+    from export.qonnx_import import prepare_import, write_import_record
     from hw.check.imported import verify_imported_build
     from hw.check.verify import load_test_set
     from hw.deploy import make_deployment_package, remove_deployment_package
