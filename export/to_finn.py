@@ -1,5 +1,8 @@
 """`python export/to_finn.py model.pt`: checkpoint -> collapse -> QONNX -> FINN build -> verification -> report.
 
+`python export/to_finn.py model.onnx --input-scale 1/255 ...`: a QONNX model from elsewhere (Brevitas
+export_qonnx, QONNX zoo) through the same build, verified against itself (export/qonnx_import.py).
+
 The command of docs/design.md §3. The pipeline itself lives in hw/finn/build.py (`run_pipeline`), because the
 FINN build is the hw stage and a stage may only import earlier ones; this entry point dispatches to it at
 run time, exactly as `onebit export` does (the same options as `onebit build`).
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python export/to_finn.py",
-        description="export a onebit checkpoint to FINN: collapse, QONNX, FINN build, bit-exact verification")
+        description="export a onebit checkpoint (or a QONNX model.onnx with its input declared) to FINN: collapse, "
+                    "QONNX, FINN build, bit-exact verification")
     add_pipeline_arguments(parser)
     return run_pipeline(parser.parse_args(argv))
 

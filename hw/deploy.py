@@ -107,12 +107,12 @@ def validation_set(build_dir: Path, samples: int, dataset: str | None = None,
     board compares against exactly what the build was verified against.
     """
     from hw.check.validate import software_scores
-    from quant_models.checkpoint import read_checkpoint
+    from hw.check.imported import build_meta
     from quant_models.data import load_dataset
 
     if samples < 1:
         raise DeployError(f"the validation set needs at least 1 image, got {samples}")
-    meta = read_checkpoint(build_dir / "model.pt")
+    meta = build_meta(build_dir)  # the checkpoint's, or an imported QONNX model's record
     name = dataset or (meta.get("dataset") or {}).get("name")
     if not name:
         raise DeployError(f"{build_dir}/model.pt names no dataset; pass the dataset name")

@@ -58,13 +58,17 @@ def finish_build_folder(result: BuildResult) -> dict[str, Any]:
 # command line: the whole pipeline
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a model.pt written by onebit (quant_models.train)")
+    parser.add_argument("checkpoint", type=Path, help="a model.pt written by onebit (quant_models.train), or a "
+                        "QONNX model.onnx (Brevitas export_qonnx, QONNX zoo) with its input declared")
     parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
     add_folding_arguments(parser)
     parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
                         help="test images verified at every level (default 1000; 0 = whole test set)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from export.input_declaration import add_import_arguments
+
+    add_import_arguments(parser)  # --dataset, and --input-scale/-offset/-shape/-layout, --sidecar for .onnx
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -73,16 +77,23 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from export.qonnx import export_qonnx
     from hw.report import print_summary, write_report
     from hw.check.verify import verify_build
+    from export.input_declaration import is_qonnx_path, refuse_import_options
     from quant_models.checkpoint import load_checkpoint
+    from quant_models.custom_data import with_dataset
 
+    if is_qonnx_path(args.checkpoint):
+        return run_imported_pipeline(args)
+    refuse_import_options(args)
     board = get_board(args.board)
     folding = spec_from_args(args)
     if args.verify_samples < 0:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
     trained, meta = load_checkpoint(args.checkpoint)
+    meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
     out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", "report.md"):  # report.json marks a finished build: never keep an old one
+    # report.json marks a finished build: never keep an old one (import.json: an imported model's, see below)
+    for stale in ("report.json", "report.md", "import.json"):
         (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "validation", ignore_errors=True)  # `onebit validate` results of the old build
     from hw.deploy import remove_deployment_package
@@ -105,6 +116,58 @@ def run_pipeline(args: argparse.Namespace) -> int:
         make_deployment_package(out_dir, report=report, progress=not args.no_progress)
     else:  # a package whose expected outputs the accelerator does not reproduce would mislead
         remove_deployment_package(out_dir)
+    print_summary(report)
+    return 0 if verification["ok"] else 1
+
+
+def run_imported_pipeline(args: argparse.Namespace) -> int:
+    """A QONNX model from elsewhere: declared pre-processing merged in front, score tail recorded
+    (export/qonnx_import.py) -> the same FINN build -> every level against the QONNX reference
+    (hw/check/imported.py) -> report -> deployment package."""
+    from export.input_declaration import declare_input
+    from export.qonnx_import import prepare_import, write_import_record
+    from hw.check.imported import verify_imported_build
+    from hw.check.verify import load_test_set
+    from hw.deploy import make_deployment_package, remove_deployment_package
+    from hw.report import print_summary, write_report
+    from quant_models.custom_data import normalize_spec
+
+    board = get_board(args.board)
+    folding = spec_from_args(args)
+    if args.verify_samples < 0:
+        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    decl, sidecar = declare_input(args.checkpoint, args.input_scale, args.input_offset, args.input_shape,
+                                  args.input_layout, args.sidecar)
+    dataset = args.dataset or sidecar.get("dataset")
+    if not dataset:
+        raise OnebitError(f"{args.checkpoint}: no dataset to verify on; pass --dataset (mnist, fashion-mnist, "
+                          "cifar10, folder:PATH, npz:PATH) or put \"dataset\" in the sidecar")
+    meta = {"arch": {"name": f"imported {Path(args.checkpoint).name}"}, "estimator": None,
+            "dataset": {"name": normalize_spec(dataset)}}
+    images, labels, dataset_name = load_test_set(meta, args.verify_samples)  # bad data fails before the build
+    out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A model.pt there (an older checkpoint build, or the user's own file) is left alone: import.json, written
+    # below, is what marks the folder as an imported model's build for validate and deploy.
+    for stale in ("report.json", "report.md", "import.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "validation", ignore_errors=True)
+    remove_deployment_package(out_dir)
+    started = time.perf_counter()
+    record = prepare_import(args.checkpoint, decl, out_dir)
+    record["dataset"] = meta["dataset"]["name"]
+    if list(images.shape[1:]) != record["input"]["image_shape"]:
+        raise OnebitError(f"dataset {dataset_name} has images {list(images.shape[1:])}, the model takes "
+                          f"{record['input']['image_shape']} (C,H,W); pass --dataset of that shape or --input-shape")
+    result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding, progress=not args.no_progress)
+    record["score_layer_alpha"] = result.score_affine.get("alpha")
+    write_import_record(out_dir, record)
+    finish_build_folder(result)
+    verification = verify_imported_build(result, record, images, labels, dataset_name,
+                                         progress=not args.no_progress)
+    report = write_report(result, meta, {"import": record}, verification, seconds=time.perf_counter() - started)
+    if verification["ok"]:
+        make_deployment_package(out_dir, report=report, progress=not args.no_progress)
     print_summary(report)
     return 0 if verification["ok"] else 1
 

@@ -64,7 +64,7 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
         "board": board.to_dict(),
         "folding": {"mode": result.folding.mode, "description": result.folding.describe(),
                     "file": str(result.out_dir / "folding.json")},
-        "accuracy": verification["levels"]["pytorch_trained"].get("accuracy"),
+        "accuracy": verification["levels"][verification.get("compared_against", "pytorch_trained")].get("accuracy"),
         "verification": {k: v for k, v in verification.items() if k != "collapse_check"},
         "collapse": collapse_report,
         "layers": rows,
@@ -77,7 +77,7 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
                       "note": "FINN estimates of the dataflow layers; FIFOs, width converters, DMA and the shell are not included"},
         "accelerator_io": {
             "input": {"datatype": "UINT8", "pixels": "raw 0..255",
-                      "layout": "NCHW flatten (host reshape)" if meta.get("arch", {}).get("name") != "cnv" else "NHWC"},
+                      "layout": _input_layout(result)},
             "output": {"stream": "popcount p of the score layer (UINT, one per class)",
                        "to_scores": "z = 2*p - n", "n": result.score_affine.get("n"),
                        "datatype": _output_datatype(result)},
@@ -97,6 +97,14 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
     write_text_atomic(result.out_dir / "report.md", render_markdown(report))
     write_text_atomic(result.out_dir / "report.json", json.dumps(report, indent=2, default=str))
     return report
+
+
+def _input_layout(result: BuildResult) -> str:
+    """From the accelerator's own input (a flat vector for MLPs, NHWC for CNNs), so imported models say it too."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(result.final_model))
+    return "NHWC" if len(model.get_tensor_shape(model.graph.input[0].name)) == 4 else "NCHW flatten (host reshape)"
 
 
 def _output_datatype(result: BuildResult) -> str | None:
@@ -121,7 +129,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     acc = report["accuracy"]
     lines.append(f"Test accuracy (integer scores, {ver['samples']} {ver['dataset']} test images): "
                  f"{acc:.2%}" if acc is not None else "Test accuracy: n/a")
-    lines += ["", "## Verification (integers compared on every sample, against the trained PyTorch model)", ""]
+    against = "the trained PyTorch model" if ver.get("compared_against", "pytorch_trained") == "pytorch_trained" \
+        else f"{ver['compared_against']}: the imported QONNX model on the declared float input"
+    lines += ["", f"## Verification (integers compared on every sample, against {against})", ""]
     lines += mismatch_table(ver["levels"])
     lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}", ""]
     lines += ["## Per-layer estimates (FINN)", "", "```", layer_table_text(report["layers"]), "```", ""]
@@ -139,6 +149,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Accelerator I/O", "", f"- input: {io['input']['datatype']} {io['input']['pixels']}, {io['input']['layout']}",
               f"- output: {io['output']['stream']} ({io['output']['datatype']}); class scores {io['output']['to_scores']}, "
               f"n = {io['output']['n']}", ""]
+    imported = (report.get("collapse") or {}).get("import")
+    if imported:  # a QONNX model from elsewhere (export/qonnx_import.py)
+        tail, spec = ver.get("score_tail") or imported["score_tail"], imported["input"]
+        lines += ["## Imported model", "", f"- model: {imported['model']}",
+                  f"- input: pixel p (UINT8 on the accelerator) -> {spec['scale_text']} * p {spec['offset']:+g} "
+                  f"(declared by {spec['source']}), merged in front of the graph and absorbed by streamlining",
+                  f"- input quantizer check: {(imported.get('input_quantizer') or {}).get('verdict', 'no input quantizer')}",
+                  f"- score tail removed from the hardware: {', '.join(tail['nodes']) or 'none'}; "
+                  f"integer form on the accelerator z = 2p - n; float form {tail.get('float_form_from_z', tail['form'])} "
+                  f"(positive scalar scale: same argmax)", ""]
     lines += ["## Skipped FINN steps", ""]
     lines += [f"- {s['step']}: missing {s['missing']}" for s in report["skipped_steps"]] or ["- none"]
     lines += ["", "## Artifacts", ""] + [f"- {k}: {v}" for k, v in report["artifacts"].items()]
@@ -170,8 +190,7 @@ def print_summary(report: dict[str, Any]) -> None:
         print(warning)
     acc = report["accuracy"]
     print(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
-    for level in LEVELS:
-        e = ver["levels"][level]
+    for level, e in ver["levels"].items():
         if e.get("executed"):
             print(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
                   f"({e['seconds']} s)")

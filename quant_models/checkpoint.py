@@ -67,10 +67,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         # torch's weights_only failure is a long text; its one informative line names the refused global.
         first_line = next((l for l in lines if "Unsupported global" in l), lines[0] if lines else type(error).__name__)
-        raise OnebitError(
-            f"{path}: not a onebit checkpoint (torch.load failed: {first_line[:120]}); "
-            "give a model.pt written by onebit"
-        ) from None
+        if len(first_line) > 120:  # whole words: a cut mid-word reads like a different word
+            first_line = first_line[:120].rsplit(" ", 1)[0] + " ..."
+        hint = ("; a QONNX model goes in as model.onnx: `onebit build model.onnx --input-scale ...` (README 'Bring "
+                "your own model')" if path.suffix.lower() == ".onnx" or _looks_like_onnx(path) else
+                "; give a model.pt written by onebit")
+        raise OnebitError(f"{path}: not a onebit checkpoint (torch.load failed: {first_line}){hint}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         what = f"a {type(data).__name__}" if not isinstance(data, dict) else "a dict without format='onebit-checkpoint'"
         raise OnebitError(f"{path}: not a onebit checkpoint (it holds {what}); give a model.pt written by onebit")
@@ -81,6 +83,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if not isinstance(data.get(key), dict):
             raise OnebitError(f"{path}: checkpoint has no '{key}' dict; the file is damaged, retrain or re-save it")
     return data
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    """An ONNX protobuf starts with field 1 (ir_version, varint): byte 0x08."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(1) == b"\x08"
+    except OSError:
+        return False
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[OnebitNet, dict[str, Any]]:

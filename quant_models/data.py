@@ -83,10 +83,17 @@ class ImageDataset:
 
 
 def load_dataset(name: str, split: str, root: str | os.PathLike | None = None) -> ImageDataset:
-    """Load `split` ("train" or "test") of dataset `name` from `root` (resolved as the module says)."""
-    name = _check_name(name)
+    """Load `split` ("train" or "test") of dataset `name` from `root` (resolved as the module says).
+
+    `name` may also be your own data: `folder:PATH` or `npz:PATH` (quant_models/custom_data.py).
+    """
     if split not in SPLITS:
         raise OnebitError(f"unknown split {split!r} for dataset {name}; use one of {', '.join(SPLITS)}")
+    from quant_models.custom_data import is_custom_spec, load_custom
+
+    if is_custom_spec(name):
+        return load_custom(name, split, root)
+    name = _check_name(name)
     directory = resolve_root(name, root)
     if name == "cifar10":
         images, labels, classes = _load_cifar10(directory, split)
@@ -285,5 +292,6 @@ def _check_name(name: str) -> str:
     key = name.lower().replace("_", "-")
     key = {"fashion": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(key, key)
     if key not in DATASETS:
-        raise OnebitError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+        raise OnebitError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}, or your own as "
+                          "folder:PATH (a folder per class) or npz:PATH (images + labels)")
     return key

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from onebit.atomic import save_figure_atomic, write_atomic
 from onebit.errors import OnebitError, cli_errors
 from quant_models.checkpoint import check_state_dict, save_checkpoint
+from quant_models.custom_data import content_hash
 from quant_models.data import ImageDataset, load_dataset
 from quant_models.estimators import ESTIMATORS, get_estimator, parse_hparams
 from quant_models.topologies import ARCHITECTURES, OnebitNet, build_model, complete_arch
@@ -75,8 +76,12 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
 
-    train_set = load_dataset(config.dataset, "train", config.data_root).head(config.limit_train)
-    test_set = load_dataset(config.dataset, "test", config.data_root).head(config.limit_test)
+    full_train = load_dataset(config.dataset, "train", config.data_root)
+    full_test = load_dataset(config.dataset, "test", config.data_root)
+    # What a later build or validation checks it finds under the same name (quant_models/custom_data.py).
+    content = {"train": content_hash(full_train.images, full_train.labels),
+               "test": content_hash(full_test.images, full_test.labels)}
+    train_set, test_set = full_train.head(config.limit_train), full_test.head(config.limit_test)
     estimator = get_estimator(config.estimator, **config.hparams)
     arch = complete_arch(
         {
@@ -173,6 +178,7 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
     meta = {
         "dataset": {
             "name": train_set.name,
+            "sha256": content,
             "classes": train_set.classes,
             "in_shape": train_set.in_shape,
             "num_train": len(train_set),
@@ -384,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--estimator", default=defaults.estimator, help=f"one of {', '.join(sorted(ESTIMATORS))}")
     parser.add_argument("--hparam", action="append", metavar="KEY=VALUE", help="estimator hyperparameter (repeatable)")
     parser.add_argument("--arch", action="append", metavar="KEY=JSON", help="architecture override, e.g. 'hidden=[128,128,128]'")
-    parser.add_argument("--dataset", default=defaults.dataset)
+    parser.add_argument("--dataset", default=defaults.dataset,
+                        help="mnist, fashion-mnist, cifar10, or your own: folder:PATH (a subfolder of images per "
+                             "class, optionally under train/ and test/) or npz:PATH (images uint8 NCHW/NHWC + labels)")
     parser.add_argument("--data-root", default=None, help="folder with the dataset files")
     parser.add_argument("--input-bits", type=int, default=defaults.input_bits, choices=(8, 1))
     parser.add_argument("--epochs", type=int, default=defaults.epochs)

@@ -41,13 +41,17 @@ def check_build_dir(build_dir: Path) -> None:
     if not (build_dir / "driver" / "io.json").is_file():
         raise OnebitError(f"{build_dir}: no driver/io.json (the I/O description); the build did not finish, "
                           "rerun `onebit build`")
-    if not (build_dir / "model.pt").is_file():
-        raise OnebitError(f"{build_dir}: no model.pt (the checkpoint the build came from); copy it there "
-                          "or rerun `onebit build`")
+    if not (build_dir / "model.pt").is_file() and not (build_dir / "import.json").is_file():
+        raise OnebitError(f"{build_dir}: no model.pt (the checkpoint the build came from) nor import.json (an "
+                          "imported model.onnx's record); copy it there or rerun `onebit build`")
 
 
 def software_scores(build_dir: Path, images: np.ndarray) -> np.ndarray:
-    """Integer class scores z of the collapsed checkpoint in PyTorch."""
+    """Integer class scores z of the collapsed checkpoint in PyTorch (of the QONNX reference for an imported model)."""
+    from hw.check.imported import is_imported_build, reference_scores
+
+    if is_imported_build(build_dir):
+        return reference_scores(build_dir, images)
     import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
     from export.collapse import collapse, integer_scores
     from quant_models.checkpoint import load_checkpoint
@@ -94,16 +98,21 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
                    data_root: str | None = None, accel_model=None, progress: bool = True,
                    write: bool = True) -> dict[str, Any]:
     """Run the comparison and return the report (also written to BUILD_DIR/validation/ when `write`)."""
-    from quant_models.checkpoint import read_checkpoint
+    from hw.check.imported import build_meta
     from quant_models.data import load_dataset
 
     build_dir = Path(build_dir)
     check_build_dir(build_dir)
-    meta = read_checkpoint(build_dir / "model.pt")
+    meta = build_meta(build_dir)
     name = dataset or meta.get("dataset", {}).get("name")
     if not name:
         raise OnebitError(f"{build_dir}/model.pt names no dataset; pass --dataset")
     data = load_dataset(name, "test", data_root)
+    from quant_models.custom_data import content_warning
+
+    warning = None if dataset else content_warning(data, meta["dataset"].get("sha256"))
+    if warning:
+        print(warning)
     images, labels = data.images, data.labels
     if limit is not None:
         if limit < 1:
@@ -137,6 +146,8 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
     report: dict[str, Any] = {
         "build": str(build_dir), "dataset": name, "samples": int(len(images)),
         "backend": accelerator.backend,
+        "software": ("QONNX reference: the imported model on the declared float input" if "import" in meta
+                     else "PyTorch, collapsed checkpoint"),
         "accelerator": ("PYNQ board (bitfile)" if accelerator.backend == "board"
                         else "bit-exact accelerator model (no board)"),
         "software_accuracy": float(np.mean(pred_sw == labels)),
@@ -166,7 +177,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"validation of {r['build']} on {r['samples']} {r['dataset']} test images",
         f"  accelerator: {r['accelerator']}",
-        f"  software (PyTorch, collapsed checkpoint) accuracy: {r['software_accuracy']:.2%}  "
+        f"  software ({r.get('software', 'PyTorch, collapsed checkpoint')}) accuracy: {r['software_accuracy']:.2%}  "
         f"({r['software_images_per_s']:.0f} images/s)",
         f"  accelerator accuracy: {r['accelerator_accuracy']:.2%}  ({r['accelerator_images_per_s']:.0f} images/s)",
         f"  integer score mismatches: {r['mismatches']}" + (f" (first at {r['first_mismatches']})" if r["mismatches"] else ""),
@@ -181,7 +192,8 @@ def format_report(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onebit validate", description=__doc__.splitlines()[0])
     parser.add_argument("build_dir", type=Path, help="a build folder written by `onebit build`")
-    parser.add_argument("--dataset", help="test set name (default: the checkpoint's dataset)")
+    parser.add_argument("--dataset", help="test set: mnist, fashion-mnist, cifar10, folder:PATH, npz:PATH "
+                        "(default: the checkpoint's dataset, or the imported model's)")
     parser.add_argument("--data-root", help="dataset folder (default: as quant_models.data resolves it)")
     parser.add_argument("--limit", type=int, help="first N test images only")
     parser.add_argument("--backend", choices=("auto", "board", "model"), default="auto",

@@ -40,6 +40,17 @@ def load_test_set(meta: dict[str, Any], samples: int):
     if not name:
         raise VerificationError("the checkpoint does not name its dataset; cannot pick verification images")
     test = load_dataset(name, "test", dataset.get("root"))
+    from quant_models.custom_data import content_warning
+
+    warning = content_warning(test, dataset.get("sha256"))
+    if warning:
+        import sys
+
+        print(warning, file=sys.stderr)
+    in_shape = (meta.get("arch") or {}).get("in_shape")
+    if in_shape and list(test.images.shape[1:]) != list(in_shape):
+        raise VerificationError(f"dataset {name} has images {list(test.images.shape[1:])}, the model takes "
+                                f"{list(in_shape)}; pass a dataset of that image shape")
     if samples:
         test = test.head(samples)
     return test.images, test.labels, name
@@ -281,8 +292,7 @@ def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
     """The per-level verification table (Markdown rows), for validation/mismatches.md and report.md."""
     rows = ["| level | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
             "|---|---|---|---|---|---|"]
-    for level in LEVELS:
-        e = levels[level]
+    for level, e in levels.items():  # in the order they ran (pipeline order; imported models have their own)
         if e.get("executed"):
             rows.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {e['argmax_mismatches']} | "
                         f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")

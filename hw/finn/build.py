@@ -7,8 +7,9 @@ build_dataflow_steps) one by one with one `DataflowBuildConfig`, saving the mode
 process (finn/builder/build_dataflow.py: setup_logging), which would swallow our progress bars and
 errors; the steps and their configuration are FINN's own either way.
 
-Two onebit steps sit between FINN's, each a small documented graph edit (see their docstrings):
-`step_onebit_uint8_input` (the accelerator reads raw UINT8 pixels; drop the identity input threshold)
+onebit's steps sit between FINN's, each a small documented graph edit (see their docstrings):
+`step_onebit_uint8_input` (the accelerator reads raw UINT8 pixels; drop the identity input threshold;
+`step_onebit_drop_input_identity` does it again after streamlining, for imported models' [0, 1] inputs)
 and `step_onebit_split_score_affine` (the accelerator streams the last layer's popcounts; the exact
 integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
 finn-hlslib or XSI run only where those tools exist; otherwise they are listed in skipped.txt.
@@ -41,6 +42,7 @@ SCORE_AFFINE_KEY = "onebit_score_affine"
 # FINN steps that run everywhere (pure Python): streamlining to XNOR-popcount, HW layers, folding,
 # estimates and HLS/RTL code generation. The folding steps are chosen per FoldingSpec in _step_list.
 FRONTEND_HEAD = ["step_qonnx_to_finn", "step_tidy_up", "step_onebit_uint8_input", "step_streamline",
+                 "step_onebit_drop_input_identity",
                  "step_onebit_split_score_affine", "step_convert_to_hw", "step_minimize_bit_width_initial",
                  "step_create_dataflow_partition", "step_specialize_layers"]
 FRONTEND_TAIL = ["step_minimize_bit_width", "step_generate_estimate_reports", "step_hw_codegen"]
@@ -125,10 +127,23 @@ def _is_uint8_identity(model, node, inst) -> bool:
         return False
     out_dtype = inst.get_nodeattr("out_dtype")
     out_dtype = out_dtype.decode() if isinstance(out_dtype, bytes) else out_dtype
-    expected = np.arange(255, dtype=np.float64) + 0.5
+    # On integer pixels x >= t is x >= ceil(t): thresholds with ceil(t_k) = k + 1 (0.5, 1.5, .. as exported,
+    # or 1, 2, .. after streamlining rounded them) count the pixel value itself.
+    expected = np.arange(255, dtype=np.float64) + 1.0
     return (out_dtype == "UINT8" and float(inst.get_nodeattr("out_scale")) == 1.0
             and float(inst.get_nodeattr("out_bias")) == 0.0
-            and bool(np.all(thresholds.astype(np.float64) == expected[None, :])))
+            and bool(np.all(np.ceil(thresholds.astype(np.float64)) == expected[None, :])))
+
+
+def step_onebit_drop_input_identity(model, cfg):
+    """After streamlining, drop the input MultiThreshold again when it has become the identity on UINT8.
+
+    Why: a QONNX model from elsewhere (export/qonnx_import.py) quantizes a [0, 1] input, e.g. Brevitas'
+    Uint8ActPerTensorFloat with scale 1/255; once streamlining absorbed the declared x/255 into it, its
+    thresholds are 1..255 on the raw pixels, which FINN would build as a ~25k-LUT Thresholding layer that
+    does nothing. Same test as step_onebit_uint8_input; a no-op for onebit's own exports.
+    """
+    return step_onebit_uint8_input(model, cfg)
 
 
 def step_onebit_split_score_affine(model, cfg):
@@ -156,8 +171,14 @@ def step_onebit_split_score_affine(model, cfg):
                          "cannot be moved off the accelerator exactly; the score layer needs one scale")
     a, b = float(scale.reshape(-1)[0]), float(offset.reshape(-1)[0])
     alpha = a / 2.0
-    if not (alpha > 0 and abs(b + fan_in * alpha) <= 1e-6 * fan_in * alpha):
-        raise BuildError(f"score affine y = {a} p + {b} is not alpha*(2p - n) with n={fan_in}; refusing to guess")
+    if not alpha > 0:
+        raise BuildError(f"score affine y = {a} p + {b} (node {mul.name}) has a scale <= 0, which changes which class "
+                         "wins; refusing")
+    # y = a p + b = alpha (2p - n) + beta: beta is 0 for onebit's own exports; a positive scalar tail left in
+    # a graph (e.g. a TensorNorm) gives beta != 0, which shifts every class alike (the argmax is z's).
+    beta = b + fan_in * alpha
+    if abs(beta) <= 1e-6 * fan_in * alpha:
+        beta = 0.0
     popcount = xnor.output[0]
     popcount_dtype = model.get_tensor_datatype(popcount)
     model.graph.node.remove(mul)
@@ -168,12 +189,14 @@ def step_onebit_split_score_affine(model, cfg):
         model.graph.value_info.remove(value)
     model.set_tensor_datatype(graph_output, popcount_dtype)
     model.set_metadata_prop(SCORE_AFFINE_KEY, json.dumps(
-        {"form": "popcount", "n": fan_in, "alpha": alpha, "scores": "z = 2*p - n"}))
+        {"form": "popcount", "n": fan_in, "alpha": alpha, "beta": beta, "scores": "z = 2*p - n",
+         "float_scores": f"y = {alpha:.6g} * z {beta:+.6g}"}))
     return model
 
 
 _ONEBIT_STEPS: dict[str, Callable] = {
     "step_onebit_uint8_input": step_onebit_uint8_input,
+    "step_onebit_drop_input_identity": step_onebit_drop_input_identity,
     "step_onebit_split_score_affine": step_onebit_split_score_affine,
 }
 

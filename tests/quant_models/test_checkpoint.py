@@ -100,3 +100,16 @@ def test_newer_version_refused(tmp_path: Path) -> None:
     path = _edited(tmp_path, lambda d: d.update(version=99))
     with pytest.raises(OnebitError, match="newer"):
         read_checkpoint(path)
+
+
+def test_not_a_checkpoint_message_keeps_whole_words_and_points_onnx_to_its_door(tmp_path) -> None:
+    from quant_models.checkpoint import read_checkpoint
+
+    onnx_bytes = tmp_path / "TFC_1W1A.bin"
+    onnx_bytes.write_bytes(b"\x08\x08\x12\x07pytorch" + b"x" * 300)  # what an ONNX file starts with
+    with pytest.raises(OnebitError) as info:
+        read_checkpoint(onnx_bytes)
+    message = str(info.value)
+    assert "onebit build model.onnx" in message
+    failed = message.split("torch.load failed: ", 1)[1].split(")", 1)[0]
+    assert len(failed) <= 124 and (failed.endswith(" ...") or len(failed) < 120)

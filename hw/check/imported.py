@@ -1,0 +1,204 @@
+"""Verification of a build of a QONNX model from elsewhere (export/qonnx_import.py), and its software side.
+
+The reference is the user's own model (`model_imported.onnx`, after qonnx cleanup) executed by qonnx on the
+declared float input (scale * pixel + offset, in the model's layout). Every level is reduced to the score
+layer's integer accumulator z and compared with it on every sample:
+
+  qonnx_reference   the user's model on the declared float input; z = s / alpha, s = the score layer's
+                    output (the tensor before the argmax-preserving score tail), alpha = its scale
+  qonnx             the build's model_qonnx.onnx (pre-processing merged in front, tail cut) on raw pixels
+  finn_streamlined  finn/step_streamline.onnx; z = output / alpha
+  finn_hw_layers    finn/step_create_dataflow_partition.onnx; z = 2p - n, exact
+
+A float level's z must lie within 1e-3 of an integer (else it is counted as a mismatch on that sample).
+`onebit validate` compares the accelerator model (or the board) with the same reference (reference_scores).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.qonnx_import import REFERENCE_FILE, declared_input, read_import_record
+from hw.check.verify import compare, confusion_matrix, plot_confusion, run_graph
+from onebit.atomic import write_text_atomic
+from onebit.errors import OnebitError
+
+INTEGER_TOLERANCE = 1e-3
+REFERENCE_LEVEL = "qonnx_reference"
+
+
+def is_imported_build(build_dir: str | Path) -> bool:
+    return (Path(build_dir) / "import.json").is_file()
+
+
+def build_meta(build_dir: str | Path) -> dict[str, Any]:
+    """What a build folder was made from: the checkpoint's meta, or for an imported model its record."""
+    record = read_import_record(build_dir)
+    if record is None:
+        from quant_models.checkpoint import read_checkpoint
+
+        return read_checkpoint(Path(build_dir) / "model.pt")
+    return {"arch": {"name": f"imported {Path(record['model']).name}"}, "estimator": None,
+            "dataset": {"name": record.get("dataset")}, "import": record}
+
+
+def near_integers(values: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """(int64 z, per-sample 'every entry within tolerance of an integer', largest distance) of values/scale."""
+    z = np.asarray(values, dtype=np.float64) / float(scale)
+    rounded = np.rint(z)
+    distance = np.abs(z - rounded)
+    exact = np.all(distance <= INTEGER_TOLERANCE, axis=tuple(range(1, z.ndim)))
+    return rounded.astype(np.int64), exact, float(distance.max()) if distance.size else 0.0
+
+
+def _run_with_tail_input(model_path: Path, x: np.ndarray, tail_input: str, batch: int = 100):
+    """(graph output y, tensor `tail_input`) of a QONNX model on float input x, batched (qonnx execute_onnx)."""
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from export.qonnx import _with_batch
+
+    model = ModelWrapper(str(model_path))
+    out_name = model.graph.output[0].name
+    if tail_input != out_name:
+        shape = model.get_tensor_shape(tail_input) or model.get_tensor_shape(out_name)
+        model.graph.output.append(helper.make_tensor_value_info(tail_input, 1, shape))
+    batch = max(1, min(batch, len(x)))
+    model = _with_batch(model, batch)
+    in_name = model.graph.input[0].name
+    ys, ss = [], []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+        out = execute_onnx(model, {in_name: chunk})
+        ys.append(out[out_name][:n])
+        ss.append(out[tail_input][:n])
+    return np.concatenate(ys), np.concatenate(ss)
+
+
+def reference_outputs(build_dir: str | Path, images: np.ndarray,
+                      record: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(y, s): the user's model's output and its score layer's output on the declared input of `images`."""
+    record = record or read_import_record(build_dir)
+    x = declared_input(images, record)
+    return _run_with_tail_input(Path(build_dir) / REFERENCE_FILE, x, record["score_tail"]["input_tensor"])
+
+
+def score_alpha(record: dict[str, Any]) -> float:
+    alpha = record.get("score_layer_alpha")
+    if not alpha:
+        raise OnebitError("import.json has no score_layer_alpha (the build did not finish); rerun "
+                          "`onebit build model.onnx`")
+    return float(alpha)
+
+
+def reference_scores(build_dir: str | Path, images: np.ndarray) -> np.ndarray:
+    """The reference's integer scores z (what `onebit validate` compares the accelerator with)."""
+    record = read_import_record(build_dir)
+    _, s = reference_outputs(build_dir, images, record)
+    z, exact, distance = near_integers(s, score_alpha(record))
+    if not exact.all():
+        raise OnebitError(f"the reference's score layer output is not alpha * integer on {int((~exact).sum())} "
+                          f"images (off by up to {distance:.3g}); the model is not a binary score layer")
+    return z
+
+
+def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, labels: np.ndarray | None,
+                          dataset: str, progress: bool = True) -> dict[str, Any]:
+    """Every level against the QONNX reference on the same images; written to validation/ like verify_build."""
+    from export.qonnx import run_qonnx
+
+    affine = build.score_affine
+    alpha = float(affine.get("alpha") or 0.0)
+    if not alpha > 0:
+        raise OnebitError("the build recorded no score-layer scale (alpha); its last step did not run")
+    levels: dict[str, dict[str, Any]] = {}
+    scores: dict[str, np.ndarray] = {}
+
+    def record_level(level: str, started: float, values, how: str, scale: float = 1.0, error: str | None = None):
+        entry: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 2), "how": how}
+        if error is not None:
+            entry.update({"executed": False, "reason": error})
+        else:
+            z, exact, distance = near_integers(values, scale)
+            scores[level] = z
+            entry.update({"executed": True, **compare(scores.get(REFERENCE_LEVEL, z), z, exact),
+                          "max_distance_from_integer": distance})
+            if labels is not None:
+                entry["accuracy"] = float(np.mean(z.argmax(1) == labels))
+        levels[level] = entry
+
+    def failed(error: Exception) -> str:
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+
+    started = time.perf_counter()
+    y, s = reference_outputs(build.out_dir, images, record)
+    record_level(REFERENCE_LEVEL, started, s, "qonnx execute_onnx of model_imported.onnx on the declared float "
+                 f"input ({record['input']['scale_text']} * pixel {record['input']['offset']:+g}); z = s / alpha", alpha)
+    # The tail must not change the winner: the class y picks has the top z (ties in z are ties, whatever
+    # float noise the reference's own summation order adds).
+    z_ref = scores[REFERENCE_LEVEL]
+    tail_changes = int(np.sum(z_ref[np.arange(len(z_ref)), np.argmax(y, 1)] != z_ref.max(1)))
+    levels[REFERENCE_LEVEL]["score_tail_argmax_changes"] = tail_changes
+
+    started = time.perf_counter()
+    try:
+        record_level("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", images, batch_size=100),
+                     "qonnx execute_onnx of model_qonnx.onnx (pre-processing merged, tail cut) on raw pixels", alpha)
+    except Exception as error:  # a level that cannot run is reported, not fatal
+        record_level("qonnx", started, None, "", error=failed(error))
+    for level, step in (("finn_streamlined", "step_streamline"), ("finn_hw_layers", "step_create_dataflow_partition")):
+        started = time.perf_counter()
+        path = build.step_model(step)
+        if not path.exists():
+            record_level(level, started, None, "", error=f"{path.name} was not produced by the build")
+            continue
+        try:
+            values, how = run_graph(path, images, progress=progress)
+            if level == "finn_hw_layers" and affine.get("form") == "popcount":
+                values, how, scale = 2 * np.rint(values) - affine["n"], how + "; z = 2p - n", 1.0
+            else:
+                scale, how = alpha, how + "; z = output / alpha"
+            record_level(level, started, values, f"FINN execute_onnx (python), {how}", scale)
+        except Exception as error:
+            record_level(level, started, None, "", error=failed(error))
+
+    compared = [lv for lv in levels if lv != REFERENCE_LEVEL]
+    first_divergent = next((lv for lv in compared if levels[lv].get("executed") and levels[lv]["integer_mismatches"]),
+                           None)
+    if not levels[REFERENCE_LEVEL]["executed"] or levels[REFERENCE_LEVEL]["non_integer_outputs"]:
+        first_divergent = first_divergent or REFERENCE_LEVEL
+    not_executed = [lv for lv in levels if not levels[lv].get("executed")]
+    tail = record["score_tail"]
+    result = {
+        "dataset": dataset, "samples": int(len(images)), "compared_against": REFERENCE_LEVEL,
+        "score_form": f"z = s / alpha, alpha = {alpha:.6g} (the score layer's scale); on the accelerator z = 2p - n",
+        "score_tail": {**tail, "float_form_from_z": f"y = {tail['scale'] * alpha:.6g} * z {tail['offset']:+.6g}",
+                       "argmax_changes_measured": tail_changes},
+        "levels": levels, "first_divergent_level": first_divergent, "not_executed": not_executed,
+        "ok": first_divergent is None and tail_changes == 0,
+    }
+    _write(build.out_dir, result, scores, labels)
+    return result
+
+
+def _write(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
+    from hw.check.verify import mismatch_table
+
+    folder = Path(out_dir) / "validation"
+    folder.mkdir(exist_ok=True)
+    write_text_atomic(folder / "mismatches.md", "\n".join(mismatch_table(result["levels"])) + "\n")
+    write_text_atomic(folder / "verification.json", json.dumps(result, indent=2))
+    if labels is not None and REFERENCE_LEVEL in scores:
+        predicted = scores[REFERENCE_LEVEL].argmax(1)
+        k = int(max(labels.max(), predicted.max())) + 1
+        matrix = confusion_matrix(labels, predicted, k)
+        plot_confusion(matrix, [str(c) for c in range(k)],
+                       f"imported model (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")
