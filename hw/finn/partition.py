@@ -10,7 +10,6 @@ HW layers; the IODMAs are the DMA engines the driver programs, not part of the c
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from qonnx.core.modelwrapper import ModelWrapper
@@ -19,6 +18,7 @@ from onebit.errors import OnebitError
 
 PARTITION_OP = "StreamingDataflowPartition"
 DMA_OPS = ("IODMA_hls", "IODMA")
+ONEBIT_METADATA_PREFIX = "onebit_"  # hw/finn/build.py's graph edits record what the host must do
 
 
 class PartitionError(OnebitError):
@@ -45,6 +45,12 @@ def dataflow_child_path(model: ModelWrapper) -> Path | None:
     The dataflow partition is the one whose nodes are not all IODMAs; onebit builds single-input,
     single-output accelerators, so there must be exactly one.
     """
+    found = dataflow_partition(model)
+    return None if found is None else found[1]
+
+
+def dataflow_partition(model: ModelWrapper) -> tuple[str, Path] | None:
+    """(partition node name, child model path) of the dataflow partition, or None if not partitioned."""
     if not is_partitioned(model):
         return None
     others = [node.name for node in model.graph.node if node.op_type != PARTITION_OP]
@@ -60,7 +66,7 @@ def dataflow_child_path(model: ModelWrapper) -> Path | None:
     if len(candidates) != 1:
         raise PartitionError(f"the partitioned model has {len(candidates)} dataflow partitions "
                              f"({[name for name, _ in candidates]}); onebit drives exactly one between the DMAs")
-    return candidates[0][1]
+    return candidates[0]
 
 
 def dataflow_model(path: str | Path) -> ModelWrapper:
@@ -75,11 +81,26 @@ def resolve_final_model(final_model: str | Path, out_dir: str | Path) -> tuple[P
 
     A partitioned parent's dataflow child lives in FINN's scratch folder; it is copied next to the step
     models as `finn/dataflow_partition.onnx`, so the build folder names its final HW-layer model itself.
+    ZynqBuild prefixes the child's node names with the partition's name ("StreamingDataflowPartition_1_
+    MVAU_hls_0"); the copy gets the names back that the estimates, the report and a folding file use
+    (`--folding folding.json` on a rebuild must find "MVAU_hls_0"). CreateDataflowPartition does not carry
+    the parent's metadata into the child: onebit's own entries (the host-side score affine z = 2p - n, the
+    input layout) are copied over, or io.json would describe popcounts as class scores.
     """
     final_model = Path(final_model)
-    child = dataflow_child_path(ModelWrapper(str(final_model)))
-    if child is None:
+    parent = ModelWrapper(str(final_model))
+    found = dataflow_partition(parent)
+    if found is None:
         return final_model, None
+    partition, child_path = found
+    child = ModelWrapper(str(child_path))
+    prefix = f"{partition}_"
+    for node in child.graph.node:
+        if node.name.startswith(prefix):
+            node.name = node.name[len(prefix):]
+    for prop in parent.model.graph.metadata_props:
+        if prop.key.startswith(ONEBIT_METADATA_PREFIX) and child.get_metadata_prop(prop.key) is None:
+            child.set_metadata_prop(prop.key, prop.value)
     target = Path(out_dir) / "finn" / "dataflow_partition.onnx"
-    shutil.copy2(child, target)
+    child.save(str(target))
     return target, final_model

@@ -73,9 +73,15 @@ def test_partitioned_parent_is_read_through_its_dataflow_child(tfc_build, tmp_pa
     before = dataflow_model(build / "finn" / "step_hw_codegen.onnx")
     assert [n.op_type for n in child.graph.node] == [n.op_type for n in before.graph.node]
 
-    # io.json from the child, with the DMA shapes FINN's own driver generation derives from the parent.
-    io_path = write_io_description(child, build / "driver", partitioned_parent=parent_path)
+    # io.json from the final (child) model, with the DMA shapes FINN's own driver generation derives from the
+    # parent, and the host-side score affine of the un-partitioned build (the child carries no metadata).
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    io_path = write_io_description(ModelWrapper(str(final)), build / "driver", partitioned_parent=parent_path)
     spec = IOSpec.load(io_path)
+    reference = IOSpec.load(tfc_build / "driver" / "io.json")
+    assert (spec.output_values, spec.score_scale, spec.score_offset) == \
+        (reference.output_values, reference.score_scale, reference.score_offset) == ("popcount", 2, -64)
     finn = get_driver_shapes(parent)
     assert [spec.ishape_normal] == [tuple(s) for s in finn["ishape_normal"]]
     assert [spec.ishape_folded] == [tuple(s) for s in finn["ishape_folded"]]
