@@ -10,7 +10,11 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${ONEBIT_VENV:-$here/.venv}"
 python="${PYTHON:-python3}"
-torch_spec="torch==2.13.0"   # the CPU build; tests/test_environment.py checks it stayed
+# The CPU build, by its local version label: `torch==2.13.0` alone resolves to the CUDA build (+ ~17 nvidia
+# packages) on Linux. It comes from PyTorch's CPU wheel index, or a local wheel where pip has one (find-links).
+# tests/test_environment.py checks it stayed; tests/test_dockerfile.py resolves it in isolation.
+torch_spec="torch==2.13.0+cpu"
+torch_index="${ONEBIT_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 stamp="$venv/.onebit-setup-stamp"
 lock="$here/tools/requirements.lock"
 
@@ -23,7 +27,7 @@ else
     rm -rf "$venv"
     "$python" -m venv "$venv"
     pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
-    "${pip[@]}" "$torch_spec"
+    "${pip[@]}" --extra-index-url "$torch_index" "$torch_spec"
     "${pip[@]}" --no-deps -r "$lock"
     "${pip[@]}" --no-deps --no-build-isolation -e "$here"
     echo "$want" > "$stamp"

@@ -249,6 +249,8 @@ def make_fake_xilinx(root: Path, version: str = VERSION) -> FakeXilinx:
     fake = FakeXilinx(root, version, root / "fake_xilinx_calls.jsonl")
     vivado, vitis = fake.vivado, fake.vitis
     (vivado / "lib" / "lnx64.o").mkdir(parents=True, exist_ok=True)
+    # Where XSI's headers are in a real install; empty here, so XSI cannot be built (it is not faked).
+    (vivado / "data" / "xsim" / "include").mkdir(parents=True, exist_ok=True)
     (vitis / "lnx64" / "tools" / "fpo_v7_1").mkdir(parents=True, exist_ok=True)
     (vivado / "settings64.sh").write_text(
         f"# FAKE Vivado settings64.sh (onebit contract tests)\nexport XILINX_VIVADO={vivado}\n"
