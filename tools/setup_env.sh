@@ -45,3 +45,14 @@ if [ ! -f "$fmnist/t10k-images-idx3-ubyte.gz" ] && [ ! -f "$fmnist/t10k-images-i
         echo "onebit: WARNING Fashion-MNIST not found in $fmnist; run 'sudo apt-get install dataset-fashion-mnist' or set ONEBIT_DATA to a folder with the idx files" >&2
     fi
 fi
+
+# tclsh runs FINN's generated Tcl in the contract tests' fake Xilinx tree (tests/hw/fake_xilinx.py).
+if ! command -v tclsh >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "onebit: installing Debian package tcl"
+        (apt-get install -y -q tcl >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q tcl >/dev/null; }) ||
+            echo "onebit: WARNING could not install tcl; run 'sudo apt-get install tcl' (the Vivado contract tests need tclsh)" >&2
+    else
+        echo "onebit: WARNING tclsh not found; run 'sudo apt-get install tcl' (the Vivado contract tests need it)" >&2
+    fi
+fi

@@ -41,6 +41,8 @@ LAUNCHER_ENV = ("FINN_RTLLIB", "FINN_CUSTOM_HLS", "XILINX_LOCAL_USER_DATA", "FIN
 
 @pytest.fixture(scope="module")
 def fake_tree(tmp_path_factory):
+    if not shutil.which("tclsh"):
+        pytest.skip("tclsh (Debian package tcl, installed by tools/setup_env.sh) runs the fake tools' Tcl")
     root = tmp_path_factory.mktemp("fake-xilinx")
     fake = make_fake_xilinx(root / "Xilinx")
     deps = root / "finn_deps"  # finn-hlslib is only passed to HLS as -I here: a marked empty stand-in
@@ -198,6 +200,12 @@ def test_full_flow_under_the_fake_xilinx_tree(board, tfc_build, fake_environment
     accelerator = Accelerator(deploy / "driver" / "io.json", backend="model", model=AcceleratorModel.from_build(out))
     mismatches = int(np.sum(np.any(accelerator.predict(images).scores != scores, axis=1)))
     assert mismatches == 0
+    # `onebit validate` (accelerator model through the driver, from io.json's hw_model) on 200 test images.
+    from hw.check.validate import main as validate_main
+
+    assert validate_main([str(out), "--limit", "200", "--backend", "model"]) == 0
+    validation = json.loads((out / "validation" / "validation.json").read_text())
+    assert validation["samples"] == 200 and validation["mismatches"] == 0 and validation["backend"] == "model"
     readme = (deploy / "README.md").read_text()
     assert "No bitstream" not in readme and "Bitstream: `bitfile/finn-accel.bit`" in readme
 
