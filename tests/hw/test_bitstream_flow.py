@@ -145,6 +145,10 @@ def test_io_json_records_accelerator_and_ps_clock_separately(tfc_build, tmp_path
     text = Path(shell.__file__).read_text()
     assert re.search(r"PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ \{(\d+)\}", text).group(1) == f"{PS_FCLK_MHZ:.0f}"
     assert re.search(r"PCW_FPGA0_PERIPHERAL_FREQMHZ \{(\d+)\}", text).group(1) == f"{PS_FCLK_MHZ:.0f}"
+    # finn-plus-driver sets fclk0 to that fixed PS clock, not to the accelerator clock its settings.json holds.
+    dma_overlay = pytest.importorskip("finn_plus_driver.overlays.dma")
+    pinned = re.search(r"Clocks\.fclk0_mhz = ([0-9.]+)", Path(dma_overlay.__file__).read_text())
+    assert pinned and float(pinned.group(1)) == PS_FCLK_MHZ
     model = ModelWrapper(str(tfc_build / "finn" / "step_hw_codegen.onnx"))
     spec = IOSpec.load(write_io_description(model, tmp_path / "driver", accel_clk_mhz=get_board("ZCU104").clock_mhz))
     assert spec.accel_clk_mhz == 200.0 and spec.fclk_mhz == PS_FCLK_MHZ

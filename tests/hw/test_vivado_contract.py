@@ -180,6 +180,13 @@ def test_full_flow_under_the_fake_xilinx_tree(board, tfc_build, fake_environment
                       ("oshape_folded", spec.oshape_folded), ("oshape_packed", spec.oshape_packed)):
         assert [tuple(s) for s in finn[key]] == [ours], key
     assert spec.accel_clk_mhz == get_board(board).clock_mhz and spec.fclk_mhz == 100.0
+    # FINN's own driver settings (step_make_driver on the parent) describe the same DMA streams.
+    finn_driver = json.loads((out / "driver" / "settings.json").read_text())["driver_information"]
+    ours = json.loads((out / "driver" / "io.json").read_text())["io_shape_dict"]
+    for key in ("idt", "odt", "idma_names", "odma_names", "ishape_normal", "ishape_folded", "ishape_packed",
+                "oshape_normal", "oshape_folded", "oshape_packed"):
+        assert finn_driver["io_shape_dict"][key] == ours[key], key
+    assert finn_driver["fclk_mhz"] == get_board(board).clock_mhz  # FINN records the accelerator clock there
     folding = json.loads((out / "folding.json").read_text())
     assert set(folding) - {"Defaults"} == {n.name for n in child.graph.node}
     assert all("PE" in v for k, v in folding.items() if k.startswith("MVAU"))
