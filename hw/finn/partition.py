@@ -98,6 +98,12 @@ def resolve_final_model(final_model: str | Path, out_dir: str | Path) -> tuple[P
     for node in child.graph.node:
         if node.name.startswith(prefix):
             node.name = node.name[len(prefix):]
+    # FINN's InsertDWC leaves the converters' output tensors annotated FLOAT32 (the hardware uses the node's
+    # dataType attribute); each HW op's own datatype inference restores what the stream carries, which the
+    # accelerator model reads per layer.
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    child = child.transform(InferDataTypes())
     for prop in parent.model.graph.metadata_props:
         if prop.key.startswith(ONEBIT_METADATA_PREFIX) and child.get_metadata_prop(prop.key) is None:
             child.set_metadata_prop(prop.key, prop.value)

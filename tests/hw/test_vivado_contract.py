@@ -110,8 +110,12 @@ def test_full_flow_under_the_fake_xilinx_tree(board, tfc_build, fake_environment
     import_finn_steps(tmp_path / "probe")
     _mark_steps(fake, monkeypatch)
     out = tmp_path / board
+    # KV260 folds with --auto-fold (its config must pass finn-plus' DataflowBuildConfig.construct_from); the
+    # others reuse the session build's folding.json, as a user re-running a build would.
+    folding = (["--auto-fold", "--margin", "0.5"] if board == "KV260"
+               else ["--folding", str(tfc_build / "folding.json")])
     argv = [str(tfc_build / "model.pt"), "--board", board, "--out", str(out), "--verify-samples", "10",
-            "--no-progress", "--folding", str(tfc_build / "folding.json")]
+            "--no-progress", *folding]
     assert build_main(argv) == 0, (out / "build.log").read_text()[-3000:]
     report = json.loads((out / "report.json").read_text())
     calls = fake.calls()
@@ -187,9 +191,13 @@ def test_full_flow_under_the_fake_xilinx_tree(board, tfc_build, fake_environment
                 "oshape_normal", "oshape_folded", "oshape_packed"):
         assert finn_driver["io_shape_dict"][key] == ours[key], key
     assert finn_driver["fclk_mhz"] == get_board(board).clock_mhz  # FINN records the accelerator clock there
-    folding = json.loads((out / "folding.json").read_text())
+    folding = json.loads((out / "folding.json").read_text())  # noqa: F841 (shadows the CLI list above)
     assert set(folding) - {"Defaults"} == {n.name for n in child.graph.node}
     assert all("PE" in v for k, v in folding.items() if k.startswith("MVAU"))
+    if board == "KV260":  # the folding the auto-fold step chose, as the build config names it
+        chosen = json.loads((out / "finn" / "autofold_folding.json").read_text())
+        assert {k: v for k, v in chosen.items() if k.startswith("MVAU")} == \
+            {k: v for k, v in folding.items() if k.startswith("MVAU")}
     assert report["verification"]["ok"] is True
 
     # The deployment package holds FINN's bitfile (here the fake's placeholder) and the child's io.json;
