@@ -25,7 +25,10 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash onebit \
 
 USER 1000:1000
 WORKDIR /home/onebit/onebit
+# torch: tools/setup_env.sh installs torch==<version>+cpu from PyTorch's CPU wheel index named here (a plain
+# `torch==<version>` from PyPI is the CUDA build with ~17 nvidia packages, several GB).
 ENV FINN_DEPS=/home/onebit/finn_deps \
+    ONEBIT_TORCH_INDEX=https://download.pytorch.org/whl/cpu \
     FINN_XILINX_PATH=/opt/Xilinx \
     FINN_XILINX_VERSION=2024.2 \
     PATH=/home/onebit/onebit/.venv/bin:$PATH

@@ -61,6 +61,15 @@ PYNQ_IMAGES = {
     "KV260": "Ubuntu 22.04 for Kria with Kria-PYNQ v3.0 or later installed (github.com/Xilinx/Kria-PYNQ)",
 }
 
+# How each board's image is reached: (login user, Jupyter notebook folder, the folder is root's). The PYNQ
+# images log in as `xilinx` with notebooks in /home/xilinx/jupyter_notebooks; Kria-PYNQ runs on Ubuntu for
+# Kria (login `ubuntu`) and installs its notebooks under /home/root/jupyter_notebooks, which needs sudo.
+_PYNQ_ACCESS = ("xilinx", "/home/xilinx/jupyter_notebooks", False)
+BOARD_ACCESS = {
+    "Pynq-Z1": _PYNQ_ACCESS, "Pynq-Z2": _PYNQ_ACCESS, "Ultra96-V2": _PYNQ_ACCESS, "ZCU104": _PYNQ_ACCESS,
+    "KV260": ("ubuntu", "/home/root/jupyter_notebooks", True),
+}
+
 
 class DeployError(OnebitError):
     """The build folder cannot be packaged (unfinished build, missing driver, unreadable report)."""
@@ -210,14 +219,21 @@ def _readme(build_dir: Path, report: dict[str, Any], manifest: dict[str, Any], n
     lines += ["## Board image", "",
               f"Flash {PYNQ_IMAGES.get(board, 'a PYNQ v3.0 or later image for ' + board)}. Nothing is installed with "
               "pip: the driver needs only numpy and pynq, which the image has.", "",
-              "## Copy to the board", "",
-              f"    scp deploy.zip xilinx@<board-ip>:/home/xilinx/jupyter_notebooks/   # or copy the deploy/ folder",
-              "    ssh xilinx@<board-ip>",
-              f"    cd /home/xilinx/jupyter_notebooks && unzip deploy.zip -d onebit-{build_dir.name}",
-              "", "## Check it on the board", "",
+              "## Copy to the board", ""]
+    user, notebooks_dir, root_owned = BOARD_ACCESS.get(board, _PYNQ_ACCESS)
+    folder = f"{notebooks_dir}/onebit-{build_dir.name}"
+    if root_owned:  # Kria-PYNQ: log in as ubuntu, the notebook folder belongs to root
+        lines += [f"    scp deploy.zip {user}@<board-ip>:~/   # or copy the deploy/ folder",
+                  f"    ssh {user}@<board-ip>",
+                  f"    sudo unzip ~/deploy.zip -d {folder}"]
+    else:
+        lines += [f"    scp deploy.zip {user}@<board-ip>:{notebooks_dir}/   # or copy the deploy/ folder",
+                  f"    ssh {user}@<board-ip>",
+                  f"    cd {notebooks_dir} && unzip deploy.zip -d onebit-{build_dir.name}"]
+    lines += ["", "## Check it on the board", "",
               "PYNQ needs root for the FPGA. In a Jupyter terminal (already root, pynq environment active), or over ssh:",
-              "", "    sudo -i", "    source /etc/profile.d/pynq_venv.sh   # PYNQ v3 images",
-              f"    cd /home/xilinx/jupyter_notebooks/onebit-{build_dir.name}/deploy",
+              "", "    sudo -i", "    source /etc/profile.d/pynq_venv.sh   # PYNQ v3 images and Kria-PYNQ",
+              f"    cd {folder}/deploy",
               "    python3 validate_on_board.py", "",
               f"It programs the bitstream, runs the {n} validation images "
               f"({data['dataset']} test images 0..{n - 1}, `validation/validation_set.npz`) through the accelerator and "

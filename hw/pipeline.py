@@ -36,7 +36,12 @@ def finish_build_folder(result: BuildResult) -> dict[str, Any]:
 
         driver_dir = result.out_dir / "driver"
         driver_dir.mkdir(exist_ok=True)
-        extras["io_description"] = str(write_io_description(ModelWrapper(str(result.final_model)), driver_dir))
+        # result.final_model is the dataflow child also after ZynqBuild (hw/finn/partition.py); its parent
+        # is checked against FINN's own driver shapes.
+        extras["io_description"] = str(write_io_description(
+            ModelWrapper(str(result.final_model)), driver_dir, accel_clk_mhz=result.board.clock_mhz,
+            hw_model=result.final_model.relative_to(result.out_dir).as_posix(),
+            partitioned_parent=result.extras.get("partitioned_parent_model")))
     package = Path(__file__).resolve().parent / "driver"
     if package.is_dir() and any(package.glob("*.py")):
         target = result.out_dir / "driver"

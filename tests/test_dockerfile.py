@@ -8,6 +8,7 @@ this suite runs with.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import shlex
@@ -208,3 +209,111 @@ def test_entrypoint_sources_a_mounted_vivado_like_finn(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == f"{vivado} vivado hls"
     # the fake Vivado has no XSI headers, so building the bindings fails and says so, without stopping
     assert "XSI" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# issue 9: CPU torch in the image, Vitis HLS 2024.2's layout, XSI where the running user can write
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+SETUP = REPO / "tools" / "setup_env.sh"
+
+
+def _torch_spec() -> str:
+    match = re.search(r'^torch_spec="([^"]+)"', SETUP.read_text(), re.M)
+    assert match, "tools/setup_env.sh no longer names the torch it installs"
+    return match.group(1)
+
+
+def test_image_installs_the_cpu_torch_build_from_the_cpu_index():
+    """Static half: the setup the Dockerfile runs names torch's +cpu build and PyTorch's CPU index."""
+    spec = _torch_spec()
+    assert re.fullmatch(r"torch==\d+\.\d+\.\d+\+cpu", spec), spec
+    setup = SETUP.read_text()
+    assert re.search(r'--extra-index-url "\$torch_index" "\$torch_spec"', setup)
+    env = " ".join(args for name, args in _instructions() if name == "ENV")
+    assert f"ONEBIT_TORCH_INDEX={CPU_INDEX}" in env.split()
+    run = [args for name, args in _instructions() if name == "RUN" and "setup_env.sh" in args]
+    assert run and "ONEBIT_TORCH_INDEX" not in run[0]  # the ENV value is the one setup_env.sh uses
+
+
+@pytest.mark.slow
+def test_lock_and_torch_pin_resolve_to_a_cpu_torch_in_isolation(tmp_path):
+    """Resolver half: pip, isolated from this machine's configuration, resolves the image's torch pin plus the
+    lock's pins (as constraints) to the CPU build and no CUDA package.
+
+    PyTorch's index cannot be reached here, so a local folder stands in for it holding only the wheel it
+    serves for the pin (the +cpu wheel this machine has); everything else comes from PyPI. What this proves:
+    the pin selects the CPU wheel whatever else PyPI offers, torch's dependencies resolve within the lock's
+    pins, and nothing pulls a CUDA package. It does not prove download.pytorch.org serves that file.
+    """
+    spec = _torch_spec()
+    version = spec.split("==", 1)[1]
+    wheels = sorted(Path("/opt/wheels").glob(f"torch-{version.replace('+', '*')}-cp{sys.version_info.major}"
+                                             f"{sys.version_info.minor}-*.whl")) if Path("/opt/wheels").is_dir() else []
+    if not wheels:
+        pytest.skip(f"no local copy of the {spec} wheel to stand in for PyTorch's CPU index")
+    index = tmp_path / "cpu-index"
+    index.mkdir()
+    (index / wheels[0].name).symlink_to(wheels[0])
+    constraints = tmp_path / "lock-constraints.txt"
+    constraints.write_text("\n".join(line for line in (REPO / "tools" / "requirements.lock").read_text().splitlines()
+                                     if "==" in line and not line.startswith("#")) + "\n")
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--isolated", "--quiet",
+         "--disable-pip-version-check", "--report", str(report), "--index-url", "https://pypi.org/simple",
+         "--find-links", str(index), spec, "-c", str(constraints)],
+        capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 and ("NewConnectionError" in result.stderr or "No matching distribution" in result.stderr
+                                   and "torch" not in result.stderr):
+        pytest.skip(f"PyPI is not reachable: {result.stderr.strip().splitlines()[-1:]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    install = {item["metadata"]["name"].lower(): item for item in json.loads(report.read_text())["install"]}
+    assert install["torch"]["metadata"]["version"] == version
+    assert install["torch"]["download_info"]["url"].startswith("file://")  # the CPU index stand-in, not PyPI
+    assert not [name for name in install if re.match(r"(nvidia-|triton$|cuda-)", name)], sorted(install)
+    locked = {re.sub(r"[-_.]+", "-", line.split("==")[0].lower()): line.split("==")[1].strip()
+              for line in constraints.read_text().splitlines()}
+    for name, item in install.items():
+        if name != "torch":
+            assert locked.get(re.sub(r"[-_.]+", "-", name)) == item["metadata"]["version"], name
+
+
+def test_entrypoint_finds_vitis_hls_2024_2_under_vitis(tmp_path):
+    """From 2024.2 Vitis HLS lives in Vitis/<version> (finn-plus interface_utils); there is no Vitis_HLS/2024.2."""
+    root = tmp_path / "Xilinx"
+    (root / "Vivado" / "2024.2").mkdir(parents=True)
+    (root / "Vivado" / "2024.2" / "settings64.sh").write_text("export ONEBIT_TEST_SOURCED=vivado\n")
+    (root / "Vitis" / "2024.2").mkdir(parents=True)
+    (root / "Vitis" / "2024.2" / "settings64.sh").write_text(
+        f"export ONEBIT_TEST_HLS=vitis\nexport XILINX_HLS={root}/Vitis/2024.2\n")
+    result = _entrypoint({"FINN_XILINX_PATH": str(root), "FINN_XILINX_VERSION": "2024.2", "HOME": str(tmp_path),
+                          "ONEBIT_CACHE": str(tmp_path / "cache")},
+                         "bash", "-c", "echo $ONEBIT_TEST_HLS $XILINX_LOCAL_USER_DATA; echo $LD_LIBRARY_PATH")
+    assert result.returncode == 0, result.stderr
+    hls_line, ld_line = result.stdout.strip().splitlines()[-2:]
+    assert hls_line == "vitis no"
+    assert f"{root}/Vivado/2024.2/lib/lnx64.o" in ld_line.split(":")
+    assert f"{root}/Vitis/2024.2/lnx64/tools/fpo_v7_1" in ld_line.split(":")
+    # No real Vivado binaries: the flow report says loudly that no bitstream will be built.
+    assert "NO BITSTREAM WILL BE BUILT" in result.stderr
+
+
+def test_entrypoint_builds_xsi_in_a_writable_cache_not_the_image(tmp_path):
+    """finn.xsi.setup needed FINN's global settings ("Could not find global settings") and wrote into the venv."""
+    root = tmp_path / "Xilinx"
+    vivado = root / "Vivado" / "2024.2"
+    (vivado / "data" / "xsim" / "include").mkdir(parents=True)  # XSI headers' place; empty: the build must fail
+    (vivado / "bin").mkdir()
+    (vivado / "bin" / "vivado").write_text("#!/bin/sh\nexit 0\n")
+    (vivado / "bin" / "vivado").chmod(0o755)
+    (vivado / "settings64.sh").write_text(f"export PATH={vivado}/bin:$PATH\n")
+    cache = tmp_path / "cache"
+    result = _entrypoint({"FINN_XILINX_PATH": str(root), "FINN_XILINX_VERSION": "2024.2", "HOME": str(tmp_path),
+                          "ONEBIT_CACHE": str(cache)}, "bash", "-c", "echo $FINN_XSI")
+    assert result.returncode == 0, result.stderr
+    assert "Could not find global settings" not in result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(cache / "finn_xsi-2024.2")
+    assert (cache / "finn_xsi-2024.2" / "xsi_bind.cpp").is_file()  # finn-plus' sources, copied once
+    assert f"building finn-plus' XSI bindings in {cache / 'finn_xsi-2024.2'} failed" in result.stderr
+    assert "NO BITSTREAM WILL BE BUILT" in result.stderr

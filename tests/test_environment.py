@@ -32,7 +32,8 @@ def _requested_torch() -> str:
 
 
 def test_torch_is_the_requested_cpu_build():
-    assert torch.__version__.split("+")[0] == _requested_torch()
+    assert _requested_torch().endswith("+cpu"), "tools/setup_env.sh must name the +cpu build (else pip picks CUDA)"
+    assert torch.__version__ == _requested_torch()
     assert torch.version.cuda is None, f"a CUDA torch was installed: {torch.__version__}"
 
 

@@ -10,7 +10,11 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${ONEBIT_VENV:-$here/.venv}"
 python="${PYTHON:-python3}"
-torch_spec="torch==2.13.0"   # the CPU build; tests/test_environment.py checks it stayed
+# The CPU build, by its local version label: `torch==2.13.0` alone resolves to the CUDA build (+ ~17 nvidia
+# packages) on Linux. It comes from PyTorch's CPU wheel index, or a local wheel where pip has one (find-links).
+# tests/test_environment.py checks it stayed; tests/test_dockerfile.py resolves it in isolation.
+torch_spec="torch==2.13.0+cpu"
+torch_index="${ONEBIT_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 stamp="$venv/.onebit-setup-stamp"
 lock="$here/tools/requirements.lock"
 
@@ -23,7 +27,7 @@ else
     rm -rf "$venv"
     "$python" -m venv "$venv"
     pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
-    "${pip[@]}" "$torch_spec"
+    "${pip[@]}" --extra-index-url "$torch_index" "$torch_spec"
     "${pip[@]}" --no-deps -r "$lock"
     "${pip[@]}" --no-deps --no-build-isolation -e "$here"
     echo "$want" > "$stamp"
@@ -42,19 +46,20 @@ if [ ! -f "$fmnist/t10k-images-idx3-ubyte.gz" ] && [ ! -f "$fmnist/t10k-images-i
     fi
 fi
 
-# Verilator (simulation of onebit's RTL in hw/rtl and of FINN's RTL nodes) and yosys (resource counts
-# without Vivado), from Debian's packages: tests/hw/rtl needs both.
+# Debian tools the hardware checks need: verilator (simulation of onebit's RTL in hw/rtl and of FINN's RTL
+# nodes), yosys (resource counts without Vivado), tcl (tclsh runs FINN's generated Tcl in the contract
+# tests' fake Xilinx tree, tests/hw/fake_xilinx.py). Without them those tests skip, saying why.
 missing_tools=()
-for tool in verilator yosys; do
-    command -v "$tool" >/dev/null || missing_tools+=("$tool")
+for tool in verilator:verilator yosys:yosys tclsh:tcl; do
+    command -v "${tool%%:*}" >/dev/null || missing_tools+=("${tool##*:}")
 done
 if [ "${#missing_tools[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "onebit: installing Debian packages ${missing_tools[*]}"
         (apt-get install -y -q "${missing_tools[@]}" >/dev/null 2>&1 ||
          { apt-get update -q >/dev/null && apt-get install -y -q "${missing_tools[@]}" >/dev/null; }) ||
-            echo "onebit: WARNING could not install ${missing_tools[*]}; run 'sudo apt-get install ${missing_tools[*]}' (the RTL tests are skipped without them)" >&2
+            echo "onebit: WARNING could not install ${missing_tools[*]}; run 'sudo apt-get install ${missing_tools[*]}' (the RTL and contract tests are skipped without them)" >&2
     else
-        echo "onebit: WARNING ${missing_tools[*]} not found; run 'sudo apt-get install ${missing_tools[*]}' (the RTL tests are skipped without them)" >&2
+        echo "onebit: WARNING ${missing_tools[*]} not found; run 'sudo apt-get install ${missing_tools[*]}' (the RTL and contract tests are skipped without them)" >&2
     fi
 fi

@@ -184,4 +184,5 @@ class Accelerator:
             "DRAM_in_bandwidth[MB/s]": packed.size * 1e-6 / runtime,
             "DRAM_out_bandwidth[MB/s]": out.size * 1e-6 / runtime,
             "fclk[mhz]": self.spec.fclk_mhz,
+            "accel_clk[mhz]": self.spec.accel_clk_mhz,
         }

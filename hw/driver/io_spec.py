@@ -4,7 +4,11 @@ Schema (format "onebit-io", version 1); hw/io_description.py writes it from the 
 
     platform          "zynq-iodma" (the FINN shell the bitfile was built for)
     batch_size        default number of images per DMA transfer
-    fclk_mhz          PL clock the accelerator was built for
+    fclk_mhz          the PS clock into the fabric (FCLK0 / pl_clk0) the shell expects: 100 in finn-plus'
+                      Zynq shell, whose clocking wizard makes the accelerator clock from it; the driver sets
+                      fclk0 to this
+    accel_clk_mhz     the accelerator's own clock (the build's synthesis clock); absent/null in io.json
+                      written before onebit recorded it
     bitfile           bitstream file name next to io.json (null where Vivado did not run)
     dma               {"input": "idma0", "output": "odma0"}: the IODMA instance names in the overlay
     hw_model          path of the final FINN model, relative to the build folder (the model backend)
@@ -68,7 +72,9 @@ class IOSpec:
         out = _require(data, "output", source)
         self.platform: str = data.get("platform", "zynq-iodma")
         self.batch_size: int = int(data.get("batch_size", 1))
-        self.fclk_mhz: float = float(data.get("fclk_mhz", 100.0))
+        self.fclk_mhz: float = float(data.get("fclk_mhz", 100.0))  # PS clock (fclk0)
+        accel = data.get("accel_clk_mhz")
+        self.accel_clk_mhz: float | None = None if accel is None else float(accel)
         self.bitfile: str | None = data.get("bitfile")
         dma = data.get("dma", {})
         self.idma_name: str = dma.get("input", "idma0")

@@ -21,8 +21,9 @@ class OnebitOverlay(Overlay):
         self.idma = getattr(self, spec.idma_name)
         self.odma = getattr(self, spec.odma_name)
         if spec.platform == "zynq-iodma" and download:
-            # The build's clock, as finn-examples sets it after programming; with download=False the running
-            # bitstream keeps the clock it was loaded with.
+            # FCLK0 is the PS clock the shell's clocking wizard expects at its input (io.json fclk_mhz, 100 in
+            # finn-plus' Zynq shell), not the accelerator clock (accel_clk_mhz) the wizard makes from it;
+            # with download=False the running bitstream keeps the clock it was loaded with.
             from pynq.ps import Clocks
             Clocks.fclk0_mhz = spec.fclk_mhz
         self.ibuf = self.obuf = None

@@ -32,8 +32,9 @@ from typing import Any, Callable
 import numpy as np
 
 from hw.boards import Board
-from hw.finn.env import ToolStatus, import_finn_steps, tool_status
+from hw.finn.env import SKIP_RTLSIM_ENV, ToolStatus, import_finn_steps, tool_status
 from hw.finn.folding import FoldingSpec, auto_fold_function, extract_folding
+from hw.finn.partition import resolve_final_model
 from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
@@ -231,14 +232,25 @@ def _step_list(folding: FoldingSpec) -> list[str]:
     return FRONTEND_HEAD + middle + FRONTEND_TAIL
 
 
-def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, full_flow: bool):
-    from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType, ShellFlowType
+def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, tools: ToolStatus):
+    """FINN's DataflowBuildConfig for this build, passed through finn-plus' own DataflowBuildConfig.construct_from
+    (which insists on target_fps or an existing folding_config_file)."""
+    from finn.builder.build_dataflow_config import (AutoFIFOSizingMethod, DataflowBuildConfig,
+                                                    DataflowOutputType, ShellFlowType)
 
     outputs = [DataflowOutputType.ESTIMATE_REPORTS]
-    if full_flow:
-        outputs += [DataflowOutputType.STITCHED_IP, DataflowOutputType.RTLSIM_PERFORMANCE,
-                    DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER, DataflowOutputType.DEPLOYMENT_PACKAGE]
-    return DataflowBuildConfig(
+    if tools.bitstream_flow:
+        outputs += [DataflowOutputType.STITCHED_IP, DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER,
+                    DataflowOutputType.DEPLOYMENT_PACKAGE]
+        if tools.full_flow:
+            outputs.insert(2, DataflowOutputType.RTLSIM_PERFORMANCE)
+    folding_file = folding.file if folding.mode == "file" else None
+    if folding.mode == "auto":
+        # The auto-fold step sets PE/SIMD itself (no FINN step reads this file); it writes its choice here
+        # (_autofold_step), so the config names the folding the accelerator really has.
+        folding_file = out_dir / "finn" / AUTOFOLD_FOLDING
+        write_text_atomic(folding_file, json.dumps({"Defaults": {}}, indent=2))
+    cfg = DataflowBuildConfig(
         output_dir=str(out_dir),
         synth_clk_period_ns=board.clock_ns,
         board=board.finn_board,
@@ -246,9 +258,28 @@ def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, full_flow: b
         shell_flow_type=ShellFlowType[board.shell_flow],
         generate_outputs=outputs,
         target_fps=folding.target_fps if folding.mode == "target_fps" else None,
-        folding_config_file=folding.file if folding.mode == "file" else None,
+        folding_config_file=folding_file,
         save_intermediate_models=True,
     )
+    if tools.bitstream_flow and not tools.full_flow:
+        # ONEBIT_SKIP_RTLSIM (hw/finn/env.py): FINN's own strategy that inserts the FIFOs without simulation.
+        cfg.auto_fifo_strategy = AutoFIFOSizingMethod.FORCE_MINIMAL_FIFOS
+    try:
+        return DataflowBuildConfig.construct_from(cfg)
+    except Exception as error:  # FINNConfigurationError
+        raise BuildError(f"finn-plus rejects the build configuration: {error}") from None
+
+
+AUTOFOLD_FOLDING = "autofold_folding.json"
+
+
+def _autofold_step(fold: Callable, out_dir: Path) -> Callable:
+    def step(model, cfg):
+        model = fold(model, cfg)
+        write_text_atomic(out_dir / "finn" / AUTOFOLD_FOLDING, json.dumps(extract_folding(model), indent=2))
+        return model
+
+    return step
 
 
 def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
@@ -261,12 +292,11 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     # FINN's scratch (HLS/RTL code-gen folders, partition models) is the build folder's hw/.
     finn_steps = import_finn_steps(out_dir / "hw")
     tools = tool_status()
-    cfg = _make_config(out_dir, board, folding, tools.full_flow)
+    cfg = _make_config(out_dir, board, folding, tools)
 
     steps = _step_list(folding)
-    if tools.full_flow:
-        steps += [name for name, _ in TOOL_STEPS]
-    skipped = [] if tools.full_flow else _skipped_steps(tools)
+    skipped = _skipped_steps(tools)
+    steps += [name for name, _ in TOOL_STEPS if name not in {row["step"] for row in skipped}]
 
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
@@ -275,10 +305,11 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
 
         if hasattr(autofold, "make_autofold_step"):  # writes its own report next to ours
             margin = {} if folding.margin is None else {"margin": folding.margin}
-            lookup["step_onebit_auto_fold"] = autofold.make_autofold_step(board, **margin)
+            fold = autofold.make_autofold_step(board, **margin)
         else:
             auto_fold = auto_fold_function()
-            lookup["step_onebit_auto_fold"] = lambda model, cfg: auto_fold(model, board)
+            fold = lambda model, cfg: auto_fold(model, board)  # noqa: E731
+        lookup["step_onebit_auto_fold"] = _autofold_step(fold, out_dir)
 
     model = ModelWrapper(str(qonnx_path))
     seconds: dict[str, float] = {}
@@ -302,16 +333,29 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
             seconds[step] = round(time.perf_counter() - started, 3)
             previous = out_dir / "finn" / f"{step}.onnx"
             model.save(str(previous))
+    # After ZynqBuild/VitisBuild the model is the partitioned parent: onebit reads its dataflow child.
+    final_model, parent = resolve_final_model(previous, out_dir)
+    if parent is not None:
+        model = ModelWrapper(str(final_model))
     affine_text = model.get_metadata_prop(SCORE_AFFINE_KEY)
     result = BuildResult(out_dir=out_dir, board=board, folding=folding, steps_run=steps, step_seconds=seconds,
-                         skipped=skipped, tools=tools, final_model=previous,
+                         skipped=skipped, tools=tools, final_model=final_model,
                          score_affine=json.loads(affine_text) if affine_text else {})
+    if parent is not None:
+        result.extras["partitioned_parent_model"] = str(parent)
     write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
     write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result
 
 
 def _skipped_steps(tools: ToolStatus) -> list[dict[str, str]]:
+    if tools.full_flow:
+        return []
+    if tools.bitstream_flow:  # XSI missing and ONEBIT_SKIP_RTLSIM=1: only the rtlsim measurement goes
+        return [{"step": "step_measure_rtlsim_performance",
+                 "missing": f"XSI RTL simulation, skipped on purpose ({SKIP_RTLSIM_ENV}=1; FIFOs sized by FINN's "
+                            f"force_minimal_fifos, no simulation): {tools.xsi}",
+                 "how": _HOW_TO_GET}]
     rows = []
     for step, needs in TOOL_STEPS:
         missing = [getattr(tools, tool) for tool in needs if getattr(tools, tool)]
@@ -323,6 +367,10 @@ def _skipped_steps(tools: ToolStatus) -> list[dict[str, str]]:
 def _skipped_text(skipped: list[dict[str, str]]) -> str:
     if not skipped:
         return "none: every FINN step ran (Vivado, Vitis HLS, finn-hlslib and XSI were found)\n"
+    if [row["step"] for row in skipped] == ["step_measure_rtlsim_performance"] and SKIP_RTLSIM_ENV in skipped[0]["missing"]:
+        return (f"step_measure_rtlsim_performance: missing {skipped[0]['missing']}\n\n"
+                "Every other FINN step ran, with step_set_fifo_depths using force_minimal_fifos instead of "
+                "simulation.\n")
     lines = ["FINN steps not run on this machine (never faked; re-run `onebit build` where the tools exist):", ""]
     for row in skipped:
         lines.append(f"{row['step']}: missing {row['missing']}")

@@ -42,6 +42,34 @@ class ToolStatus:
     def full_flow(self) -> bool:
         return not any((self.vivado, self.vitis_hls, self.finn_hlslib, self.xsi))
 
+    @property
+    def bitstream_flow(self) -> bool:
+        """Stitched IP, synthesis and bitfile can run: Vivado, Vitis HLS and finn-hlslib exist, and XSI
+        either exists or its two uses are skipped on purpose (ONEBIT_SKIP_RTLSIM=1, see rtlsim_skipped)."""
+        return not any((self.vivado, self.vitis_hls, self.finn_hlslib)) and (self.xsi is None or rtlsim_skipped())
+
+    def summary(self) -> str:
+        """One line for the entrypoint and the build log: which part of the flow runs here."""
+        if self.full_flow:
+            return ("full flow enabled: Vivado, Vitis HLS, finn-hlslib and XSI found (stitched IP, FIFO sizing, "
+                    "rtlsim performance, synthesis, bitfile, driver, deployment package)")
+        if self.bitstream_flow:
+            return (f"full bitstream flow enabled without XSI RTL simulation ({SKIP_RTLSIM_ENV}=1): FIFOs at "
+                    "FINN's minimal depths (force_minimal_fifos), step_measure_rtlsim_performance skipped")
+        missing = "; ".join(m for m in (self.vivado, self.vitis_hls, self.finn_hlslib, self.xsi) if m)
+        return f"NO BITSTREAM WILL BE BUILT: missing {missing}; the build stops after HW code generation"
+
+
+# Where XSI cannot be built (no Vivado simulator headers, or the contract tests' fake Xilinx tree), the two
+# steps that simulate RTL with it can be replaced on purpose: FIFO sizing by FINN's own force_minimal_fifos
+# strategy (FIFOs inserted at minimal depth, no simulation) and step_measure_rtlsim_performance skipped and
+# listed in skipped.txt. Never implicit: a host whose XSI build failed gets no bitstream unless the user asks.
+SKIP_RTLSIM_ENV = "ONEBIT_SKIP_RTLSIM"
+
+
+def rtlsim_skipped() -> bool:
+    return os.environ.get(SKIP_RTLSIM_ENV, "") not in ("", "0")
+
 
 def _vivado_missing() -> str | None:
     root = os.environ.get("XILINX_VIVADO")
@@ -53,9 +81,14 @@ def _vivado_missing() -> str | None:
 
 
 def _vitis_hls_missing() -> str | None:
-    if shutil.which("vitis_hls") or shutil.which("vitis-run"):
+    # finn.util.hls.CallHLS: Vivado <= 2024.2 runs `vitis_hls`, later versions `vitis-run --mode hls`.
+    from finn.util.basic import get_vivado_version
+
+    version = get_vivado_version()
+    tool = "vitis-run" if version is not None and version > (2024, 2) else "vitis_hls"
+    if shutil.which(tool):
         return None
-    return "Vitis HLS (no `vitis_hls` on PATH)"
+    return f"Vitis HLS (no `{tool}` on PATH; source Vitis/<version>/settings64.sh)"
 
 
 def _finn_hlslib_missing() -> str | None:
@@ -72,9 +105,17 @@ def _xsi_missing() -> str | None:
         return "XSI, Vivado's simulator interface (needs Vivado)"
     from finn.util.settings import get_settings
 
-    if (Path(get_settings().finn_xsi) / "xsi.so").exists():
-        return None
-    return "XSI bindings (finn_xsi/xsi.so not built: run `finn deps update` with Vivado installed)"
+    xsi_dir = Path(get_settings().finn_xsi)
+    if not (xsi_dir / "xsi.so").exists():
+        return (f"XSI bindings ({xsi_dir}/xsi.so not built: run `python -m hw.finn.env setup-xsi` or "
+                "`finn deps update` with Vivado installed)")
+    lib = f"{os.environ.get('XILINX_VIVADO', '')}/lib/lnx64.o"
+    if lib not in _LD_LIBRARY_PATH_AT_START.split(os.pathsep):
+        # ld.so reads LD_LIBRARY_PATH once at process start; the in-process XSI kernel needs Vivado's
+        # libraries on it (finn/interface/run_finn.py: ensure_ld_library_path).
+        return (f"XSI loader path (this process started without {lib} in LD_LIBRARY_PATH; start onebit with "
+                f"LD_LIBRARY_PATH={lib}:$LD_LIBRARY_PATH, as docker/entrypoint.sh does)")
+    return None
 
 
 def tool_status() -> ToolStatus:
@@ -101,6 +142,49 @@ _XSI_NAMES = ("SimEngine", "locate_glbl", "compile_sim_obj", "get_simkernel_so",
               "reset_rtlsim", "close_rtlsim", "rtlsim_multi_io")
 
 _prepared_dir: Path | None = None
+_LD_LIBRARY_PATH_AT_START = os.environ.get("LD_LIBRARY_PATH", "")
+
+
+def set_finn_launcher_environment() -> dict[str, str]:
+    """Set what finn-plus' own launcher sets before a flow (finn/interface/run_finn.py: prepare_finn).
+
+    Its Tcl templates read these: every HLS synthesis script `$::env(FINN_CUSTOM_HLS)`, the stitched-IP and
+    Zynq-shell scripts `$::env(FINN_RTLLIB)`; unset, Vivado stops with "no such variable". The values come
+    from finn-plus' own helpers (resolve_module_path, xilinx_ld_library_paths), so they follow the
+    installed finn-plus. Returns the variables it set or changed.
+    """
+    from finn.interface.interface_utils import resolve_module_path
+    from finn.interface.run_finn import prepend_ld_library_paths, xilinx_ld_library_paths
+
+    before = dict(os.environ)
+    os.environ["FINN_RTLLIB"] = resolve_module_path("finn-rtllib")
+    os.environ["FINN_CUSTOM_HLS"] = resolve_module_path("custom_hls")
+    os.environ.setdefault("PYTHONPATH", "")
+    # Avoids permission problems with the XilinxTclStore during synthesis (finn-plus sets it unless the
+    # user set it).
+    os.environ.setdefault("XILINX_LOCAL_USER_DATA", "no")
+    if os.environ.get("XILINX_VIVADO") and os.environ["XILINX_VIVADO"] != _NO_VIVADO_PLACEHOLDER:
+        # For the tools FINN starts (vivado, xelab, ...); this process's own loader path is fixed at start.
+        prepend_ld_library_paths(xilinx_ld_library_paths())
+        _add_tool_paths()
+    return {k: v for k, v in os.environ.items() if before.get(k) != v}
+
+
+def _add_tool_paths() -> None:
+    """finn-plus' set_synthesis_tools_paths, without its warnings: the tools' bin/ folders on PATH.
+
+    From 2024.2 XILINX_HLS points to Vitis/<version>, where vitis_hls lives; before, to Vitis_HLS/<version>
+    (finn/interface/interface_utils.py handles both the same way).
+    """
+    for variable, tool in (("XILINX_VIVADO", "vivado"), ("XILINX_VITIS", "vitis"), ("XILINX_HLS", "vitis_hls")):
+        root = os.environ.get(variable)
+        if not root:
+            continue
+        if tool == "vitis_hls" and not Path(root, "bin", tool).exists():
+            root = root.replace("Vitis", "Vitis_HLS")
+        bin_dir = str(Path(root, "bin").absolute())
+        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + bin_dir
 
 
 def prepare_finn(work_dir: str | Path) -> Path:
@@ -113,6 +197,8 @@ def prepare_finn(work_dir: str | Path) -> Path:
     - initialize_dummy_settings(): FINN's global settings object is normally created by run_finn.py;
       every transformation that touches the build dir calls get_settings() and raises otherwise.
     - XILINX_VIVADO: see _NO_VIVADO_PLACEHOLDER (only set when the user has not set it).
+    - FINN_RTLLIB, FINN_CUSTOM_HLS, XILINX_LOCAL_USER_DATA, LD_LIBRARY_PATH, tool PATH: what finn-plus'
+      launcher sets (set_finn_launcher_environment).
     - finn.xsi names: see _RtlsimUnavailable (only bound when XSI really is missing).
     - hw/finn/fixes.py: corrections to finn-plus behaviour that would build wrong hardware.
     Calling it again with another folder re-points the settings (one build after another in one process).
@@ -126,6 +212,7 @@ def prepare_finn(work_dir: str | Path) -> Path:
     os.environ["FINN_BUILD_DIR"] = str(work)
     os.environ["FINN_SETTINGS"] = str(work / "finn_settings.yaml")
     os.environ.setdefault("XILINX_VIVADO", _NO_VIVADO_PLACEHOLDER)
+    set_finn_launcher_environment()
     # FINN's parallel transformations default to all cores; keep the count explicit and bounded.
     os.environ.setdefault("NUM_DEFAULT_WORKERS", str(min(4, os.cpu_count() or 1)))
 
@@ -170,3 +257,71 @@ def import_finn_steps(work_dir: str | Path):
     import finn.builder.build_dataflow_steps as steps
 
     return steps
+
+
+# ---------------------------------------------------------------------------------------------------
+# XSI where the running user can write, and the one-line tool report (docker/entrypoint.sh calls both)
+
+def setup_xsi(xsi_dir: str | Path, force: bool = False) -> Path:
+    """Build finn-plus' XSI bindings in `xsi_dir` (a writable, persistent folder); returns the folder.
+
+    Why not `python -m finn.xsi.setup`: it builds inside finn-plus' installed package (an image's venv that a
+    host uid cannot write, and that `docker run --rm` forgets) and needs FINN's global settings, which only
+    its launcher creates ("Could not find global settings"). This copies finn-plus' finn_xsi sources to
+    `xsi_dir` once, points FINN's setting there (FINN_XSI, which FINNSettings reads from the environment)
+    and calls finn-plus' own build_xsi, which rebuilds only for another Vivado version.
+    """
+    from finn.interface.interface_utils import resolve_module_path
+
+    target = Path(xsi_dir).expanduser().absolute()
+    source = Path(resolve_module_path("finn_xsi"))
+    if source.resolve() != target.resolve() and not (target / "xsi_bind.cpp").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "xsi.so", "VERSION", "*.o"))
+    os.environ["FINN_XSI"] = str(target)
+    work = target.parent / "finn_work"
+    os.environ.setdefault("FINN_SETTINGS", str(work / "finn_settings.yaml"))
+    os.environ.setdefault("FINN_BUILD_DIR", str(work))
+    work.mkdir(parents=True, exist_ok=True)
+    set_finn_launcher_environment()
+    import finn.util.settings as finn_settings
+
+    finn_settings.initialize_dummy_settings()
+    from finn.xsi.setup import build_xsi
+
+    if not build_xsi(force=force, verbose=False) or not (target / "xsi.so").exists():
+        raise FinnEnvironmentError(f"building finn-plus' XSI bindings in {target} failed (needs Vivado's "
+                                   "data/xsim/include, g++ and pybind11); see the output above")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hw.finn.env status` (one line: what runs here) or `setup-xsi DIR`."""
+    import argparse
+    import sys
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m hw.finn.env")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="print which part of the FINN flow can run here")
+    xsi = sub.add_parser("setup-xsi", help="build finn-plus' XSI bindings in a writable folder")
+    xsi.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "setup-xsi":
+        try:
+            print(f"onebit: XSI bindings in {setup_xsi(args.dir)}")
+        except (FinnEnvironmentError, OSError, EnvironmentError, ValueError) as error:
+            print(f"onebit: {error}", file=sys.stderr)
+            return 1
+        return 0
+    with tempfile.TemporaryDirectory(prefix="onebit-probe-") as work:
+        prepare_finn(work)
+        status = tool_status()
+    line = f"onebit: {status.summary()}"
+    print(line, file=sys.stdout if status.bitstream_flow else sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

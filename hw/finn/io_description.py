@@ -21,6 +21,11 @@ from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
+# The processing system's clock into the fabric (FCLK0 / pl_clk0) in finn-plus 1.6.1's Zynq shell: fixed at
+# 100 MHz (finn/transformation/fpgadataflow/templates.py: PCW_FPGA0_PERIPHERAL_FREQMHZ {100},
+# PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {100}); a clocking wizard makes the accelerator clock from it. The
+# driver sets fclk0 to this, never to the accelerator clock (finn-plus-driver pins fclk0_mhz = 100.0 too).
+PS_FCLK_MHZ = 100.0
 SCORE_AFFINE_KEY = "onebit_score_affine"  # metadata hw/finn/build.py's step_onebit_split_score_affine writes
 
 
@@ -64,7 +69,8 @@ def stream_shapes(model: ModelWrapper) -> dict[str, Any]:
 
 
 def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
-             batch_size: int = 1000, fclk_mhz: float = 100.0, platform: str = "zynq-iodma",
+             batch_size: int = 1000, fclk_mhz: float = PS_FCLK_MHZ, accel_clk_mhz: float | None = None,
+             platform: str = "zynq-iodma",
              bitfile: str | None = None, hw_model: str | None = None, score_scale: int = 1,
              score_offset: int = 0) -> dict[str, Any]:
     """The io.json content for a final FINN child model (see hw/driver/io_spec.py for the schema)."""
@@ -98,6 +104,7 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
     return {
         "format": FORMAT, "version": VERSION,
         "platform": platform, "batch_size": int(batch_size), "fclk_mhz": float(fclk_mhz),
+        "accel_clk_mhz": None if accel_clk_mhz is None else float(accel_clk_mhz),
         "bitfile": bitfile, "hw_model": hw_model,
         "dma": {"input": "idma0", "output": "odma0"},
         "input": {"pixels": "uint8", "image_shape": list(image_shape), "transpose": transpose,
@@ -121,9 +128,13 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
 def write_io_description(model: ModelWrapper, out_dir: Path, **options: Any) -> Path:
     """Write `out_dir/io.json` atomically for the final FINN child model; returns its path.
 
-    `options` are those of `describe` (image_shape, num_classes, batch_size, fclk_mhz, bitfile, hw_model
-    relative to the build folder, score_scale/score_offset when the stream carries the popcount).
+    `options` are those of `describe` (image_shape, num_classes, batch_size, fclk_mhz (the PS clock),
+    accel_clk_mhz (the build's accelerator clock), bitfile, hw_model relative to the build folder,
+    score_scale/score_offset when the stream carries the popcount), and `partitioned_parent`: the parent
+    model after ZynqBuild's IODMA wrap, whose FINN driver shapes (finn.util.basic.get_driver_shapes) the
+    description must equal.
     """
+    parent = options.pop("partitioned_parent", None)
     if options.get("image_shape") is None and len(model.get_tensor_shape(model.graph.input[0].name)) != 4:
         # An MLP's accelerator takes the flattened vector; the image shape users pass is the exported
         # network's (N, C, H, W) input, which the build folder's QONNX model records.
@@ -135,7 +146,25 @@ def write_io_description(model: ModelWrapper, out_dir: Path, **options: Any) -> 
             options["image_shape"] = tuple(int(d.dim_value) for d in dims[1:])
     content = describe(model, **options)
     IOSpec(content, "generated io.json")  # the driver's own check, so a build never ships one it refuses
+    if parent is not None:
+        check_against_driver_shapes(content, parent)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "io.json"
     return write_text_atomic(target, json.dumps(content, indent=2))
+
+
+def check_against_driver_shapes(content: dict[str, Any], parent: str | Path | ModelWrapper) -> None:
+    """io.json's DMA shapes must be those FINN's own driver generation derives from the partitioned parent."""
+    from finn.util.basic import get_driver_shapes
+
+    model = parent if isinstance(parent, ModelWrapper) else ModelWrapper(str(parent))
+    finn = get_driver_shapes(model)
+    ours = content["io_shape_dict"]
+    for key in ("ishape_normal", "ishape_folded", "ishape_packed", "oshape_normal", "oshape_folded", "oshape_packed"):
+        if [list(map(int, s)) for s in finn[key]] != [list(map(int, s)) for s in ours[key]]:
+            raise OnebitError(f"io.json {key} {ours[key]} differs from FINN's driver shapes {finn[key]} of the "
+                              f"partitioned model; the DMA would move the wrong bytes (report this as a onebit bug)")
+    for key in ("idt", "odt"):
+        if [str(v) for v in finn[key]] != [str(v) for v in ours[key]]:
+            raise OnebitError(f"io.json {key} {ours[key]} differs from FINN's driver datatypes {finn[key]}")
