@@ -40,6 +40,7 @@ def save_checkpoint(path: str | os.PathLike, model: OnebitNet, meta: dict[str, A
     unknown = sorted(set(meta) - set(META_KEYS))
     if unknown:
         raise OnebitError(f"checkpoint meta has unknown keys {unknown}; allowed: {', '.join(META_KEYS)}")
+    check_finite(model.state_dict(), where=f"model to save as {path}")
     checkpoint: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -64,23 +65,59 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     # Arbitrary bytes make torch.load raise almost any exception type (IndexError for a text file).
     except Exception as error:  # noqa: BLE001
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        # torch's weights_only failure is a long text; its one informative line names the refused global.
-        first_line = next((l for l in lines if "Unsupported global" in l), lines[0] if lines else type(error).__name__)
-        raise OnebitError(
-            f"{path}: not a onebit checkpoint (torch.load failed: {first_line[:120]}); "
-            "give a model.pt written by onebit"
-        ) from None
+        raise OnebitError(_load_failure(path, error)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         what = f"a {type(data).__name__}" if not isinstance(data, dict) else "a dict without format='onebit-checkpoint'"
         raise OnebitError(f"{path}: not a onebit checkpoint (it holds {what}); give a model.pt written by onebit")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise OnebitError(f"{path}: checkpoint version {version!r} is newer than this onebit reads ({VERSION}); update onebit")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise OnebitError(f"{path}: checkpoint version {version!r} is not a version number (a positive integer); "
+                          "the file is damaged or was edited: retrain or re-save it")
+    if version > VERSION:
+        raise OnebitError(f"{path}: checkpoint version {version} is newer than this onebit reads ({VERSION}); update onebit")
     for key in ("arch", "estimator", "state_dict"):
         if not isinstance(data.get(key), dict):
             raise OnebitError(f"{path}: checkpoint has no '{key}' dict; the file is damaged, retrain or re-save it")
+    hparams = data["estimator"].get("hparams", {})
+    if not isinstance(hparams, dict) or not isinstance(data["estimator"].get("name"), str):
+        raise OnebitError(f"{path}: estimator must be {{'name': str, 'hparams': dict}}, got name "
+                          f"{type(data['estimator'].get('name')).__name__} and hparams {type(hparams).__name__}; "
+                          "the file is damaged or was edited: retrain or re-save it")
+    check_finite(data["state_dict"], where=str(path))
     return data
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """One line for a failed torch.load; a refused pickle names what it would have run."""
+    import re
+
+    text = str(error)
+    refused = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", text, re.IGNORECASE)
+    if refused:
+        return (f"{path}: refused to load: unpickling it would call {refused.group(1)}, which a onebit checkpoint "
+                "never holds (torch.load weights_only=True stopped it, nothing ran); give a model.pt written by onebit")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (f"{path}: not a onebit checkpoint (torch.load failed: {(lines[0] if lines else type(error).__name__)[:120]}); "
+            "give a model.pt written by onebit")
+
+
+def check_finite(state_dict: dict[str, Any], where: str = "checkpoint") -> None:
+    """OnebitError naming the first tensor with NaN/Inf values, or a BatchNorm with a negative variance.
+
+    A non-finite weight or BatchNorm statistic makes every threshold derived from it meaningless, yet
+    the collapse and FINN would still build something; refuse it where it enters.
+    """
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):
+            kind = "NaN" if bool(torch.isnan(value).any()) else "Inf"
+            raise OnebitError(f"{where}: tensor {name} holds {int(bad.sum())} non-finite value(s) ({kind}) of "
+                              f"{value.numel()}; the training diverged (lower --lr) or the file was edited: retrain")
+        if name.endswith("running_var") and bool((value < 0).any()):
+            raise OnebitError(f"{where}: BatchNorm statistic {name} has negative variances; the file was edited "
+                              "or damaged: retrain")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[OnebitNet, dict[str, Any]]:
