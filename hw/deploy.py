@@ -23,6 +23,9 @@ renamed to `deploy/`; the zip is written under a temporary name and renamed. The
 when the new one is complete (a failed `python -m hw.deploy` keeps it); `onebit build` removes the previous
 build's package before it starts. A killed run's temporaries are removed by the next run.
 
+Why one file (over ~500 lines): the package's parts (the board script's text, README, MISSING.txt, manifest)
+are written together into one temporary folder that is renamed at once; they change together.
+
 `make_deployment_package(build_dir)` is called by `onebit build` after verification and the report;
 `python -m hw.deploy BUILD_DIR` re-makes the package of an existing build (e.g. after a Vivado run).
 """
@@ -277,6 +280,15 @@ sys.path.insert(0, str(HERE))
 %%INTEGRITY%%
 
 
+try:
+    verify_package(HERE)
+except PackageIntegrityError as _error:
+    print("onebit: %s" % _error, file=sys.stderr)
+    raise SystemExit(2)
+
+from driver import Accelerator, DriverError  # noqa: E402
+
+
 def load_set(folder=HERE):
     with np.load(str(Path(folder) / "validation" / "validation_set.npz"), allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
@@ -284,8 +296,6 @@ def load_set(folder=HERE):
 
 def compare(accelerator, data):
     """The accelerator's integer scores against the expected ones, sample by sample."""
-    from driver import DriverError
-
     started = time.perf_counter()
     prediction = accelerator.predict(data["images"])
     seconds = time.perf_counter() - started
@@ -306,13 +316,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=None, help="images per DMA transfer")
     args = parser.parse_args(argv)
-    try:  # every file as the build wrote it: io.json, the expected scores, the driver code, the bitstream
+    try:  # every file as the build wrote it (again: the files may have changed since the import)
         manifest = verify_package(HERE)
     except PackageIntegrityError as error:
         print("onebit: %s" % error, file=sys.stderr)
         return 2
-    from driver import Accelerator, DriverError
-
     if manifest.get("bitfile") is None:
         print("onebit: this package has no bitstream (the build ran without Vivado); see MISSING.txt", file=sys.stderr)
         return 2

@@ -198,6 +198,7 @@ def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: 
         plot_confusion(np.array(report["confusion_matrix"]), classes[:k],
                        f"{name} test, {report['accelerator']}\naccuracy {report['accelerator_accuracy']:.2%}, "
                        f"{report['mismatches']} mismatches vs software", out / "confusion_matrix.png")
+        write_text_atomic(out / "validation.json", json.dumps(report, indent=2))
     return report
 
 
