@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from onebit import faults
+
 
 def set_default_permissions(path: str | os.PathLike) -> None:
     """Give a file made by `tempfile.mkstemp` the mode (0666 & ~umask) a plain `open` would give it."""
@@ -33,6 +35,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     try:
         write(Path(tmp))
         set_default_permissions(tmp)
+        faults.point(f"atomic:{path.name}")  # reliability tests: a kill with the temporary written
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -331,6 +331,18 @@ def clean_stale_temporaries(root: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def clean_stale_temporaries_of(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of `target` (a file) that killed writers left beside it (not recursive)."""
+    target = Path(target)
+    removed = []
+    for path in target.parent.glob(f".{target.name}.*"):
+        match = TEMPORARY_PATTERNS[0].match(path.name)
+        if match and match.group("target") == target.name and not pid_alive(int(match.group("pid"))):
+            remove_entry(path)
+            removed.append(path)
+    return removed
+
+
 def integrity_record(root: str | os.PathLike, patterns: Iterable[str]) -> dict[str, str]:
     """sha256 of every file under `root` matching the glob `patterns` (relative posix paths -> digest)."""
     root = Path(root)

@@ -26,7 +26,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from onebit import faults
 from onebit.atomic import save_figure_atomic
+from onebit.buildfolder import clean_stale_temporaries_of
 from onebit.errors import OnebitError, cli_errors
 from quant_models.checkpoint import check_state_dict, save_checkpoint
 from quant_models.data import ImageDataset, load_dataset
@@ -150,6 +152,7 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
     elapsed = time.perf_counter() - started
 
     interrupts.check()
+    faults.point("train:before_save")
     model.arch = estimator.finalize_arch(model.arch)
     # The recorded arch must rebuild exactly this model, or the checkpoint would not load.
     check_state_dict(build_model(model.arch, get_estimator(config.estimator, **estimator.hparams)), model.state_dict(), where="final arch")
@@ -281,6 +284,7 @@ def _check_writable(out: Path) -> None:
     for target in (out, curve_path(out)):
         if target.is_dir():
             raise OnebitError(f"--out {out}: {target} is a folder; give a file name such as {target / 'model.pt'}")
+    clean_stale_temporaries_of(out)  # what a killed earlier run left beside the checkpoint
     probe = out.parent / f".onebit-probe-{os.getpid()}"
     try:
         probe.write_bytes(b"onebit writability probe\n")

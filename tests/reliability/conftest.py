@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from reliability_helpers import unprivileged_prefix
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reliability_helpers, in any pytest import mode
+from reliability_helpers import unprivileged_prefix  # noqa: E402
 
 
 @pytest.fixture
