@@ -100,8 +100,10 @@ def _first_file(path: Path) -> Path | None:
 
 
 def _files(path: Path, root: Path) -> list[str]:
+    """Files of an entry (relative posix paths); Python's __pycache__ (regenerated on import) does not count."""
     if path.is_dir() and not path.is_symlink():
-        return sorted(p.relative_to(root).as_posix() for p in path.rglob("*") if p.is_file() or p.is_symlink())
+        return sorted(p.relative_to(root).as_posix() for p in path.rglob("*")
+                      if (p.is_file() or p.is_symlink()) and "__pycache__" not in p.parts)
     return [path.relative_to(root).as_posix()] if path.exists() or path.is_symlink() else []
 
 

@@ -18,7 +18,7 @@ def point(name: str) -> None:
     if not spec:
         return
     for item in spec.split(","):
-        where, _, signame = item.strip().partition(":")
+        where, _, signame = item.strip().rpartition(":")
         if where == name:
             # Python runs the SIGINT handler (KeyboardInterrupt) at the next bytecode, i.e. right here
             os.kill(os.getpid(), getattr(signal, signame or "SIGKILL"))

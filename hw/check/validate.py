@@ -84,8 +84,10 @@ def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, acce
             accel_model = AcceleratorModel.from_build(build_dir)
         bitfile = None
         if backend == "board" and spec.bitfile:
-            bitfile = build_dir / "deploy" / spec.bitfile
-            bitfile = bitfile if bitfile.is_file() else build_dir / "driver" / spec.bitfile
+            from onebit.buildfolder import inside  # io.json is user-editable: never a path out of the build
+
+            bitfile = inside(build_dir, f"deploy/{spec.bitfile}")
+            bitfile = bitfile if bitfile.is_file() else inside(build_dir, f"driver/{spec.bitfile}")
         return Accelerator(spec, backend=backend, model=accel_model, bitfile=bitfile, batch_size=batch_size)
     except DriverError as error:
         raise OnebitError(str(error)) from None

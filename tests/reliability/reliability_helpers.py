@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,13 @@ def cli(module: str, *args: str, env: dict | None = None, prefix: list[str] | No
     full_env = {k: v for k, v in os.environ.items() if k != "ONEBIT_FAULT"}
     full_env.update(PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run([*(prefix or []), sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """In the child: Ctrl-C acts as for a user at a terminal, even when the tests run as a background job
+    (whose children inherit an ignored SIGINT; Python would keep ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def unprivileged_prefix() -> list[str] | None:

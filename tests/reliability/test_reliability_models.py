@@ -18,7 +18,7 @@ import torch
 
 import quant_models.compat  # noqa: F401
 from onebit.errors import OnebitError
-from reliability_helpers import REPO, cli, one_line_error
+from reliability_helpers import REPO, cli, default_sigint, one_line_error
 
 
 def _edit_checkpoint(source: Path, target: Path, edit) -> Path:
@@ -49,7 +49,7 @@ def test_ctrl_c_swallowed_by_a_library_during_imports_still_stops_training(tmp_p
         "    pass\n"
         f"sys.exit(train.main({_train_args(out)!r}))\n")
     run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, preexec_fn=default_sigint)
     assert run.returncode == 130 and "interrupted" in run.stderr, (run.returncode, run.stderr[-1500:])
     assert out.read_bytes() == b"the old model"
 
@@ -60,7 +60,7 @@ def test_ctrl_c_early_in_training_leaves_the_old_model(tmp_path):
     out.write_bytes(b"the old model")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen([sys.executable, "-m", "quant_models.train", *_train_args(out)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     time.sleep(2)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=300)
