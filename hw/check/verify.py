@@ -203,8 +203,6 @@ def _chunked(function, images: np.ndarray, chunk: int, progress: bool, label: st
     return np.concatenate(outputs)
 
 
-
-
 def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,
                  images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
     """Run every level on the same images; returns the verification dict (also written to validation/)."""
