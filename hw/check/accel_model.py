@@ -89,9 +89,10 @@ def final_model_path(build_dir: str | Path, hw_model: str | None = None) -> Path
             candidate = inside(build_dir, f"finn/{step}.onnx")
             if candidate.is_file():
                 return candidate
-        raise OnebitError(f"{build_dir}: report.json lists the steps {steps[-3:]} but none of their finn/<step>.onnx "
-                          "models exists; rerun `onebit build`")
-    # An unfinished build (no report.json): the step models in the order the build runs them.
+        if steps:
+            raise OnebitError(f"{build_dir}: report.json lists the steps {steps[-3:]} but none of their "
+                              "finn/<step>.onnx models exists; rerun `onebit build`")
+    # An unfinished build (no report.json, or one naming no steps): the step models in the build's order.
     from hw.finn.build import FRONTEND_HEAD, FRONTEND_TAIL, TOOL_STEPS
 
     order = FRONTEND_HEAD + ["step_onebit_auto_fold", "step_target_fps_parallelization", "step_apply_folding_config"] \
