@@ -18,9 +18,13 @@ copies it to `<output_dir>/bitfile/finn-accel.bit` and, for Zynq, the hardware h
 The build's output_dir is the build folder, so FINN's deployment folder and ours share the name `deploy/`:
 ours replaces FINN's (it holds the same bitfile/ and the onebit driver instead of FINN's generic one).
 
-Atomic: everything is written into a hidden temporary folder, manifest.json last, then renamed to `deploy/`;
-the zip is written under a temporary name and renamed. An interrupted run leaves no `deploy/` (an old one is
-removed first, because it would describe another build) and no temporary folder.
+Atomic: everything is written into a hidden temporary folder (`.deploy.tmp-<pid>`), manifest.json last, then
+renamed to `deploy/`; the zip is written under a temporary name and renamed. The old package is replaced only
+when the new one is complete (a failed `python -m hw.deploy` keeps it); `onebit build` removes the previous
+build's package before it starts. A killed run's temporaries are removed by the next run.
+
+Why one file (over ~500 lines): the package's parts (the board script's text, README, MISSING.txt, manifest)
+are written together into one temporary folder that is renamed at once; they change together.
 
 `make_deployment_package(build_dir)` is called by `onebit build` after verification and the report;
 `python -m hw.deploy BUILD_DIR` re-makes the package of an existing build (e.g. after a Vivado run).
@@ -42,6 +46,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python hw/deploy.py ...` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from onebit import faults
 from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 
@@ -125,6 +130,8 @@ def validation_set(build_dir: Path, samples: int, dataset: str | None = None,
     name = dataset or (meta.get("dataset") or {}).get("name")
     if not name:
         raise DeployError(f"{build_dir}/model.pt names no dataset; pass the dataset name")
+    if data_root is None and not dataset:  # where training found it (quant_models.train records it)
+        data_root = (meta.get("dataset") or {}).get("root")
     data = load_dataset(name, "test", data_root)
     images = np.ascontiguousarray(data.images[:samples], dtype=np.uint8)
     labels = data.labels[:samples].astype(np.int64)
@@ -270,7 +277,8 @@ BOARD_SCRIPT = '''"""Run this package's validation set through the accelerator a
 
     python3 validate_on_board.py [--batch-size N]
 
-Exit status: 0 every sample bit-exact, 1 a mismatch, 2 it could not run (no bitstream, not a PYNQ board).
+Exit status: 0 every sample bit-exact, 1 a mismatch, 2 it could not run (a file differs from manifest.json,
+no bitstream, not a PYNQ board).
 Needs numpy and pynq only (a PYNQ image has both).
 """
 import argparse
@@ -283,6 +291,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+# The package check runs before any driver code is imported (a copy of hw/driver/integrity.py).
+%%INTEGRITY%%
+
+
+try:
+    verify_package(HERE)
+except PackageIntegrityError as _error:
+    print("onebit: %s" % _error, file=sys.stderr)
+    raise SystemExit(2)
 
 from driver import Accelerator, DriverError  # noqa: E402
 
@@ -314,7 +332,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=None, help="images per DMA transfer")
     args = parser.parse_args(argv)
-    manifest = json.loads((HERE / "manifest.json").read_text())
+    try:  # every file as the build wrote it (again: the files may have changed since the import)
+        manifest = verify_package(HERE)
+    except PackageIntegrityError as error:
+        print("onebit: %s" % error, file=sys.stderr)
+        return 2
     if manifest.get("bitfile") is None:
         print("onebit: this package has no bitstream (the build ran without Vivado); see MISSING.txt", file=sys.stderr)
         return 2
@@ -337,6 +359,13 @@ def main(argv=None):
 if __name__ == "__main__":
     raise SystemExit(main())
 '''
+
+
+def board_script() -> str:
+    """validate_on_board.py: BOARD_SCRIPT with the package check (hw/driver/integrity.py) inlined."""
+    source = (Path(__file__).resolve().parent / "driver" / "integrity.py").read_text()
+    body = source[source.index("# Unlisted files"):]  # its imports (hashlib, json, os) are added below
+    return BOARD_SCRIPT.replace("%%INTEGRITY%%", "import hashlib  # noqa: E402\nimport os  # noqa: E402\n\n" + body)
 
 
 def _file_entries(root: Path) -> list[dict[str, Any]]:
@@ -385,8 +414,9 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
     if not build_dir.is_dir():
         raise DeployError(f"{build_dir}: no such build folder; run `onebit build model.pt --out {build_dir}` first")
     final, zip_path = build_dir / "deploy", build_dir / "deploy.zip"
-    # An old package describes another build: it goes first, so a failure below leaves none rather than a stale one.
-    remove_deployment_package(build_dir)
+    # The old package (if any) stays until the new one is complete: a failure below keeps it. `onebit build`
+    # removes the previous build's package before it starts (it describes another build).
+    given_report = report
     report = _read_report(build_dir, report)
     board = (report.get("board") or {}).get("name")
     if not board:
@@ -398,7 +428,9 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
         stale_note = (f"{(bit or hwh).parent.relative_to(build_dir)}/ holds a bitstream, but this build did not run "
                       "step_synthesize_bitfile: it is from an earlier build of this folder and is not packaged")
         bit = hwh = None
-    tmp = build_dir / f".deploy.tmp-{os.getpid()}"
+    # Temporaries carry the pid: the next run removes those of a killed one (onebit/buildfolder.py).
+    tmp, zip_tmp_target = build_dir / f".deploy.tmp-{os.getpid()}", build_dir / f".deploy.zip.tmp-{os.getpid()}"
+    old = build_dir / f".deploy.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     stages = ["bitstream", "driver", "notebooks", "validation set", "readme", "manifest", "zip"]
     bar = None
@@ -432,13 +464,17 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
             missing.append({"path": "notebooks/*.ipynb", "why": "this onebit checkout has no notebooks/*.ipynb"})
         _tick(bar)
         data = validation_set(build_dir, samples, data_root=data_root)
+        faults.point("deploy:after_validation_set")
         (tmp / "validation").mkdir()
         np.savez_compressed(tmp / "validation" / "validation_set.npz", **data)
-        (tmp / "validate_on_board.py").write_text(BOARD_SCRIPT)
+        (tmp / "validate_on_board.py").write_text(board_script())
         _tick(bar)
-        for name in ("report.md", "report.json"):
-            if (build_dir / name).is_file():
-                shutil.copy2(build_dir / name, tmp / name)
+        if (build_dir / "report.md").is_file():
+            shutil.copy2(build_dir / "report.md", tmp / "report.md")
+        if given_report is not None:  # `onebit build` writes report.json after the package (it marks the end)
+            (tmp / "report.json").write_text(json.dumps(given_report, indent=2, default=str))
+        elif (build_dir / "report.json").is_file():
+            shutil.copy2(build_dir / "report.json", tmp / "report.json")
         skipped = _skipped_steps(build_dir, report)
         manifest: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "build": build_dir.name, "board": board,
@@ -459,20 +495,33 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
         manifest["files"] = _file_entries(tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # last: it marks a complete package
         _tick(bar)
-        zip_tmp_target = build_dir / ".deploy.zip.pending"
         _write_zip(tmp, zip_tmp_target)
+        faults.point("deploy:before_swap")
+        if final.exists() or final.is_symlink():  # the old package goes only now that the new one is complete
+            os.replace(final, old)
         os.replace(tmp, final)
         os.replace(zip_tmp_target, zip_path)
         _tick(bar)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        (build_dir / ".deploy.zip.pending").unlink(missing_ok=True)
+        zip_tmp_target.unlink(missing_ok=True)
+        if old.exists() and not final.exists():
+            os.replace(old, final)  # interrupted between the renames: put the old package back
         raise
     finally:
         if bar is not None:
             bar.close()
-    _record_in_report(build_dir, {"dir": str(final), "zip": str(zip_path), "bitfile": bitfile_rel, "hwh": hwh_rel,
-                                  "missing": [m["path"] for m in missing], "manifest": str(final / "manifest.json")})
+    if old.exists():
+        if (old / "bitfile").is_dir() and not (build_dir / "bitfile").exists():
+            os.replace(old / "bitfile", build_dir / "bitfile")  # FINN's copy of a bitstream: keep it
+        shutil.rmtree(old, ignore_errors=True)
+    entry = {"dir": str(final), "zip": str(zip_path), "bitfile": bitfile_rel, "hwh": hwh_rel,
+             "missing": [m["path"] for m in missing], "manifest": str(final / "manifest.json"),
+             "manifest_sha256": _sha256(final / "manifest.json")}
+    if given_report is not None:  # the caller writes report.json (last), with the package in it
+        given_report["deploy"] = entry
+        given_report.setdefault("artifacts", {}).update({"deploy": entry["dir"], "deploy_zip": entry["zip"]})
+    _record_in_report(build_dir, entry)
     return final
 
 
@@ -491,10 +540,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", help="dataset folder (default: as quant_models.data resolves it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13, for the expected outputs)
+    from onebit.buildfolder import BuildFolder
 
-    folder = make_deployment_package(args.build_dir, args.samples, data_root=args.data_root,
-                                     progress=not args.no_progress)
+    with BuildFolder(args.build_dir, "python -m hw.deploy", create=False, option="BUILD_DIR") as build_folder:
+        # locked, writable, and the package it replaces holds nothing onebit did not write
+        build_folder.claim(["deploy", "deploy.zip"], replace=["deploy", "deploy.zip"])
+        import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13, for the expected outputs)
+
+        folder = make_deployment_package(args.build_dir, args.samples, data_root=args.data_root,
+                                         progress=not args.no_progress)
+        build_folder.record(["deploy", "deploy.zip"])
     manifest = json.loads((folder / "manifest.json").read_text())
     print(f"deployment package: {folder} and {folder.parent / 'deploy.zip'} ({len(manifest['files'])} files, "
           f"bitfile: {manifest['bitfile'] or 'none, see MISSING.txt'})")

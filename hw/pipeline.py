@@ -20,8 +20,18 @@ if __package__ in (None, ""):  # `python hw/pipeline.py ...` from the repository
 from hw.boards import get_board
 from hw.finn.build import BuildResult, build_accelerator
 from hw.finn.folding import add_folding_arguments, spec_from_args
+from onebit import faults, interrupts
 from onebit.atomic import write_atomic
+from onebit.buildfolder import BuildFolder
 from onebit.errors import OnebitError, cli_errors
+
+# Top-level entries a build writes (FINN's own extras are adopted when they appear); onebit/buildfolder.py
+# refuses to start when one of them exists and is not onebit's. A rebuild removes REPLACED first: they
+# describe the previous build (its report, validation results and deployment package).
+OUTPUTS = ("model.pt", "model_qonnx.onnx", "finn", "hw", "report", "build.log", "folding.json", "skipped.txt",
+           "driver", "validation", "report.json", "report.md", "resources.png", "deploy", "deploy.zip",
+           "intermediate_models", "template_specialize_layers_config.json", "import.json")
+REPLACED = ("report.json", "report.md", "validation", "deploy", "deploy.zip", "import.json")
 
 
 def finish_build_folder(result: BuildResult) -> dict[str, Any]:
@@ -70,6 +80,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     add_folding_arguments(parser)
     parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
                         help="test images verified at every level (default 1000; 0 = whole test set)")
+    parser.add_argument("--data-root", default=None,
+                        help="dataset folder for verification (default: the one recorded at training, else as "
+                             "quant_models.data resolves it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     from export.input_declaration import add_import_arguments
 
@@ -78,11 +91,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     """checkpoint -> collapse -> QONNX -> FINN build -> verification -> report; returns the exit code."""
-    from export.collapse import collapse
-    from export.qonnx import export_qonnx
-    from hw.report import print_summary, write_report
-    from hw.check.verify import verify_build
     from export.input_declaration import is_qonnx_path, refuse_import_options
+    from hw.report import print_summary
     from quant_models.checkpoint import load_checkpoint
     from quant_models.custom_data import with_dataset
 
@@ -95,34 +105,60 @@ def run_pipeline(args: argparse.Namespace) -> int:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
     trained, meta = load_checkpoint(args.checkpoint)
     meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
-    out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # report.json marks a finished build: never keep an old one (import.json: an imported model's, see below)
-    for stale in ("report.json", "report.md", "import.json"):
-        (out_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / "validation", ignore_errors=True)  # `onebit validate` results of the old build
-    from hw.deploy import remove_deployment_package
+    if getattr(args, "data_root", None):
+        meta["dataset"] = {**(meta.get("dataset") or {}), "root": str(Path(args.data_root).expanduser().resolve())}
+    from hw.check.verify import load_test_set
 
-    remove_deployment_package(out_dir)  # nor the previous build's deployment package
+    load_test_set(meta, 1)  # an unknown dataset or missing files fail now, not after the FINN build
+    out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
+    with BuildFolder(out_dir, "onebit build") as folder:  # writable, locked, dead runs' temporaries gone
+        folder.claim(OUTPUTS, replace=REPLACED)  # refuses, before anything changes, if a file is not onebit's
+        from hw.deploy import remove_deployment_package
+
+        remove_deployment_package(out_dir)  # the previous build's package (keeps a FINN bitstream)
+        folder.remove(REPLACED)  # its report (report.json marks a finished build) and validation results
+        report = _build(args, folder, trained, meta, board, folding)
+    print_summary(report)
+    return 0 if report["verification"]["ok"] else 1
+
+
+def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[str, Any], board, folding) -> dict[str, Any]:
+    from export.collapse import collapse
+    from export.qonnx import export_qonnx
+    from hw.check.finished import build_integrity
+    from hw.check.verify import verify_build
+    from hw.deploy import make_deployment_package, remove_deployment_package
+    from hw.report import write_report, write_report_json
+
+    out_dir = folder.path
+    before = folder.entries()
     started = time.perf_counter()
-    write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
+    if not (out_dir / "model.pt").exists() or not (out_dir / "model.pt").samefile(args.checkpoint):
+        write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
     plain, collapse_report = collapse(trained, meta)
     qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
+    faults.point("build:after_qonnx")
     result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress)
     finish_build_folder(result)
+    faults.point("build:after_finn")
     verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
                                 progress=not args.no_progress)
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
-                          seconds=time.perf_counter() - started)
-    from hw.deploy import make_deployment_package
-
+                          seconds=time.perf_counter() - started, marker=False)
+    report["integrity"] = build_integrity(out_dir)  # sha256 of what validation reads (hw/check/finished.py)
+    faults.point("build:before_deploy")
     if verification["ok"]:  # after the report: the board README quotes its accuracy and FPS
-        make_deployment_package(out_dir, report=report, progress=not args.no_progress)
+        make_deployment_package(out_dir, report=report, progress=not args.no_progress,
+                                data_root=(meta.get("dataset") or {}).get("root"))
     else:  # a package whose expected outputs the accelerator does not reproduce would mislead
         remove_deployment_package(out_dir)
-    print_summary(report)
-    return 0 if verification["ok"] else 1
+    folder.adopt_new(before)
+    folder.record()
+    interrupts.check()
+    faults.point("build:before_report_json")
+    write_report_json(out_dir, report)  # last: its presence marks a finished build
+    return report
 
 
 def run_imported_pipeline(args: argparse.Namespace) -> int:
@@ -134,7 +170,8 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     from hw.check.imported import verify_imported_build
     from hw.check.verify import load_test_set
     from hw.deploy import make_deployment_package, remove_deployment_package
-    from hw.report import print_summary, write_report
+    from hw.check.finished import build_integrity
+    from hw.report import print_summary, write_report, write_report_json
     from quant_models.custom_data import normalize_spec
 
     board = get_board(args.board)
@@ -151,28 +188,33 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
             "dataset": {"name": normalize_spec(dataset)}}
     images, labels, dataset_name = load_test_set(meta, args.verify_samples)  # bad data fails before the build
     out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A model.pt there (an older checkpoint build, or the user's own file) is left alone: import.json, written
-    # below, is what marks the folder as an imported model's build for validate and deploy.
-    for stale in ("report.json", "report.md", "import.json"):
-        (out_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / "validation", ignore_errors=True)
-    remove_deployment_package(out_dir)
-    started = time.perf_counter()
-    record = prepare_import(args.checkpoint, decl, out_dir)
-    record["dataset"] = meta["dataset"]["name"]
-    if list(images.shape[1:]) != record["input"]["image_shape"]:
-        raise OnebitError(f"dataset {dataset_name} has images {list(images.shape[1:])}, the model takes "
-                          f"{record['input']['image_shape']} (C,H,W); pass --dataset of that shape or --input-shape")
-    result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding, progress=not args.no_progress)
-    record["score_layer_alpha"] = result.score_affine.get("alpha")
-    write_import_record(out_dir, record)
-    finish_build_folder(result)
-    verification = verify_imported_build(result, record, images, labels, dataset_name,
-                                         progress=not args.no_progress)
-    report = write_report(result, meta, {"import": record}, verification, seconds=time.perf_counter() - started)
-    if verification["ok"]:
-        make_deployment_package(out_dir, report=report, progress=not args.no_progress)
+    with BuildFolder(out_dir, "onebit build") as folder:  # the same folder rules as a checkpoint's build
+        folder.claim(OUTPUTS, replace=REPLACED)
+        remove_deployment_package(out_dir)
+        folder.remove(REPLACED)  # import.json marks the folder as an imported model's build: written anew below
+        before = folder.entries()
+        started = time.perf_counter()
+        record = prepare_import(args.checkpoint, decl, out_dir)
+        record["dataset"] = meta["dataset"]["name"]
+        if list(images.shape[1:]) != record["input"]["image_shape"]:
+            raise OnebitError(f"dataset {dataset_name} has images {list(images.shape[1:])}, the model takes "
+                              f"{record['input']['image_shape']} (C,H,W); pass --dataset of that shape or --input-shape")
+        result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding,
+                                   progress=not args.no_progress)
+        record["score_layer_alpha"] = result.score_affine.get("alpha")
+        write_import_record(out_dir, record)
+        finish_build_folder(result)
+        verification = verify_imported_build(result, record, images, labels, dataset_name,
+                                             progress=not args.no_progress)
+        report = write_report(result, meta, {"import": record}, verification,
+                              seconds=time.perf_counter() - started, marker=False)
+        report["integrity"] = build_integrity(out_dir)
+        if verification["ok"]:
+            make_deployment_package(out_dir, report=report, progress=not args.no_progress)
+        folder.adopt_new(before)
+        folder.record()
+        interrupts.check()
+        write_report_json(out_dir, report)  # last: its presence marks a finished build
     print_summary(report)
     return 0 if verification["ok"] else 1
 
@@ -182,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="onebit build", description="FINN build of a onebit checkpoint for a board, with bit-exact verification")
     add_pipeline_arguments(parser)
+    interrupts.install()  # a Ctrl-C during the heavy imports must not be swallowed (onebit/interrupts.py)
     return run_pipeline(parser.parse_args(argv))
 
 

@@ -3,7 +3,8 @@
 Numbers come from FINN's own estimate reports (report/estimate_layer_cycles.json,
 estimate_layer_resources.json, estimate_network_performance.json); FPS and latency are recomputed at the
 board clock from FINN's cycle counts (FINN's network estimate uses the config's synth clock, the same here).
-report.json is written last and atomically: its presence marks a finished build.
+report.json is written last and atomically (hw/pipeline.py, after the deployment package): its presence marks a
+finished build.
 """
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def layer_table(result: BuildResult) -> list[dict[str, Any]]:
 
 
 def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dict[str, Any],
-                 verification: dict[str, Any], seconds: float) -> dict[str, Any]:
+                 verification: dict[str, Any], seconds: float, marker: bool = True) -> dict[str, Any]:
+    """report.md (+ resources.png) now; report.json too unless `marker` is False (then the caller writes it
+    last with `write_report_json`, after the deployment package)."""
     board = result.board
     rows = layer_table(result)
     totals = {key: sum(r[key] for r in rows) for key in ("LUT", "BRAM_18K", "DSP")}
@@ -64,7 +67,8 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
         "board": board.to_dict(),
         "folding": {"mode": result.folding.mode, "description": result.folding.describe(),
                     "file": str(result.out_dir / "folding.json")},
-        "accuracy": verification["levels"][verification.get("compared_against", "pytorch_trained")].get("accuracy"),
+        # what the hardware computes: the collapsed model (an imported model's own QONNX reference)
+        "accuracy": verification["levels"][verification.get("compared_against", "pytorch_collapsed")].get("accuracy"),
         "verification": {k: v for k, v in verification.items() if k != "collapse_check"},
         "collapse": collapse_report,
         "layers": rows,
@@ -95,7 +99,8 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
     if png:
         report["artifacts"]["resources_png"] = str(png)
     write_text_atomic(result.out_dir / "report.md", render_markdown(report))
-    write_text_atomic(result.out_dir / "report.json", json.dumps(report, indent=2, default=str))
+    if marker:
+        write_report_json(result.out_dir, report)
     return report
 
 
@@ -105,6 +110,9 @@ def _input_layout(result: BuildResult) -> str:
 
     model = ModelWrapper(str(result.final_model))
     return "NHWC" if len(model.get_tensor_shape(model.graph.input[0].name)) == 4 else "NCHW flatten (host reshape)"
+def write_report_json(out_dir: Path, report: dict[str, Any]) -> Path:
+    """report.json, atomically: the marker of a finished build, so the pipeline writes it last."""
+    return write_text_atomic(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str))
 
 
 def _output_datatype(result: BuildResult) -> str | None:
@@ -129,11 +137,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     acc = report["accuracy"]
     lines.append(f"Test accuracy (integer scores, {ver['samples']} {ver['dataset']} test images): "
                  f"{acc:.2%}" if acc is not None else "Test accuracy: n/a")
-    against = "the trained PyTorch model" if ver.get("compared_against", "pytorch_trained") == "pytorch_trained" \
-        else f"{ver['compared_against']}: the imported QONNX model on the declared float input"
+    against = ("the collapsed integer model" if ver.get("compared_against", "pytorch_collapsed") == "pytorch_collapsed"
+               else f"{ver['compared_against']}: the imported QONNX model on the declared float input")
     lines += ["", f"## Verification (integers compared on every sample, against {against})", ""]
     lines += mismatch_table(ver["levels"])
     lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}", ""]
+    drift = ver.get("collapse_drift") or {}
+    if drift.get("integer_mismatches"):
+        lines += [f"Collapse drift (pytorch_trained row; does not fail the build): {drift['integer_mismatches']} "
+                  f"images, first {drift['images'][:10]}: {drift['explanation']}.", ""]
     lines += ["## Per-layer estimates (FINN)", "", "```", layer_table_text(report["layers"]), "```", ""]
     if report["bottleneck"]:
         lines.append(f"Bottleneck: {report['bottleneck']['layer']} ({report['bottleneck']['cycles']} cycles). "
@@ -196,6 +208,10 @@ def print_summary(report: dict[str, Any]) -> None:
                   f"({e['seconds']} s)")
         else:
             print(f"  {level:<18} not executed: {e['reason']}")
+    drift = ver.get("collapse_drift") or {}
+    if drift.get("integer_mismatches"):
+        print(f"  collapse drift (pytorch_trained vs the collapsed model, not a failure): "
+              f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
     print(f"first divergent level: {ver['first_divergent_level'] or 'none'}; "
           f"{len(report['skipped_steps'])} FINN steps skipped (see skipped.txt)")
     print(f"build folder: {report['artifacts']['build_dir']} (report.md, report.json)")

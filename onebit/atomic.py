@@ -3,7 +3,9 @@
 A writer fills a hidden temporary file beside the target, which then replaces the target in one rename;
 if the writer fails, the temporary is removed and the old target (if any) is untouched. The temporary is
 made by `tempfile.mkstemp` (mode 0600), so it gets the mode a plain `open` would give the file before the
-rename: build folders and results stay readable by other users and containers.
+rename: build folders and results stay readable by other users and containers. Its name carries the
+writer's pid (`.<name>.<pid>.<random>.tmp<suffix>`), so a temporary left by a killed process is recognised
+and removed by the next run (onebit/buildfolder.py).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from onebit import faults
 
 
 def set_default_permissions(path: str | os.PathLike) -> None:
@@ -23,12 +27,15 @@ def set_default_permissions(path: str | os.PathLike) -> None:
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Call `write(tmp)` to fill a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
-    # the target's suffix is kept last, so writers that infer a format from it (matplotlib) still can
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    # the target's suffix is kept last, so writers that infer a format from it (matplotlib) still can; the
+    # pid in the name lets the next run remove what a killed one left (onebit/buildfolder.py)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{path.suffix}",
+                                   dir=path.parent)
     os.close(handle)
     try:
         write(Path(tmp))
         set_default_permissions(tmp)
+        faults.point(f"atomic:{path.name}")  # reliability tests: a kill with the temporary written
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

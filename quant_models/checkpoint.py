@@ -40,6 +40,7 @@ def save_checkpoint(path: str | os.PathLike, model: OnebitNet, meta: dict[str, A
     unknown = sorted(set(meta) - set(META_KEYS))
     if unknown:
         raise OnebitError(f"checkpoint meta has unknown keys {unknown}; allowed: {', '.join(META_KEYS)}")
+    check_finite(model.state_dict(), where=f"model to save as {path}")
     checkpoint: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -64,24 +65,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     # Arbitrary bytes make torch.load raise almost any exception type (IndexError for a text file).
     except Exception as error:  # noqa: BLE001
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        # torch's weights_only failure is a long text; its one informative line names the refused global.
-        first_line = next((l for l in lines if "Unsupported global" in l), lines[0] if lines else type(error).__name__)
-        if len(first_line) > 120:  # whole words: a cut mid-word reads like a different word
-            first_line = first_line[:120].rsplit(" ", 1)[0] + " ..."
-        hint = ("; a QONNX model goes in as model.onnx: `onebit build model.onnx --input-scale ...` (README 'Bring "
-                "your own model')" if path.suffix.lower() == ".onnx" or _looks_like_onnx(path) else
-                "; give a model.pt written by onebit")
-        raise OnebitError(f"{path}: not a onebit checkpoint (torch.load failed: {first_line}){hint}") from None
+        raise OnebitError(_load_failure(path, error)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         what = f"a {type(data).__name__}" if not isinstance(data, dict) else "a dict without format='onebit-checkpoint'"
         raise OnebitError(f"{path}: not a onebit checkpoint (it holds {what}); give a model.pt written by onebit")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise OnebitError(f"{path}: checkpoint version {version!r} is newer than this onebit reads ({VERSION}); update onebit")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise OnebitError(f"{path}: checkpoint version {version!r} is not a version number (a positive integer); "
+                          "the file is damaged or was edited: retrain or re-save it")
+    if version > VERSION:
+        raise OnebitError(f"{path}: checkpoint version {version} is newer than this onebit reads ({VERSION}); update onebit")
     for key in ("arch", "estimator", "state_dict"):
         if not isinstance(data.get(key), dict):
             raise OnebitError(f"{path}: checkpoint has no '{key}' dict; the file is damaged, retrain or re-save it")
+    hparams = data["estimator"].get("hparams", {})
+    if not isinstance(hparams, dict) or not isinstance(data["estimator"].get("name"), str):
+        raise OnebitError(f"{path}: estimator must be {{'name': str, 'hparams': dict}}, got name "
+                          f"{type(data['estimator'].get('name')).__name__} and hparams {type(hparams).__name__}; "
+                          "the file is damaged or was edited: retrain or re-save it")
+    check_finite(data["state_dict"], where=str(path))
     return data
 
 
@@ -92,6 +94,42 @@ def _looks_like_onnx(path: Path) -> bool:
             return handle.read(1) == b"\x08"
     except OSError:
         return False
+def _load_failure(path: Path, error: Exception) -> str:
+    """One line for a failed torch.load; a refused pickle names what it would have run."""
+    import re
+
+    text = str(error)
+    refused = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", text, re.IGNORECASE)
+    if refused:
+        return (f"{path}: refused to load: unpickling it would call {refused.group(1)}, which a onebit checkpoint "
+                "never holds (torch.load weights_only=True stopped it, nothing ran); give a model.pt written by onebit")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first_line = lines[0] if lines else type(error).__name__
+    if len(first_line) > 120:  # whole words: a cut mid-word reads like a different word
+        first_line = first_line[:120].rsplit(" ", 1)[0] + " ..."
+    hint = ("; a QONNX model goes in as model.onnx: `onebit build model.onnx --input-scale ...` (README 'Bring "
+            "your own model')" if path.suffix.lower() == ".onnx" or _looks_like_onnx(path) else
+            "; give a model.pt written by onebit")
+    return f"{path}: not a onebit checkpoint (torch.load failed: {first_line}){hint}"
+
+
+def check_finite(state_dict: dict[str, Any], where: str = "checkpoint") -> None:
+    """OnebitError naming the first tensor with NaN/Inf values, or a BatchNorm with a negative variance.
+
+    A non-finite weight or BatchNorm statistic makes every threshold derived from it meaningless, yet
+    the collapse and FINN would still build something; refuse it where it enters.
+    """
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):
+            kind = "NaN" if bool(torch.isnan(value).any()) else "Inf"
+            raise OnebitError(f"{where}: tensor {name} holds {int(bad.sum())} non-finite value(s) ({kind}) of "
+                              f"{value.numel()}; the training diverged (lower --lr) or the file was edited: retrain")
+        if name.endswith("running_var") and bool((value < 0).any()):
+            raise OnebitError(f"{where}: BatchNorm statistic {name} has negative variances; the file was edited "
+                              "or damaged: retrain")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[OnebitNet, dict[str, Any]]:

@@ -11,6 +11,7 @@ path for Fashion-MNIST (`/usr/share/datasets/fashion-mnist`, package dataset-fas
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import shutil
@@ -191,7 +192,7 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     if len(raw) < header:
         raise OnebitError(f"{path}: truncated idx header; re-download the dataset file")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python ints: numpy's int64 product wraps negative for a forged header
     if len(raw) - header != count:
         raise OnebitError(
             f"{path}: idx header declares shape {tuple(shape)} ({count} bytes) but the file holds "
@@ -223,7 +224,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):  # noqa: ANN201
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+            raise pickle.UnpicklingError(f"unpickling it would call {module}.{name}")
         return super().find_class(module, name)
 
 
@@ -231,7 +232,10 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
             obj = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as error:
+    except pickle.UnpicklingError as error:
+        raise OnebitError(f"{path}: refused to load: {error} (a CIFAR-10 batch holds numpy arrays only; "
+                          "unpickling stopped before anything ran); re-download cifar-10-python.tar.gz") from None
+    except (OSError, EOFError, ValueError, TypeError, AttributeError) as error:
         raise OnebitError(f"{path}: not a CIFAR-10 python batch ({error}); re-download cifar-10-python.tar.gz") from None
     if not isinstance(obj, dict):
         raise OnebitError(f"{path}: not a CIFAR-10 python batch (no dict inside); re-download the dataset")

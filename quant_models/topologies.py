@@ -36,6 +36,11 @@ CNV_FC: list[int] = [512, 512]
 KERNEL_SIZE = 3
 BN_EPS = 1e-4
 ARCHITECTURES: tuple[str, ...] = ("tfc", "sfc", "lfc", "cnv")
+# Size limits (docs/design.md §1): larger models cannot be trained, collapsed or built in memory here, and a
+# typo such as in_shape [1, 100000, 100000] would otherwise try to allocate terabytes before failing.
+MAX_INPUT_VALUES = 1 << 22  # C*H*W of one image (3 x 1024 x 1024 fits)
+MAX_WIDTH = 1 << 16         # neurons / channels of one layer, and classes
+MAX_WEIGHTS = 1 << 30       # binary weights of the whole model (1 Gbit)
 # Threshold of the binary-input variant: pixel >= 128 -> +1, i.e. sign(x - 127.5), never exactly 0.
 BINARY_INPUT_OFFSET = 127.5
 
@@ -215,22 +220,31 @@ def complete_arch(arch: dict[str, Any]) -> dict[str, Any]:
     ):
         raise OnebitError(f"architecture {name}: in_shape must be [C, H, W] of positive ints, got {in_shape!r}")
     result["in_shape"] = [int(v) for v in in_shape]
+    if math.prod(result["in_shape"]) > MAX_INPUT_VALUES:
+        raise OnebitError(f"architecture {name}: in_shape {result['in_shape']} has {math.prod(result['in_shape']):,} "
+                          f"values per image, more than onebit's limit {MAX_INPUT_VALUES:,} (MAX_INPUT_VALUES); "
+                          "resize the images")
     result["num_classes"] = _positive_int(name, "num_classes", result.get("num_classes"))
-    result["input_bits"] = int(result.get("input_bits", 8))
-    if result["input_bits"] not in (8, 1):
-        raise OnebitError(f"architecture {name}: input_bits must be 8 or 1, got {result['input_bits']}")
-    result["dropout"] = float(result.get("dropout", 0.0))
-    if not 0.0 <= result["dropout"] < 1.0:
-        raise OnebitError(f"architecture {name}: dropout must be in [0, 1), got {result['dropout']}")
+    input_bits = result.get("input_bits", 8)
+    if isinstance(input_bits, bool) or input_bits not in (8, 1):
+        raise OnebitError(f"architecture {name}: input_bits must be the integer 8 or 1, got {input_bits!r}")
+    result["input_bits"] = int(input_bits)
+    dropout = result.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise OnebitError(f"architecture {name}: dropout must be a number in [0, 1) (0 = none), got {dropout!r}")
+    result["dropout"] = float(dropout)
 
     if name in MLP_WIDTHS:
         result["hidden"] = _width_list(name, "hidden", result.get("hidden", [MLP_WIDTHS[name]] * 3))
+        widths = [math.prod(result["in_shape"])] + result["hidden"] + [result["num_classes"]]
+        _check_weights(name, sum(a * b for a, b in zip(widths, widths[1:])))
         return result
 
     result["channels"] = _width_list(name, "channels", result.get("channels", CNV_CHANNELS))
     if "pool" in result:
         pool = result["pool"]
-        if not isinstance(pool, (list, tuple)) or len(pool) != len(result["channels"]):
+        if not isinstance(pool, (list, tuple)) or len(pool) != len(result["channels"]) \
+                or not all(isinstance(p, bool) for p in pool):
             raise OnebitError(f"architecture cnv: pool must be a list of {len(result['channels'])} booleans")
         result["pool"] = [bool(p) for p in pool]
     elif len(result["channels"]) == len(CNV_CHANNELS):
@@ -241,9 +255,9 @@ def complete_arch(arch: dict[str, Any]) -> dict[str, Any]:
         result["pool"] = [i % 2 == 1 and i < n - 2 for i in range(n)]
     result["fc"] = _width_list(name, "fc", result.get("fc", CNV_FC), allow_empty=True)
     if "first_padding" in result:
-        result["first_padding"] = int(result["first_padding"])
-        if result["first_padding"] < 0:
-            raise OnebitError("architecture cnv: first_padding must be >= 0")
+        padding = result["first_padding"]
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 16:
+            raise OnebitError(f"architecture cnv: first_padding must be an integer in 0..16, got {padding!r}")
     else:
         result["first_padding"] = _needed_first_padding(result)
     if result["first_padding"] and result["input_bits"] == 1:
@@ -259,12 +273,25 @@ def complete_arch(arch: dict[str, Any]) -> dict[str, Any]:
             f"architecture cnv: input {result['in_shape'][1]}x{result['in_shape'][2]} is too small for "
             f"{len(result['channels'])} unpadded 3x3 convs with first_padding={result['first_padding']}"
         )
+    channels = [result["in_shape"][0]] + result["channels"]
+    fc = [result["channels"][-1] * height * width] + result["fc"] + [result["num_classes"]]
+    _check_weights(name, sum(9 * a * b for a, b in zip(channels, channels[1:]))
+                   + sum(a * b for a, b in zip(fc, fc[1:])))
     return result
+
+
+def _check_weights(name: str, count: int) -> None:
+    if count > MAX_WEIGHTS:
+        raise OnebitError(f"architecture {name}: {count:,} binary weights, more than onebit's limit {MAX_WEIGHTS:,} "
+                          "(MAX_WEIGHTS); use fewer or narrower layers")
 
 
 def _positive_int(name: str, key: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise OnebitError(f"architecture {name}: {key} must be a positive int, got {value!r}")
+    if value > MAX_WIDTH:
+        raise OnebitError(f"architecture {name}: {key} {value:,} is more than onebit's limit {MAX_WIDTH:,} per layer "
+                          "(MAX_WIDTH)")
     return int(value)
 
 

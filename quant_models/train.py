@@ -22,12 +22,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-from tqdm import tqdm
+from onebit import interrupts
 
+interrupts.install()  # before torch/Brevitas imports, which can swallow a Ctrl-C (onebit/interrupts.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from onebit import faults
 from onebit.atomic import save_figure_atomic, write_atomic
+from onebit.buildfolder import clean_stale_temporaries_of
 from onebit.errors import OnebitError, cli_errors
 from quant_models.checkpoint import check_state_dict, save_checkpoint
 from quant_models.custom_data import content_hash
@@ -135,6 +141,12 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
             estimator.on_step_start(model, step, total_steps)
             scores = model(x)
             loss = nn.functional.cross_entropy(scores, y) + estimator.extra_loss(model)
+            if not torch.isfinite(loss.detach()):
+                raise OnebitError(
+                    f"training stopped: the loss is {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
+                    f"(lr {config.lr}); lower --lr or check the data. Nothing was written"
+                    + (f" ({config.out} is unchanged)" if config.out else ""))
+            interrupts.check()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -170,7 +182,9 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
     elapsed = elapsed_before + time.perf_counter() - started
     complete = len(history) >= config.epochs
 
+    interrupts.check()
     if complete:
+        faults.point("train:before_save")
         model.arch = estimator.finalize_arch(model.arch)
         # The recorded arch must rebuild exactly this model, or the checkpoint would not load.
         check_state_dict(build_model(model.arch, get_estimator(config.estimator, **estimator.hparams)), model.state_dict(), where="final arch")
@@ -179,6 +193,8 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
         "dataset": {
             "name": train_set.name,
             "sha256": content,
+            # where the data came from when given explicitly (--data-root), so build/validate find it again
+            "root": str(Path(config.data_root).expanduser().resolve()) if config.data_root else None,
             "classes": train_set.classes,
             "in_shape": train_set.in_shape,
             "num_train": len(train_set),
@@ -348,13 +364,33 @@ def _check_config(config: TrainConfig) -> None:
     for key, value, minimum in (("epochs", config.epochs, 1), ("batch-size", config.batch_size, 1)):
         if value < minimum:
             raise OnebitError(f"--{key} must be >= {minimum}, got {value}")
-    if not config.lr > 0:
-        raise OnebitError(f"--lr must be positive, got {config.lr}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise OnebitError(f"--lr must be a positive finite number, got {config.lr}")
+    if not math.isfinite(config.weight_decay) or config.weight_decay < 0:
+        raise OnebitError(f"--weight-decay must be a finite number >= 0, got {config.weight_decay}")
     for key, value in (("limit-train", config.limit_train), ("limit-test", config.limit_test)):
         if value is not None and value < 1:
             raise OnebitError(f"--{key} must be >= 1, got {value}")
     if config.out and not Path(config.out).parent.is_dir():
         raise OnebitError(f"--out {config.out}: folder {Path(config.out).parent} does not exist; create it first")
+    if config.out:
+        _check_writable(Path(config.out))
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before training, not after it, when the checkpoint (and its curve PNG) cannot be written."""
+    for target in (out, curve_path(out)):
+        if target.is_dir():
+            raise OnebitError(f"--out {out}: {target} is a folder; give a file name such as {target / 'model.pt'}")
+    clean_stale_temporaries_of(out)  # what a killed earlier run left beside the checkpoint
+    probe = out.parent / f".onebit-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"onebit writability probe\n")
+    except OSError as error:
+        raise OnebitError(f"--out {out}: folder {out.parent} is not writable ({error.strerror}); choose a "
+                          "writable --out (nothing was trained)") from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _parse_arch_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -412,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
+    interrupts.check()  # a Ctrl-C during the imports above, even if a library swallowed it
     args = build_parser().parse_args(argv)
     config = TrainConfig(
         model=args.model,

@@ -42,10 +42,18 @@ def _build(checkpoint: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def _pipeline(checkpoint: Path, out_dir: Path) -> Path:
+    """A finished build folder (report.json, integrity record, deployment package): what `onebit build` makes."""
+    from hw.pipeline import main as build_main
+
+    assert build_main([str(checkpoint), "--out", str(out_dir), "--verify-samples", "20", "--no-progress"]) == 0
+    return out_dir
+
+
 @pytest.fixture(scope="session")
 def tfc_build(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tfc")
-    return _build(_train(root, "tfc", ["--limit-train", "2000"]), root / "build")
+    return _pipeline(_train(root, "tfc", ["--limit-train", "2000"]), root / "build")
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def _linked_build(tfc_build: Path, root: Path) -> Path:
     for entry in tfc_build.iterdir():
         if entry.name not in ("deploy", "deploy.zip", "report.json", "validation"):
             (build / entry.name).symlink_to(entry)
-    # The fixture build has no report (conftest stops after the driver); the package needs the board name.
+    # A minimal report (the session build's own is left out with its package); the package needs the board name.
     (build / "report.json").write_text(json.dumps({"board": {"name": "Pynq-Z1"}}))
     return build
 
@@ -78,8 +78,10 @@ def runs(tfc_build, tmp_path_factory) -> dict[str, Any]:
     # As on the board: opened from deploy/notebooks with the default BUILD_DIR ".."; "auto" is the model here.
     jobs = {name: (deployed / "notebooks" / name, deployed / "notebooks", {"ONEBIT_N": str(SAMPLES)})
             for name in NAMES}
+    # A build folder without its deployment package (the session build has one: linked without it).
     jobs["checkpoint"] = (NOTEBOOKS / "2_validate.ipynb", root, {
-        "ONEBIT_BUILD_DIR": str(tfc_build), "ONEBIT_BACKEND": "model", "ONEBIT_N": "40", "ONEBIT_BATCH_SIZE": "16"})
+        "ONEBIT_BUILD_DIR": str(_linked_build(tfc_build, root / "plain")), "ONEBIT_BACKEND": "model",
+        "ONEBIT_N": "40", "ONEBIT_BATCH_SIZE": "16"})
     jobs["mismatch"] = (broken / "notebooks" / "2_validate.ipynb", broken / "notebooks", {"ONEBIT_N": str(SAMPLES)})
     jobs["board"] = (deployed / "notebooks" / "1_classify.ipynb", deployed / "notebooks", {"ONEBIT_BACKEND": "board"})
 

@@ -66,25 +66,41 @@ def _container(dtype: str) -> type:
 
 
 def final_model_path(build_dir: str | Path, hw_model: str | None = None) -> Path:
-    """The build's final FINN model: io.json's hw_model, else the last step in report.json's steps."""
+    """The build's final FINN model: io.json's hw_model, else the last step in report.json's steps.run.
+
+    Never chosen by file time (a touched or copied step model would win); every path stays inside the
+    build folder (io.json is data a user can edit: `../../..` is refused).
+    """
+    from onebit.buildfolder import inside
+
     build_dir = Path(build_dir)
     if hw_model:
-        return build_dir / hw_model
+        return inside(build_dir, hw_model)
     report = build_dir / "report.json"
     if report.is_file():
         import json
 
-        data = json.loads(report.read_text())
-        if data.get("final_model"):
-            return build_dir / data["final_model"]
-        for step in reversed(data.get("steps_run", [])):
-            candidate = build_dir / "finn" / f"{step}.onnx"
+        try:
+            data = json.loads(report.read_text())
+        except (OSError, ValueError) as error:
+            raise OnebitError(f"{report} is unreadable ({error}); rerun `onebit build`") from None
+        steps = (data.get("steps") or {}).get("run") or data.get("steps_run") or []
+        for step in reversed(steps):
+            candidate = inside(build_dir, f"finn/{step}.onnx")
             if candidate.is_file():
                 return candidate
-    # The build saves finn/<step>.onnx after each step in order, so the newest is the final model.
-    steps = sorted((build_dir / "finn").glob("*.onnx"), key=lambda p: p.stat().st_mtime)
-    if steps:
-        return steps[-1]
+        if steps:
+            raise OnebitError(f"{build_dir}: report.json lists the steps {steps[-3:]} but none of their "
+                              "finn/<step>.onnx models exists; rerun `onebit build`")
+    # An unfinished build (no report.json, or one naming no steps): the step models in the build's order.
+    from hw.finn.build import FRONTEND_HEAD, FRONTEND_TAIL, TOOL_STEPS
+
+    order = FRONTEND_HEAD + ["step_onebit_auto_fold", "step_target_fps_parallelization", "step_apply_folding_config"] \
+        + FRONTEND_TAIL + [name for name, _ in TOOL_STEPS]
+    for step in reversed(order):
+        candidate = build_dir / "finn" / f"{step}.onnx"
+        if candidate.is_file():
+            return candidate
     raise OnebitError(f"{build_dir}: no finn/<step>.onnx models (and no hw_model in driver/io.json); "
                       "rebuild with `onebit build`")
 
@@ -331,11 +347,27 @@ class AcceleratorModel:
     def run_values(self, values: np.ndarray) -> np.ndarray:
         """Integer input tensor (N, *ishape_normal[1:]) -> integer output tensor (N, *oshape_normal[1:])."""
         x = np.asarray(values)
+        self._check_values(x)
         n = x.shape[0]
         for layer in self.layers:
             x = layer.compute(x.reshape((n,) + layer.in_shape)).reshape((n,) + layer.out_shape)
             x = x.astype(_container(layer.out_dtype), copy=False)
         return x.astype(np.int64)
+
+    def _check_values(self, x: np.ndarray) -> None:
+        """The input stream carries integers of the input datatype: refuse anything else, never cast silently."""
+        s = self.shapes
+        expected = tuple(s["ishape_normal"][1:])
+        if x.ndim < 1 or tuple(x.shape[1:]) != expected:
+            raise OnebitError(f"accelerator model input must have shape (N, {', '.join(map(str, expected))}), "
+                              f"got {x.shape}")
+        if x.dtype.kind not in "iub":
+            raise OnebitError(f"accelerator model input must be integers ({s['idt']}), got {x.dtype}; pass the raw "
+                              "pixels (uint8), not normalised floats")
+        lo, hi = datatype_range(s["idt"])
+        if x.size and (int(x.min()) < lo or int(x.max()) > hi):
+            raise OnebitError(f"accelerator model input values {int(x.min())}..{int(x.max())} are outside "
+                              f"{s['idt']} ({lo}..{hi}); pass raw pixels 0..255")
 
     def run(self, packed: np.ndarray) -> np.ndarray:
         """Input DMA bytes (N, *ishape_packed[1:]) -> output DMA bytes (N, *oshape_packed[1:])."""

@@ -46,18 +46,22 @@ def check_build_dir(build_dir: Path) -> None:
                           "imported model.onnx's record); copy it there or rerun `onebit build`")
 
 
-def software_scores(build_dir: Path, images: np.ndarray) -> np.ndarray:
-    """Integer class scores z of the collapsed checkpoint in PyTorch (of the QONNX reference for an imported model)."""
+def software_scores(build_dir: Path, images: np.ndarray, with_trained: bool = False):
+    """Integer class scores z of the collapsed checkpoint in PyTorch (and of the trained model, if asked; None
+    for an imported model, whose reference is the QONNX model itself)."""
     from hw.check.imported import is_imported_build, reference_scores
 
     if is_imported_build(build_dir):
-        return reference_scores(build_dir, images)
+        reference = reference_scores(build_dir, images)
+        return (reference, None) if with_trained else reference
     import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
     from export.collapse import collapse, integer_scores
     from quant_models.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(build_dir / "model.pt")
     plain, _ = collapse(model, meta)
+    if with_trained:
+        return integer_scores(plain, images), integer_scores(model, images)
     return integer_scores(plain, images)
 
 
@@ -86,8 +90,10 @@ def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, acce
             accel_model = AcceleratorModel.from_build(build_dir)
         bitfile = None
         if backend == "board" and spec.bitfile:
-            bitfile = build_dir / "deploy" / spec.bitfile
-            bitfile = bitfile if bitfile.is_file() else build_dir / "driver" / spec.bitfile
+            from onebit.buildfolder import inside  # io.json is user-editable: never a path out of the build
+
+            bitfile = inside(build_dir, f"deploy/{spec.bitfile}")
+            bitfile = bitfile if bitfile.is_file() else inside(build_dir, f"driver/{spec.bitfile}")
         return Accelerator(spec, backend=backend, model=accel_model, bitfile=bitfile, batch_size=batch_size)
     except DriverError as error:
         raise OnebitError(str(error)) from None
@@ -97,16 +103,52 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
                    backend: str = "auto", batch_size: int | None = None, cppsim: bool = False,
                    data_root: str | None = None, accel_model=None, progress: bool = True,
                    write: bool = True) -> dict[str, Any]:
-    """Run the comparison and return the report (also written to BUILD_DIR/validation/ when `write`)."""
-    from hw.check.imported import build_meta
-    from quant_models.data import load_dataset
+    """Run the comparison and return the report (also written to BUILD_DIR/validation/ when `write`).
+
+    Only a finished build whose files match their recorded sha256 is validated; with `write` the folder
+    is locked and checked writable before any work (onebit/buildfolder.py).
+    """
+    from hw.check.finished import check_build_integrity, finished_report
+    from onebit.buildfolder import BuildFolder
 
     build_dir = Path(build_dir)
     check_build_dir(build_dir)
-    meta = build_meta(build_dir)
+    build_report = finished_report(build_dir)  # an interrupted build is not validated
+    integrity = check_build_integrity(build_dir, build_report)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise OnebitError(f"--limit must be a whole number >= 1, got {limit!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise OnebitError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")
+    folder = BuildFolder(build_dir, "onebit validate", create=False, option="BUILD_DIR") if write else None
+    if folder is not None:  # writable, not in use, its validation/ onebit's: checked before any work
+        folder.open()
+    try:
+        if folder is not None:
+            folder.claim(["validation"])
+        report = _validate(build_dir, dataset, limit, backend, batch_size, cppsim, data_root, accel_model,
+                           progress, write, {"integrity": integrity},
+                           default_root=((build_report.get("checkpoint") or {}).get("dataset") or {}).get("root"))
+        if folder is not None:
+            folder.record(["validation"])
+        return report
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: str, batch_size: int | None,
+              cppsim: bool, data_root: str | None, accel_model, progress: bool, write: bool,
+              extra: dict[str, Any], default_root: str | None = None) -> dict[str, Any]:
+    from hw.check.imported import build_meta
+    from hw.check.verdict import collapse_drift, compare, judge
+    from quant_models.data import load_dataset
+
+    meta = build_meta(build_dir)  # the checkpoint's meta, or an imported model's record
     name = dataset or meta.get("dataset", {}).get("name")
     if not name:
         raise OnebitError(f"{build_dir}/model.pt names no dataset; pass --dataset")
+    if data_root is None and not dataset:  # where training (or the build's --data-root) found it
+        data_root = (meta.get("dataset") or {}).get("root") or default_root
     data = load_dataset(name, "test", data_root)
     from quant_models.custom_data import content_warning
 
@@ -115,8 +157,6 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
         print(warning)
     images, labels = data.images, data.labels
     if limit is not None:
-        if limit < 1:
-            raise OnebitError(f"--limit must be >= 1, got {limit}")
         images, labels = images[:limit], labels[:limit]
 
     accelerator = make_accelerator(build_dir, backend, batch_size, accel_model)
@@ -125,7 +165,7 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
                           f"{accelerator.spec.image_shape}; pass the dataset the model was trained on")
 
     t0 = time.perf_counter()
-    z_sw = software_scores(build_dir, images)
+    z_sw, z_trained = software_scores(build_dir, images, with_trained=True)
     sw_seconds = time.perf_counter() - t0
 
     chunks = range(0, len(images), accelerator.batch_size)
@@ -143,6 +183,8 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
     mismatched = np.flatnonzero(np.any(z_sw != z_hw, axis=1))
     pred_sw, pred_hw = z_sw.argmax(axis=1), z_hw.argmax(axis=1)
     k = z_hw.shape[1]
+    # the same rule as `onebit build` (hw/check/verdict.py): the collapsed model is the reference
+    verdict = judge({"pytorch_collapsed": compare(z_sw, z_sw), "accelerator": compare(z_sw, z_hw)})
     report: dict[str, Any] = {
         "build": str(build_dir), "dataset": name, "samples": int(len(images)),
         "backend": accelerator.backend,
@@ -161,6 +203,9 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
         "cppsim": (cppsim_status() or "available (run FINN's PrepareCppSim/CompileCppSim on the final model)")
         if cppsim else "not requested (--cppsim)",
         "confusion_matrix": confusion_matrix(labels, pred_hw, k).tolist(),
+        "ok": verdict["ok"], "compared_against": verdict["reference"],
+        # an imported model has no trained PyTorch model: no collapse to drift from
+        "collapse_drift": collapse_drift(z_trained, z_sw, labels) if z_trained is not None else None, **extra,
     }
     if write:
         out = build_dir / "validation"
@@ -183,6 +228,10 @@ def format_report(r: dict[str, Any]) -> str:
         f"  integer score mismatches: {r['mismatches']}" + (f" (first at {r['first_mismatches']})" if r["mismatches"] else ""),
         f"  cppsim: {r['cppsim']}",
     ]
+    drift = r.get("collapse_drift") or {}
+    if drift.get("integer_mismatches"):
+        lines.append(f"  collapse drift (trained float model vs the collapsed integer model, not a failure): "
+                     f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
     if r["range_violations"]:
         lines.append(f"  values outside their FINN datatype (the hardware would wrap them): {r['range_violations']}")
     return "\n".join(lines)
@@ -200,12 +249,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="board (PYNQ), model (bit-exact accelerator model) or auto (board where one is)")
     parser.add_argument("--batch-size", type=int, help="images per DMA transfer (default: io.json's)")
     parser.add_argument("--cppsim", action="store_true", help=f"also FINN cppsim (needs ${CPPSIM_ENV}, XILINX_HLS)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     report = validate_build(args.build_dir, args.dataset, args.limit, args.backend, args.batch_size,
-                            args.cppsim, args.data_root)
+                            args.cppsim, args.data_root, progress=not args.no_progress)
     print(format_report(report))
     print(f"  written: {args.build_dir / 'validation'}/validation.json, confusion_matrix.png")
-    return 1 if report["mismatches"] else 0
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Levels, in pipeline order, each reduced to the class scores z (int64, N x classe
   finn_hw_layers     finn/step_create_dataflow_partition.onnx, the HW-layer graph before specialization,
                      by FINN's Python execution; it outputs the popcounts p, mapped exactly z = 2p - n
 Every float output must be an exact integer (else that is reported as a mismatch on that sample). A level
-that cannot run is reported with the reason. The first level that differs from the trained model is named.
+that cannot run is reported with the reason. Every level is compared with the collapsed integer model and
+the first that differs is named; the trained model's differences are collapse drift, reported apart and
+never failing the build (hw/check/verdict.py: the one rule `onebit validate` applies too).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hw.check.verdict import REFERENCE, collapse_drift, compare, judge  # noqa: F401 (compare: API)
 from onebit.atomic import save_figure_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
@@ -211,16 +214,6 @@ def _chunked(function, images: np.ndarray, chunk: int, progress: bool, label: st
     return np.concatenate(outputs)
 
 
-def compare(reference: np.ndarray, scores: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
-    """Integer and argmax mismatches of `scores` against `reference` (samples x classes)."""
-    wrong = np.any(scores != reference, axis=1) | ~exact
-    argmax_wrong = scores.argmax(1) != reference.argmax(1)
-    indices = np.flatnonzero(wrong)
-    return {"samples": int(len(reference)), "integer_mismatches": int(wrong.sum()),
-            "argmax_mismatches": int(argmax_wrong.sum()), "non_integer_outputs": int((~exact).sum()),
-            "first_mismatches": [int(i) for i in indices[:MAX_LISTED]]}
-
-
 def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,
                  images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
     """Run every level on the same images; returns the verification dict (also written to validation/)."""
@@ -242,15 +235,16 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         else:
             z, exact = _as_integers(values)
             scores[level] = z
-            entry.update({"executed": True, **compare(scores.get("pytorch_trained", z), z, exact)})
+            entry.update({"executed": True, **compare(scores.get(REFERENCE, z), z, exact)})
             if labels is not None:
                 entry["accuracy"] = float(np.mean(z.argmax(1) == labels))
         levels[level] = entry
 
     started = time.perf_counter()
-    record("pytorch_trained", started, integer_scores(trained, images), "torch, batched 1000")
-    started = time.perf_counter()
     record("pytorch_collapsed", started, integer_scores(plain, images), "torch, batched 1000")
+    started = time.perf_counter()
+    record("pytorch_trained", started, integer_scores(trained, images), "torch, batched 1000 (collapse drift only)")
+    levels = {level: levels[level] for level in ("pytorch_trained", "pytorch_collapsed")}  # table order
 
     started = time.perf_counter()
     try:
@@ -273,16 +267,17 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         except Exception as error:
             record(level, started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
 
-    first_divergent = next((lv for lv in LEVELS if levels.get(lv, {}).get("executed") and
-                            levels[lv]["integer_mismatches"]), None)
+    verdict = judge(levels, LEVELS)
+    first_divergent = verdict["first_divergent_level"]
     not_executed = [lv for lv in LEVELS if not levels[lv].get("executed")]
     result = {
-        "dataset": dataset, "samples": int(len(images)), "compared_against": "pytorch_trained",
+        "dataset": dataset, "samples": int(len(images)), "compared_against": REFERENCE,
         "score_form": "z = sum(w*a) over +-1 weights and activations (the score layer's accumulator)",
         "levels": levels, "first_divergent_level": first_divergent, "not_executed": not_executed,
-        "ok": first_divergent is None,
-        "collapse_check": {"trained_vs_collapsed_integer_mismatches": levels["pytorch_collapsed"]["integer_mismatches"],
-                           "trained_vs_collapsed_argmax_mismatches": levels["pytorch_collapsed"]["argmax_mismatches"]},
+        "ok": verdict["ok"],
+        "collapse_drift": collapse_drift(scores["pytorch_trained"], scores[REFERENCE], labels),
+        "collapse_check": {"trained_vs_collapsed_integer_mismatches": levels["pytorch_trained"]["integer_mismatches"],
+                           "trained_vs_collapsed_argmax_mismatches": levels["pytorch_trained"]["argmax_mismatches"]},
     }
     _write_validation(build.out_dir, result, scores, labels)
     return result
@@ -307,12 +302,12 @@ def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, n
     write_text_atomic(folder / "mismatches.md", "\n".join(mismatch_table(result["levels"])) + "\n")
     write_text_atomic(folder / "verification.json",
                       json.dumps({k: v for k, v in result.items() if k != "collapse_check"}, indent=2))
-    if labels is not None and "pytorch_trained" in scores:
-        predicted = scores["pytorch_trained"].argmax(1)
+    if labels is not None and REFERENCE in scores:
+        predicted = scores[REFERENCE].argmax(1)
         k = int(max(labels.max(), predicted.max())) + 1
         matrix = confusion_matrix(labels, predicted, k)
         plot_confusion(matrix, [str(c) for c in range(k)],
-                       f"trained model (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")
+                       f"collapsed integer model (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:

@@ -9,8 +9,9 @@ Off the board, `simdevice.SimulatedDevice` (pass `device=`) runs the board backe
 where the FPGA is needed and stops there with a one-line error.
 """
 from .accelerator import BACKENDS, Accelerator, Prediction
+from .integrity import PackageIntegrityError, verify_package
 from .io_spec import FORMAT, VERSION, BoardRequiredError, DriverError, IOSpec
 from .packing import PackingError, pack, unpack
 
 __all__ = ["Accelerator", "BACKENDS", "BoardRequiredError", "DriverError", "FORMAT", "IOSpec", "PackingError",
-           "Prediction", "VERSION", "pack", "unpack"]
+           "PackageIntegrityError", "Prediction", "VERSION", "pack", "unpack", "verify_package"]

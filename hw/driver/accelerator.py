@@ -25,6 +25,15 @@ from .packing import datatype_range, pack, unpack
 BACKENDS = ("board", "model")
 
 
+def _whole_number(value) -> int:
+    """A batch size as int; 2.7 or "8" is refused rather than silently truncated or replaced."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise DriverError(f"batch_size must be a whole number >= 1, got {value!r}")
+
+
 class PackedModel(Protocol):
     def run(self, packed: np.ndarray) -> np.ndarray: ...
 
@@ -45,7 +54,7 @@ class Accelerator:
         if backend not in BACKENDS:
             raise DriverError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
         self.backend = backend
-        self._batch_size = int(batch_size or self.spec.batch_size)
+        self._batch_size = _whole_number(self.spec.batch_size if batch_size is None else batch_size)
         if self._batch_size < 1:
             raise DriverError(f"batch_size must be >= 1, got {self._batch_size}")
         self.overlay = None
@@ -64,6 +73,10 @@ class Accelerator:
                 raise DriverError(f"{self.spec.source} names no bitfile (this build ran without Vivado); "
                                   "build with Vivado for a board, or use backend='model'")
             bitfile = Path(self.spec.source).parent / self.spec.bitfile
+            package = Path(self.spec.source).resolve().parent.parent  # io.json sits in <package>/driver/
+            if package not in Path(bitfile).resolve().parents:
+                raise DriverError(f"{self.spec.source}: bitfile {self.spec.bitfile!r} leaves the deployment package; "
+                                  "rebuild or re-copy the package")
         if not Path(bitfile).is_file():
             raise DriverError(f"bitfile {bitfile} not found; copy the build's deploy/ folder to the board, "
                               "or use backend='model'")
@@ -89,7 +102,7 @@ class Accelerator:
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
-        value = int(value)
+        value = _whole_number(value)
         if value < 1:
             raise DriverError(f"batch_size must be >= 1, got {value}")
         self._batch_size = value

@@ -80,6 +80,11 @@ class IOSpec:
         self.idma_name: str = dma.get("input", "idma0")
         self.odma_name: str = dma.get("output", "odma0")
         self.hw_model: str | None = data.get("hw_model")
+        for key, value in (("hw_model", self.hw_model), ("bitfile", self.bitfile)):
+            if value is not None and (not isinstance(value, str) or value.startswith(("/", "\\"))
+                                      or (key == "hw_model" and ".." in value.replace("\\", "/").split("/"))):
+                raise DriverError(f"{source}: {key} {value!r} must be a path relative to the build folder that "
+                                  "stays inside it; rebuild to regenerate io.json")
 
         self.image_shape = tuple(int(v) for v in _require(inp, "image_shape", f"{source}: input"))
         transpose = inp.get("transpose")

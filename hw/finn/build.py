@@ -35,7 +35,7 @@ from hw.boards import Board
 from hw.finn.env import SKIP_RTLSIM_ENV, ToolStatus, import_finn_steps, tool_status
 from hw.finn.folding import FoldingSpec, auto_fold_function, extract_folding
 from hw.finn.partition import resolve_final_model
-from onebit.atomic import write_text_atomic
+from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
 SCORE_AFFINE_KEY = "onebit_score_affine"
@@ -300,6 +300,10 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
 
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
+    if folding.mode == "file":  # names, attributes and divisors checked against the graph first
+        from hw.finn.folding_check import checked_apply_folding
+
+        lookup["step_apply_folding_config"] = checked_apply_folding(lookup["step_apply_folding_config"], folding.file)
     if folding.mode == "auto":
         import hw.finn.autofold as autofold
 
@@ -332,7 +336,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
                                  f"(input model {previous}, traceback in {log_path})") from None
             seconds[step] = round(time.perf_counter() - started, 3)
             previous = out_dir / "finn" / f"{step}.onnx"
-            model.save(str(previous))
+            write_atomic(previous, lambda tmp: model.save(str(tmp)))  # never a half-written model (disk full)
     # After ZynqBuild/VitisBuild the model is the partitioned parent: onebit reads its dataflow child.
     final_model, parent = resolve_final_model(previous, out_dir)
     if parent is not None:

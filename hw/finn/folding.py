@@ -86,6 +86,9 @@ def folding_from_file(path: str | Path) -> FoldingSpec:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise FoldingError(f"folding file {path} must map node names to attribute dicts, e.g. "
                            '{"MVAU_hls_0": {"PE": 16, "SIMD": 49}}')
+    from hw.finn.folding_check import check_values
+
+    check_values(data, str(path))  # zero/negative/non-integer PE, SIMD: now; names and divisors on the graph
     return FoldingSpec("file", file=path.resolve())
 
 

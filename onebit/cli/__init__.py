@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"onebit: unknown command '{command}'; known: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
+    from onebit import interrupts
+
+    interrupts.install()  # before the stage's heavy imports, which could swallow a Ctrl-C
     module = importlib.import_module(SUBCOMMANDS[command][0])
     return int(module.main(rest) or 0)
 

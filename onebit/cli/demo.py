@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     get_board(args.board)  # fail before training on a bad board name
     started = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
+    from onebit.buildfolder import BuildFolder
+
+    with BuildFolder(args.out, "onebit demo") as folder:  # the checkpoint is the build's model.pt: onebit's file
+        folder.claim(["model.pt", "model.curve.png"])
     checkpoint = args.out / "model.pt"
     print(f"[1/2] training TFC-w1a1 on Fashion-MNIST, {args.epochs} epochs -> {checkpoint}")
     _, meta = train(TrainConfig(model="tfc", estimator="ste", dataset="fashion-mnist", epochs=args.epochs,

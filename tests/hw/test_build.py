@@ -176,10 +176,16 @@ def test_layer_that_cannot_become_binary_is_named(tfc_build: Path, tmp_path: Pat
         odd = build_model(trained.arch, HardtanhEstimator())
         odd.load_state_dict(trained.state_dict())
         save_checkpoint(tmp_path / "hardtanh.pt", odd, {k: meta.get(k, {}) for k in ("dataset", "training", "metrics")})
-        # a previous build's results in the same folder must not survive a failed rebuild
-        (tmp_path / "b" / "validation").mkdir(parents=True)
-        (tmp_path / "b" / "validation" / "validation.json").write_text("{}")
-        (tmp_path / "b" / "report.json").write_text("{}")
+        # a previous build's results in the same folder must not survive a failed rebuild (written as a
+        # previous onebit run does, recorded in the folder manifest: onebit removes only its own files)
+        from onebit.buildfolder import BuildFolder
+
+        with BuildFolder(tmp_path / "b", "onebit build") as previous:
+            previous.claim(["validation", "report.json"])
+            (tmp_path / "b" / "validation").mkdir(parents=True)
+            (tmp_path / "b" / "validation" / "validation.json").write_text("{}")
+            (tmp_path / "b" / "report.json").write_text("{}")
+            previous.record()
         code, message = _run_main([str(tmp_path / "hardtanh.pt"), "--out", str(tmp_path / "b")], capsys)
     finally:
         ESTIMATORS.pop("test-hardtanh", None)

@@ -113,10 +113,13 @@ def test_interrupted_package_leaves_nothing_that_looks_complete(build_copy, monk
         raise KeyboardInterrupt("interrupted")
 
     monkeypatch.setattr(deploy, fail_in, boom)
+    old = {p: p.read_bytes() for p in [build_copy / "deploy.zip", *(build_copy / "deploy").rglob("*.*")]}
     with pytest.raises(KeyboardInterrupt):
         make_deployment_package(build_copy, samples=10, progress=False)
-    # No deploy/, no zip, no temporary folder: the old package (another build's) is gone too.
-    assert _leftovers(build_copy) == []
+    # No temporary folder or zip; the old, complete package is kept untouched (issue 12: a failed
+    # repackaging must not delete a good package; `onebit build` removes the previous build's package itself).
+    assert _leftovers(build_copy) == ["deploy", "deploy.zip"]
+    assert {p: p.read_bytes() for p in old} == old
     monkeypatch.undo()
     make_deployment_package(build_copy, samples=10, progress=False)
     assert _leftovers(build_copy) == ["deploy", "deploy.zip"]
@@ -173,9 +176,12 @@ def test_bitstream_of_an_earlier_build_is_not_packaged(build_copy):
                                             ("driver/__init__.py", "not the onebit driver package")])
 def test_unfinished_build_is_a_clear_error(build_copy, remove, message, capsys):
     (build_copy / remove).unlink()
+    manifest = (build_copy / "deploy" / "manifest.json").read_bytes()
     with pytest.raises(DeployError, match=message):
         make_deployment_package(build_copy, progress=False)
-    assert not (build_copy / "deploy").exists() and not (build_copy / "deploy.zip").exists()
+    # the existing package is kept as it was (issue 12), no temporaries are left
+    assert (build_copy / "deploy" / "manifest.json").read_bytes() == manifest
+    assert _leftovers(build_copy) == ["deploy", "deploy.zip"]
     assert deploy.main([str(build_copy), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("onebit: ") and message in err and err.count("\n") == 1

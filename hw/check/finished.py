@@ -1,0 +1,69 @@
+"""Before `onebit validate` trusts a build folder: it is finished, unchanged since the build, its package intact.
+
+* finished: report.json exists (the pipeline writes it last, hw/pipeline.py); an interrupted build has none.
+* unchanged: report.json's "integrity" lists the sha256 of the files validation reads (model.pt, the
+  QONNX model, finn/*.onnx, driver/*); one that differs or is missing stops validation with its name.
+* package intact: deploy/manifest.json (hw/deploy.py) is checked file by file (hw/driver/integrity.py, the
+  same function the board runs), and its own sha256 against the one report.json recorded.
+Every path read from these files stays inside the build folder (onebit.buildfolder.inside).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hw.driver.integrity import PackageIntegrityError, verify_package
+from onebit.buildfolder import BuildFolderError, inside, integrity_record, sha256_file, verify_integrity
+from onebit.errors import OnebitError
+
+# The files whose sha256 a build records (relative glob patterns): what validation and the package read.
+INTEGRITY_PATTERNS = ("model.pt", "model_qonnx.onnx", "finn/*.onnx", "driver/*", "driver/**/*.py", "folding.json")
+
+
+def build_integrity(build_dir: str | Path) -> dict[str, str]:
+    """sha256 of the build's files that validation reads (stored in report.json by the pipeline)."""
+    return integrity_record(build_dir, INTEGRITY_PATTERNS)
+
+
+def finished_report(build_dir: str | Path) -> dict[str, Any]:
+    """report.json of a finished build, or OnebitError saying the build did not finish."""
+    build_dir = Path(build_dir)
+    path = build_dir / "report.json"
+    if not path.is_file():
+        raise OnebitError(f"{build_dir}: no report.json, so the build did not finish (interrupted or failed); "
+                          f"rerun `onebit build` with --out {build_dir}")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise OnebitError(f"{path} is unreadable ({error}); rerun `onebit build`") from None
+    if not isinstance(report, dict) or report.get("format") != "onebit-build-report":
+        raise OnebitError(f"{path} is not a onebit build report; rerun `onebit build`")
+    return report
+
+
+def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Verify the build's recorded sha256s and its deployment package; returns what was checked."""
+    build_dir = Path(build_dir)
+    checked: dict[str, Any] = {}
+    record = report.get("integrity")
+    if isinstance(record, dict) and record:
+        verify_integrity(build_dir, record, "report.json's integrity record")
+        checked["build_files"] = len(record)
+    else:
+        checked["build_files"] = "not recorded (built by an older onebit)"
+    deploy = build_dir / "deploy"
+    if deploy.is_dir():
+        try:
+            manifest = verify_package(deploy)
+        except PackageIntegrityError as error:
+            raise OnebitError(f"deployment package: {error}") from None
+        recorded = (report.get("deploy") or {}).get("manifest_sha256")
+        if recorded and sha256_file(deploy / "manifest.json") != recorded:
+            raise BuildFolderError(f"{deploy / 'manifest.json'} differs from the one report.json recorded; the "
+                                   "package was remade or edited after the build: rerun `onebit build`")
+        checked["deploy_files"] = len(manifest["files"])
+    return checked
+
+
+__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "check_build_integrity", "finished_report", "inside"]
