@@ -23,6 +23,8 @@ from hw.finn.folding import add_folding_arguments, spec_from_args
 from onebit.atomic import write_atomic
 from onebit.errors import OnebitError, cli_errors
 
+DEFAULT_PYTHON_SAMPLES = 200  # keeps a CNV build's FINN Python levels near half a minute on 2 cores
+
 
 def finish_build_folder(result: BuildResult) -> dict[str, Any]:
     """The accelerator engineer's hooks: driver/io.json from the final model, the board-side package."""
@@ -62,8 +64,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
     add_folding_arguments(parser)
-    parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
-                        help="test images verified at every level (default 1000; 0 = whole test set)")
+    parser.add_argument("--verify-samples", type=int, default=0, metavar="N",
+                        help="test images verified at the PyTorch levels (default 0 = the whole test set)")
+    parser.add_argument("--python-samples", type=int, default=DEFAULT_PYTHON_SAMPLES, metavar="M",
+                        help="of those, the first M verified by qonnx's and FINN's Python execution (slow: "
+                        f"~0.1-0.3 s per CNV image; default {DEFAULT_PYTHON_SAMPLES}, 0 = all N)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -79,6 +84,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     folding = spec_from_args(args)
     if args.verify_samples < 0:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    if args.python_samples < 0:
+        raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
     trained, meta = load_checkpoint(args.checkpoint)
     out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +102,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress)
     finish_build_folder(result)
     verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, python_samples=args.python_samples)
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started)
