@@ -468,16 +468,34 @@ class AcceleratorModel:
         return rows
 
 
-def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec) -> np.ndarray:
+def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec, progress: bool = False) -> np.ndarray:
     """Reference: FINN's own Python execution of the build's HW-layer graph (the dataflow child before
-    specialization; specialized layers have no Python execution), one image at a time, int64 raw outputs."""
+    specialization; specialized layers have no Python execution), one image at a time, int64 raw outputs.
+
+    Runs like verification's FINN levels (hw.check.verify): single-threaded BLAS, qonnx's rounding check
+    only where a tensor is not already exact, and forked worker processes for 100 images or more.
+    """
+    import os
+
     from finn.core.onnx_exec import execute_onnx
+
+    from hw.check.verify import _chunked, _parallel, fast_python_execution
 
     model = ModelWrapper(str(Path(build_dir) / "finn" / "step_create_dataflow_partition.onnx"))
     name_in, name_out = model.graph.input[0].name, model.graph.output[0].name
-    outputs = []
-    for image in images:
-        x = image[None].astype(np.float32)
-        x = x.transpose(spec.transpose) if spec.transpose else x
-        outputs.append(execute_onnx(model, {name_in: x.reshape(spec.ishape_normal)})[name_out].reshape(-1))
-    return np.array(outputs).astype(np.int64)
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        outputs = []
+        for image in chunk:
+            x = image[None].astype(np.float32)
+            x = x.transpose(spec.transpose) if spec.transpose else x
+            outputs.append(execute_onnx(model, {name_in: x.reshape(spec.ishape_normal)})[name_out].reshape(-1))
+        return np.array(outputs)
+
+    workers = min(os.cpu_count() or 1, 4)
+    with fast_python_execution():
+        if workers > 1 and len(images) >= 100:
+            out = _parallel(run, images, workers, progress, "FINN python")
+        else:
+            out = _chunked(run, images, 25, progress, "FINN python")
+    return out.astype(np.int64)
