@@ -262,13 +262,13 @@ def plot_path(result: FoldingResult, path: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     points = result.path
-    ok = [p for p in points if p.get("fits")]
-    bad = [p for p in points if not p.get("fits")]
-    if bad:
-        ax.scatter([p["lut"] for p in bad], [p["fps"] for p in bad], s=10, color="tab:gray",
-                   label="explored, over budget")
-    if ok:
-        ax.scatter([p["lut"] for p in ok], [p["fps"] for p in ok], s=10, color="tab:blue", label="explored, fits")
+    # fits: False = tried and over the budget, True = the first that fits, None = slower than the chosen
+    # rate (the rest of the curve, not tried)
+    for kind, color, label in ((False, "tab:gray", "tried, over budget"), (True, "tab:blue", "tried, fits"),
+                               (None, "tab:cyan", "slower foldings (not needed)")):
+        chosen = [p for p in points if p.get("fits") is kind]
+        if chosen:
+            ax.scatter([p["lut"] for p in chosen], [p["fps"] for p in chosen], s=10, color=color, label=label)
     ax.axhline(result.io_bound_fps, color="tab:orange", ls="--",
                label=f"I/O bound {result.io_bound_fps:,.0f} FPS ({result.port_bits}-bit port)")
     ax.axvline(result.budget["LUT"], color="tab:red", ls=":", label=f"LUT budget {result.budget['LUT']:,.0f}")
