@@ -10,7 +10,8 @@ run time, exactly as `onebit export` does (the same options as `onebit build`).
 Run as a plain script from anywhere: the repository root (this file's parent's parent) is put on sys.path
 so `quant_models`, `export` and `hw` import without installing the package, and export/ itself is
 taken off sys.path (its qonnx.py would shadow the qonnx package).
-Default --verify-samples is 1000 (keeps a TFC run under 30 s); 0 verifies the whole test set.
+Defaults: auto-fold to the board (I/O-aware), the whole test set through the PyTorch levels and the first
+200 images (--python-samples) through qonnx's and FINN's Python execution.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ One preset per PYNQ board onebit targets. The part names are the ones finn-plus 
 (`finn.util.basic.pynq_part_map`), so a preset can be handed to FINN's builder unchanged (`finn_board`
 is the key FINN knows the board by). Resource totals are the device data-sheet figures (AMD DS190 for
 Zynq-7000, DS891 for Zynq UltraScale+, DS986 for the K26 SOM): the budget a build's estimated LUT/BRAM
-is compared against. Default clocks: 100 MHz on the Zynq-7000 boards (the FCLK0 BNN-PYNQ and FINN's
+is compared against; `axi_port_bits` the width of the AXI port the DMAs use (the I/O bound). Default clocks: 100 MHz on the Zynq-7000 boards (the FCLK0 BNN-PYNQ and FINN's
 Pynq-Z1 notebooks use), 200 MHz on the UltraScale+ boards (finn-examples builds at 5 ns).
 
 This module imports nothing heavy: the folding/auto-fold code and the CLI may use it cheaply.
@@ -34,10 +34,24 @@ class Board:
     bram36: int  # 36 Kb block RAMs (one BRAM36 = two BRAM_18K as FINN's estimates count them)
     dsp: int
     uram: int = 0
+    # Data width of the PS-PL AXI port the accelerator's DMAs use: finn-plus' Zynq flow sizes its IODMAs to
+    # it (ZynqBuild -> InsertIODMA(pynq_native_port_width[board])): the 64-bit HP ports of Zynq-7000, the
+    # 128-bit HP ports of Zynq UltraScale+. The IODMAs run on the PL clock (the synthesis clock, FCLK0).
+    axi_port_bits: int = 64
 
     @property
     def clock_mhz(self) -> float:
         return 1000.0 / self.clock_ns
+
+    @property
+    def io_bytes_per_cycle(self) -> int:
+        """Bytes one IODMA moves per PL clock cycle at most (one AXI beat of the native port)."""
+        return self.axi_port_bits // 8
+
+    def io_bound_fps(self, bytes_per_image: int) -> float:
+        """Images/s one DMA direction can move at most: the I/O bound of any folding on this board."""
+        beats = -(-int(bytes_per_image) // self.io_bytes_per_cycle)
+        return self.clock_mhz * 1e6 / max(1, beats)
 
     @property
     def bram18(self) -> int:
@@ -61,15 +75,15 @@ BOARDS: dict[str, Board] = {
         Board("Pynq-Z2", "Pynq-Z2", shell_flow="VIVADO_ZYNQ", clock_ns=10.0, **_XC7Z020),
         Board(
             "Ultra96-V2", "Ultra96-V2", fpga_part="xczu3eg-sbva484-1-i", shell_flow="VIVADO_ZYNQ",
-            clock_ns=5.0, lut=70_560, ff=141_120, bram36=216, dsp=360, uram=0,
+            clock_ns=5.0, lut=70_560, ff=141_120, bram36=216, dsp=360, uram=0, axi_port_bits=128,
         ),
         Board(
             "ZCU104", "ZCU104", fpga_part="xczu7ev-ffvc1156-2-e", shell_flow="VIVADO_ZYNQ",
-            clock_ns=5.0, lut=230_400, ff=460_800, bram36=312, dsp=1_728, uram=96,
+            clock_ns=5.0, lut=230_400, ff=460_800, bram36=312, dsp=1_728, uram=96, axi_port_bits=128,
         ),
         Board(
             "KV260", "KV260_SOM", fpga_part="xck26-sfvc784-2LV-c", shell_flow="VIVADO_ZYNQ",
-            clock_ns=5.0, lut=117_120, ff=234_240, bram36=144, dsp=1_248, uram=64,
+            clock_ns=5.0, lut=117_120, ff=234_240, bram36=144, dsp=1_248, uram=64, axi_port_bits=128,
         ),
     )
 }

@@ -32,6 +32,7 @@ OUTPUTS = ("model.pt", "model_qonnx.onnx", "finn", "hw", "report", "build.log", 
            "driver", "validation", "report.json", "report.md", "resources.png", "deploy", "deploy.zip",
            "intermediate_models", "template_specialize_layers_config.json", "import.json")
 REPLACED = ("report.json", "report.md", "validation", "deploy", "deploy.zip", "import.json")
+DEFAULT_PYTHON_SAMPLES = 200  # keeps a CNV build's FINN Python levels near half a minute on 2 cores
 
 
 def finish_build_folder(result: BuildResult) -> dict[str, Any]:
@@ -78,8 +79,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
     add_folding_arguments(parser)
-    parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
-                        help="test images verified at every level (default 1000; 0 = whole test set)")
+    parser.add_argument("--verify-samples", type=int, default=0, metavar="N",
+                        help="test images verified at the PyTorch levels (default 0 = the whole test set)")
+    parser.add_argument("--python-samples", type=int, default=DEFAULT_PYTHON_SAMPLES, metavar="M",
+                        help="of those, the first M verified by qonnx's and FINN's Python execution (slow: "
+                        f"~0.1-0.3 s per CNV image; default {DEFAULT_PYTHON_SAMPLES}, 0 = all N)")
     parser.add_argument("--data-root", default=None,
                         help="dataset folder for verification (default: the one recorded at training, else as "
                              "quant_models.data resolves it)")
@@ -103,6 +107,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     folding = spec_from_args(args)
     if args.verify_samples < 0:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    if args.python_samples < 0:
+        raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
     trained, meta = load_checkpoint(args.checkpoint)
     meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
     if getattr(args, "data_root", None):
@@ -142,7 +148,7 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     finish_build_folder(result)
     faults.point("build:after_finn")
     verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, python_samples=args.python_samples)
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started, marker=False)

@@ -43,7 +43,10 @@ def layer_table(result: BuildResult) -> list[dict[str, Any]]:
         rows.append({"layer": node.name, "op_type": node.op_type, "PE": attr("PE"), "SIMD": attr("SIMD"),
                      "cycles": int(cycles.get(node.name, 0)), "LUT": float(res.get("LUT", 0)),
                      "BRAM_18K": float(res.get("BRAM_18K", 0)), "DSP": float(res.get("DSP", 0))})
-    return rows
+    # FINN's estimate gives its DMAs and width converters 0 cycles; the board's AXI port bounds the rate
+    from hw.finn.autofold.streams import with_stream_rows
+
+    return with_stream_rows(model, result.board.axi_port_bits, result.board.fpga_part, rows)
 
 
 def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dict[str, Any],
@@ -78,7 +81,9 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
                      "finn_network_estimate": network},
         "resources": {"total": totals, "budget": {"LUT": budget["LUT"], "BRAM_18K": budget["BRAM_18K"], "DSP": budget["DSP"]},
                       "fraction": {k: totals[k] / budget[k] if budget[k] else None for k in totals},
-                      "note": "FINN estimates of the dataflow layers; FIFOs, width converters, DMA and the shell are not included"},
+                      "note": "FINN estimates of the dataflow layers and the width converters FINN inserts; "
+                              "FIFOs, the DMAs' logic and the shell are not included"},
+        "io_bound": _io_bound(rows, board),
         "accelerator_io": {
             "input": {"datatype": "UINT8", "pixels": "raw 0..255",
                       "layout": _input_layout(result)},
@@ -110,9 +115,21 @@ def _input_layout(result: BuildResult) -> str:
 
     model = ModelWrapper(str(result.final_model))
     return "NHWC" if len(model.get_tensor_shape(model.graph.input[0].name)) == 4 else "NCHW flatten (host reshape)"
+
+
 def write_report_json(out_dir: Path, report: dict[str, Any]) -> Path:
     """report.json, atomically: the marker of a finished build, so the pipeline writes it last."""
     return write_text_atomic(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str))
+
+
+def _io_bound(rows: list[dict[str, Any]], board) -> dict[str, Any] | None:
+    """The DMAs' cycles per image at the board's AXI port width: the rate no folding can beat."""
+    dma = [r for r in rows if r["op_type"].startswith("IODMA")]
+    if not dma:
+        return None
+    slowest = max(dma, key=lambda r: r["cycles"])
+    return {"port_bits": board.axi_port_bits, "cycles": slowest["cycles"], "dma": slowest["layer"],
+            "fps": board.clock_mhz * 1e6 / slowest["cycles"] if slowest["cycles"] else None}
 
 
 def _output_datatype(result: BuildResult) -> str | None:
@@ -150,6 +167,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["bottleneck"]:
         lines.append(f"Bottleneck: {report['bottleneck']['layer']} ({report['bottleneck']['cycles']} cycles). "
                      f"Estimated {est['fps']:,.0f} FPS, latency {est['latency_us']:.1f} us at {est['clock_mhz']:.0f} MHz.")
+    if report.get("io_bound"):
+        io = report["io_bound"]
+        lines.append(f"I/O bound: {io['dma']} {io['cycles']} cycles per image through the {io['port_bits']}-bit "
+                     f"AXI port ({io['fps']:,.0f} FPS); no folding is faster.")
     t, b = res["total"], res["budget"]
     lines += ["", f"Resources: LUT {t['LUT']:,.0f} / {b['LUT']:,} ({res['fraction']['LUT']:.1%}), "
                   f"BRAM_18K {t['BRAM_18K']:,.0f} / {b['BRAM_18K']:,} ({res['fraction']['BRAM_18K']:.1%}), "

@@ -23,6 +23,9 @@ the stream (the hardware would wrap it), `range_violations` counts it per layer.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +39,7 @@ from hw.finn.io_description import stream_shapes
 from onebit.errors import OnebitError
 
 IDENTITY_OPS = ("Reshape", "StreamingDataWidthConverter", "StreamingFIFO")
-_CHUNK_WORDS = 1 << 22  # rows * PE * words per XNOR chunk: keeps the working set near 32 MB
+_CHUNK_BYTES = 64 << 20  # values of the largest intermediate per chunk of images (see run_values)
 
 
 def _base(op_type: str) -> str:
@@ -53,6 +56,37 @@ def _bits_to_words(bits: np.ndarray) -> np.ndarray:
     if pad:
         packed = np.concatenate([packed, np.zeros(packed.shape[:-1] + (pad,), np.uint8)], axis=-1)
     return np.ascontiguousarray(packed).view(np.uint64)
+
+
+_THREADS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to `n` for a block (the chunk threads of run_values parallelise)."""
+    import torch
+
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            torch.set_num_threads(before)
+
+
+def _int8_gemm(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Exact (R, K) int8 @ (K, N) int8 -> (R, N) int32 (torch._int_mm: oneDNN's int8 GEMM, int32 sums).
+
+    Why not numpy: numpy's integer matmul is not BLAS (about 100x slower); float32 BLAS is exact for
+    these sums too but measured 2-3x slower than the int8 kernel here (bench/accel_speed.py), and
+    packed XNOR-popcount with numpy's bitwise_count another 2x slower than float32 on CNV's shapes.
+    """
+    import torch
+
+    a = torch.from_numpy(np.ascontiguousarray(rows))
+    return torch._int_mm(a, torch.from_numpy(weights)).numpy()
 
 
 def _container(dtype: str) -> type:
@@ -211,32 +245,42 @@ class AcceleratorModel:
                                   "SIMD": inst.get_nodeattr("SIMD"), "idt": idt, "wdt": wdt, "odt": odt}
         if not xnor and idt == "BIPOLAR" and wdt == "BIPOLAR":
             xnor = True  # FINN computes bipolar x bipolar as XNOR-popcount on the binary encoding too
+        params["xnor"] = xnor
         thr = None if no_act else self._thresholds(model, node, 2, mh)
         act_val = int(inst.get_nodeattr("ActVal"))
         bipolar_out = odt == "BIPOLAR"
         lo, hi = datatype_range(odt)
         name = node.name
 
+        int8_weights = bool(np.all(weights == np.round(weights)) and np.abs(weights).max() <= 127)
         if xnor:
-            params["weight_words"] = _bits_to_words((weights.T > 0))  # (MH, words)
+            # matches(x, w) = sum_k [x_k == w_k] over the bit encodings = b @ (2w - 1) + zeros(w), with
+            # b = x > 0 as 0/1 and zeros(w) the number of 0 bits of w's column: one exact int8 GEMM.
+            bits = weights > 0
+            params["weights_int8"] = np.where(bits, 1, -1).astype(np.int8)
+            params["offset"] = (~bits).sum(axis=0).astype(np.int32)
 
             def matvec(x: np.ndarray) -> np.ndarray:
                 rows = x.reshape(-1, mw)
-                words = _bits_to_words(rows > 0)
-                w = params["weight_words"]
-                out = np.empty((rows.shape[0], mh), dtype=np.int32)
-                # One 2-D XOR + popcount per 64-bit word, accumulated in place: cache-sized row chunks
-                # beat a 3-D broadcast with a reduction over a short inner axis by ~10x.
-                step = max(1, (1 << 18) // mh)
-                mismatches = np.empty((min(step, rows.shape[0]), mh), dtype=np.int32)
-                for s in range(0, rows.shape[0], step):
-                    chunk = words[s:s + step]
-                    acc = mismatches[: chunk.shape[0]]
-                    acc[...] = 0
-                    for k in range(w.shape[1]):
-                        acc += np.bitwise_count(chunk[:, k, None] ^ w[None, :, k])
-                    out[s:s + step] = mw - acc
-                return out.reshape(x.shape[:-1] + (mh,))
+                if rows.dtype != np.uint8 or (rows.size and rows.max() > 1):
+                    rows = rows > 0
+                return _int8_gemm(rows.view(np.int8), params["weights_int8"]).reshape(x.shape[:-1] + (mh,))
+        elif int8_weights and datatype_range(idt)[1] - datatype_range(idt)[0] <= 255 \
+                and float(np.abs(weights).sum(axis=0).max()) * 256 < 2**31:
+            # Integer input (the first layer's UINT8 pixels): shift it into int8, x = (x - s) + s, so
+            # acc = (x - s) @ w + s * colsum(w) is one exact int8 GEMM with int32 accumulation.
+            shift = int(datatype_range(idt)[0]) + 128
+            params["weights_int8"] = weights.astype(np.int8)
+            params["offset"] = (shift * weights.sum(axis=0)).astype(np.int32)
+            params["shift"] = shift
+
+            def matvec(x: np.ndarray) -> np.ndarray:
+                rows = x.reshape(-1, mw)
+                if rows.dtype == np.uint8 and shift == 128:
+                    shifted = (rows ^ np.uint8(0x80)).view(np.int8)
+                else:
+                    shifted = (rows.astype(np.int16) - shift).astype(np.int8)
+                return _int8_gemm(shifted, params["weights_int8"]).reshape(x.shape[:-1] + (mh,))
         else:
             bound = float(np.abs(weights).sum(axis=0).max()) * max(abs(v) for v in datatype_range(idt))
             # float32 sums of integers are exact below 2**24, float64 below 2**53.
@@ -249,15 +293,28 @@ class AcceleratorModel:
                 # Stays float: every value is an exact integer, and thresholds compare exactly in float.
                 return (x.reshape(-1, mw).astype(ftype) @ params["weights"]).reshape(x.shape[:-1] + (mh,))
 
+        # The int8 GEMMs return acc - offset (offset: per output channel, see above); thresholds absorb it,
+        # acc >= t <=> acc - offset >= t - offset, so the big array is touched once. Integer thresholds
+        # (ceil'd) clipped to int32 keep every comparison exact (|acc| < 2**31 by the bound above).
+        def int_thresholds() -> np.ndarray:
+            shifted = np.ceil(thr) - params.get("offset", np.zeros(mh, np.int32))[:, None]
+            return np.clip(shifted, -2**31, 2**31 - 1).astype(np.int32)
+
         def compute(x: np.ndarray) -> np.ndarray:
             acc = matvec(x)
             if thr is not None:
-                return self._apply_thresholds(acc, thr.astype(acc.dtype) if acc.dtype.kind == "f" else thr,
-                                              act_val, bipolar_out)
+                if acc.dtype.kind == "f":
+                    return self._apply_thresholds(acc, thr.astype(acc.dtype), act_val, bipolar_out)
+                if params.get("thr_int") is None:
+                    params["thr_int"] = int_thresholds()
+                return self._apply_thresholds(acc, params["thr_int"], act_val, bipolar_out)
+            if "offset" in params:
+                acc = acc + params["offset"]
             acc = acc.astype(np.int64)
             bad = int(np.count_nonzero((acc < lo) | (acc > hi)))
             if bad:
-                self.range_violations[name] = self.range_violations.get(name, 0) + bad
+                with _THREADS_LOCK:  # chunks run on several threads
+                    self.range_violations[name] = self.range_violations.get(name, 0) + bad
             return acc
 
         params["thresholds"] = thr
@@ -286,12 +343,16 @@ class AcceleratorModel:
         ih, iw = inst.get_nodeattr("IFMDim")
         ch = int(inst.get_nodeattr("IFMChannels"))
 
+        span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
         def compute(x: np.ndarray) -> np.ndarray:
             x = x.reshape(-1, ih, iw, ch)
-            patches = [x[:, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw, :]
-                       for i in range(kh) for j in range(kw)]
-            # FINN's window element order is (kh, kw, c), channels fastest.
-            return np.stack(patches, axis=3).reshape(x.shape[0], oh, ow, kh * kw * ch)
+            # A strided view of every window, (n, oh, ow, c, kh, kw), copied once in FINN's window element
+            # order (kh, kw, c), channels fastest: each copied run is kw*c contiguous values (measured ~8x
+            # faster than stacking kh*kw shifted slices).
+            windows = np.lib.stride_tricks.sliding_window_view(x, (span_h, span_w), axis=(1, 2))
+            windows = windows[:, : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, :, ::dh, ::dw]
+            return windows.transpose(0, 1, 2, 4, 5, 3).copy(order="C").reshape(x.shape[0], oh, ow, kh * kw * ch)
 
         return compute, {}
 
@@ -345,9 +406,30 @@ class AcceleratorModel:
 
     # -- execution ------------------------------------------------------------------------------
     def run_values(self, values: np.ndarray) -> np.ndarray:
-        """Integer input tensor (N, *ishape_normal[1:]) -> integer output tensor (N, *oshape_normal[1:])."""
+        """Integer input tensor (N, *ishape_normal[1:]) -> integer output tensor (N, *oshape_normal[1:]).
+
+        Chunks run on one thread per core, each with single-threaded GEMMs: on a shared machine,
+        OpenMP-threaded BLAS/oneDNN calls stall on busy cores (measured 30-40 ms per small GEMM at load 8
+        on 2 cores, against 0.3 ms single-threaded). Images go through the whole network in chunks: large enough that the int8 GEMMs run at full
+        speed (oneDNN's per-call overhead: fewer than ~25k rows is measurably slower), small enough that
+        intermediates (an im2col of CNV is ~0.5 MB per image) do not grow with N.
+        """
         x = np.asarray(values)
         self._check_values(x)
+        n = x.shape[0]
+        per_image = max([int(np.prod(layer.out_shape)) for layer in self.layers] + [1])
+        chunk = int(min(8192, max(64, _CHUNK_BYTES // per_image)))
+        chunks = [x[s:s + chunk] for s in range(0, n, chunk)] or [x]
+        workers = min(len(chunks), os.cpu_count() or 1, 4)
+        with _torch_threads(1):
+            if workers == 1:
+                return np.concatenate([self._run_chunk(c) for c in chunks])
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                return np.concatenate(list(pool.map(self._run_chunk, chunks)))
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         for layer in self.layers:
             x = layer.compute(x.reshape((n,) + layer.in_shape)).reshape((n,) + layer.out_shape)
@@ -396,9 +478,14 @@ class AcceleratorModel:
         if _base(layer.op_type) != "MVAU":
             raise OnebitError(f"layer {layer_index} ({layer.op_type}) is not an MVAU")
         p = layer.params
-        if "weight_words" in p:
-            word, bit = divmod(row, 64)
-            p["weight_words"][column, word] ^= np.uint64(1) << np.uint64(bit)
+        p["thr_int"] = None  # the offset changes: integer thresholds are re-derived on the next run
+        if "weights_int8" in p and p["xnor"]:
+            # one +-1 entry changes sign: its column's count of 0 bits moves by one
+            p["offset"][column] += 1 if p["weights_int8"][row, column] > 0 else -1
+            p["weights_int8"][row, column] = -p["weights_int8"][row, column]
+        elif "weights_int8" in p:
+            p["offset"][column] -= 2 * p["shift"] * int(p["weights_int8"][row, column])
+            p["weights_int8"][row, column] = -p["weights_int8"][row, column]
         else:
             p["weights"][row, column] = -p["weights"][row, column]
 
@@ -413,16 +500,34 @@ class AcceleratorModel:
         return rows
 
 
-def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec) -> np.ndarray:
+def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec, progress: bool = False) -> np.ndarray:
     """Reference: FINN's own Python execution of the build's HW-layer graph (the dataflow child before
-    specialization; specialized layers have no Python execution), one image at a time, int64 raw outputs."""
+    specialization; specialized layers have no Python execution), one image at a time, int64 raw outputs.
+
+    Runs like verification's FINN levels (hw.check.verify): single-threaded BLAS, qonnx's rounding check
+    only where a tensor is not already exact, and forked worker processes for 100 images or more.
+    """
+    import os
+
     from finn.core.onnx_exec import execute_onnx
+
+    from hw.check.verify import _chunked, _parallel, fast_python_execution
 
     model = ModelWrapper(str(Path(build_dir) / "finn" / "step_create_dataflow_partition.onnx"))
     name_in, name_out = model.graph.input[0].name, model.graph.output[0].name
-    outputs = []
-    for image in images:
-        x = image[None].astype(np.float32)
-        x = x.transpose(spec.transpose) if spec.transpose else x
-        outputs.append(execute_onnx(model, {name_in: x.reshape(spec.ishape_normal)})[name_out].reshape(-1))
-    return np.array(outputs).astype(np.int64)
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        outputs = []
+        for image in chunk:
+            x = image[None].astype(np.float32)
+            x = x.transpose(spec.transpose) if spec.transpose else x
+            outputs.append(execute_onnx(model, {name_in: x.reshape(spec.ishape_normal)})[name_out].reshape(-1))
+        return np.array(outputs)
+
+    workers = min(os.cpu_count() or 1, 4)
+    with fast_python_execution():
+        if workers > 1 and len(images) >= 100:
+            out = _parallel(run, images, workers, progress, "FINN python")
+        else:
+            out = _chunked(run, images, 25, progress, "FINN python")
+    return out.astype(np.int64)

@@ -11,9 +11,12 @@ Every float output must be an exact integer (else that is reported as a mismatch
 that cannot run is reported with the reason. Every level is compared with the collapsed integer model and
 the first that differs is named; the trained model's differences are collapse drift, reported apart and
 never failing the build (hw/check/verdict.py: the one rule `onebit validate` applies too).
+The PyTorch levels run on all the given images; the Python-execution levels (qonnx, FINN) on the first
+`python_samples` of them (0 = all): each level states how many images it compared.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -27,6 +30,7 @@ from onebit.atomic import save_figure_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
 LEVELS = ("pytorch_trained", "pytorch_collapsed", "qonnx", "finn_streamlined", "finn_hw_layers")
+PYTHON_LEVELS = ("qonnx", "finn_streamlined", "finn_hw_layers")  # qonnx's/FINN's per-node Python execution
 MAX_LISTED = 20
 
 
@@ -155,6 +159,47 @@ def _batched_graph_model(model, batch: int):
     return model
 
 
+@contextlib.contextmanager
+def fast_python_execution():
+    """qonnx/FINN Python execution without two costs that are not the graph's: BLAS threads and a slow check.
+
+    * BLAS single-threaded: per-node matmuls are small, and OpenMP threads stall on a shared machine
+      (measured: CNV's XnorPopcountMatMul 0.2 s -> 5 ms per call at load 9 on 2 cores). Processes
+      parallelise instead (run_graph).
+    * qonnx's sanitize_quant_values computes the rounding error of every integer-annotated tensor with
+      Python's builtin max over all its elements (about 1 s per CNV image), also when the values are
+      already integers of the datatype and nothing is rounded. Those tensors are skipped here; any
+      other goes through qonnx's own function unchanged, so results are identical.
+    """
+    import qonnx.core.onnx_exec as qonnx_exec
+
+    original = qonnx_exec.sanitize_quant_values
+
+    def sanitize_changed_only(model, node_tensors, execution_context, check_values=False):
+        pending = []
+        for name in node_tensors:
+            dtype = model.get_tensor_datatype(name)
+            if dtype.is_integer() and name in execution_context:
+                allowed = dtype.allowed(execution_context[name])
+                if bool(allowed.all() if isinstance(allowed, np.ndarray) else allowed):
+                    continue  # already exact: qonnx would round nothing
+            pending.append(name)
+        return original(model, pending, execution_context, check_values) if pending else execution_context
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not installed: BLAS keeps its threads
+        limits = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(1)
+    qonnx_exec.sanitize_quant_values = sanitize_changed_only
+    try:
+        with limits:
+            yield
+    finally:
+        qonnx_exec.sanitize_quant_values = original
+
+
 def run_graph(path: Path, images: np.ndarray, batch: int = 500, progress: bool = False) -> tuple[np.ndarray, str]:
     """Outputs of the ONNX graph at `path` on `images`, and how it ran ("batched N" or "per sample").
 
@@ -215,8 +260,13 @@ def _chunked(function, images: np.ndarray, chunk: int, progress: bool, label: st
 
 
 def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,
-                 images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
-    """Run every level on the same images; returns the verification dict (also written to validation/)."""
+                 images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 python_samples: int | None = None) -> dict[str, Any]:
+    """Run every level on the same images; returns the verification dict (also written to validation/).
+
+    The Python-execution levels (PYTHON_LEVELS) see the first `python_samples` images (None: the same as
+    the others, 0: all of them); every level records how many it compared.
+    """
     from export.collapse import integer_scores
     from export.qonnx import run_qonnx
 
@@ -235,9 +285,9 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         else:
             z, exact = _as_integers(values)
             scores[level] = z
-            entry.update({"executed": True, **compare(scores.get(REFERENCE, z), z, exact)})
+            entry.update({"executed": True, **compare(scores.get(REFERENCE, z)[:len(z)], z, exact)})
             if labels is not None:
-                entry["accuracy"] = float(np.mean(z.argmax(1) == labels))
+                entry["accuracy"] = float(np.mean(z.argmax(1) == labels[:len(z)]))
         levels[level] = entry
 
     started = time.perf_counter()
@@ -246,9 +296,13 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     record("pytorch_trained", started, integer_scores(trained, images), "torch, batched 1000 (collapse drift only)")
     levels = {level: levels[level] for level in ("pytorch_trained", "pytorch_collapsed")}  # table order
 
+    n_python = len(images) if python_samples is None or python_samples == 0 else min(int(python_samples), len(images))
+    python_images = images[:n_python]
     started = time.perf_counter()
     try:
-        record("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", images), "qonnx execute_onnx, batched 1000")
+        with fast_python_execution():
+            record("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", python_images),
+                   "qonnx execute_onnx, batched 1000")
     except Exception as error:  # a level that cannot run is reported, not fatal
         record("qonnx", started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
 
@@ -259,7 +313,8 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
             record(level, started, None, "", f"{path.name} was not produced by the build")
             continue
         try:
-            values, how = run_graph(path, images, progress=progress)
+            with fast_python_execution():
+                values, how = run_graph(path, python_images, progress=progress)
             if level == "finn_hw_layers" and affine.get("form") == "popcount":
                 values = 2 * np.rint(values) - affine["n"]  # exact: p is an integer count
                 how += "; z = 2p - n"
@@ -271,7 +326,8 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     first_divergent = verdict["first_divergent_level"]
     not_executed = [lv for lv in LEVELS if not levels[lv].get("executed")]
     result = {
-        "dataset": dataset, "samples": int(len(images)), "compared_against": REFERENCE,
+        "dataset": dataset, "samples": int(len(images)), "python_samples": int(n_python),
+        "compared_against": REFERENCE,
         "score_form": "z = sum(w*a) over +-1 weights and activations (the score layer's accumulator)",
         "levels": levels, "first_divergent_level": first_divergent, "not_executed": not_executed,
         "ok": verdict["ok"],

@@ -4,8 +4,9 @@
   applied by FINN's step_apply_folding_config. A build writes its final folding as `folding.json`, so a
   build can be reproduced or hand-tuned from it.
 * `--target-fps N`: FINN's own SetFolding heuristic (step_target_fps_parallelization) at the board clock.
-* `--auto-fold`: the best FPS within the board's resource budget, delegated to `hw.finn.autofold`
-  (its `auto_fold(model: ModelWrapper, board: Board) -> ModelWrapper` sets PE/SIMD on the HW layers).
+* default (or `--auto-fold`): the best FPS the board can feed within its resource budget, with the fewest
+  LUT, delegated to `hw.finn.autofold` (its `auto_fold(model: ModelWrapper, board: Board) -> ModelWrapper`
+  sets PE/SIMD on the HW layers).
 """
 from __future__ import annotations
 
@@ -48,25 +49,30 @@ def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--folding", type=Path, metavar="FILE", help="FINN folding config JSON (e.g. a build's folding.json)")
     group.add_argument("--target-fps", type=int, metavar="N",
-                       help=f"FINN's folding heuristic for N frames/s at the board clock (default {DEFAULT_TARGET_FPS})")
-    group.add_argument("--auto-fold", action="store_true", help="best FPS within the board's LUT/BRAM budget (hw.finn.autofold)")
+                       help="FINN's folding heuristic (SetFolding) for N frames/s at the board clock")
+    group.add_argument("--auto-fold", action="store_true",
+                       help="the default: best FPS the board can feed (DMAs included) within its LUT/BRAM budget, "
+                       "with the fewest LUT (hw.finn.autofold)")
     parser.add_argument("--margin", type=float, metavar="F", default=None,
-                        help="with --auto-fold: usable fraction of the board's LUT/BRAM (0 < F <= 1, default 0.8)")
+                        help="auto-fold's usable fraction of the board's LUT/BRAM (0 < F <= 1, default 0.8)")
 
 
 def spec_from_args(args: argparse.Namespace) -> FoldingSpec:
+    """--folding FILE, --target-fps N, or (default, also --auto-fold) auto-fold to the board's budget."""
+    margin = getattr(args, "margin", None)
+    chosen = "--folding" if getattr(args, "folding", None) is not None else (
+        "--target-fps" if getattr(args, "target_fps", None) is not None else None)
+    if margin is not None and chosen:
+        raise FoldingError(f"--margin {margin} only applies to auto-fold (the default, or --auto-fold); "
+                           f"drop {chosen} or --margin")
     if getattr(args, "folding", None) is not None:
         return folding_from_file(args.folding)
-    margin = getattr(args, "margin", None)
-    if margin is not None and not getattr(args, "auto_fold", False):
-        raise FoldingError(f"--margin {margin} only applies to --auto-fold; add --auto-fold or drop --margin")
+    if getattr(args, "target_fps", None) is not None:
+        return target_fps(args.target_fps)
     if margin is not None and not 0.0 < margin <= 1.0:
         raise FoldingError(f"--margin must be a fraction in (0, 1] of the board's LUT/BRAM, got {margin}; e.g. --margin 0.8")
-    if getattr(args, "auto_fold", False):
-        auto_fold_function()  # fail now, before minutes of work, if it is not there
-        return FoldingSpec("auto", margin=margin)
-    fps = getattr(args, "target_fps", None)
-    return target_fps(DEFAULT_TARGET_FPS if fps is None else fps)
+    auto_fold_function()  # fail now, before minutes of work, if it is not there
+    return FoldingSpec("auto", margin=margin)
 
 
 def target_fps(fps: int) -> FoldingSpec:

@@ -18,6 +18,16 @@ def test_all_five_presets_match_finn_part_map():
         assert board.budget()["BRAM_18K"] == 2 * board.bram36
 
 
+def test_axi_port_width_is_the_one_finn_sizes_the_iodmas_to():
+    from finn.util.basic import pynq_native_port_width
+
+    for board in BOARDS.values():
+        assert board.axi_port_bits == pynq_native_port_width[board.finn_board], board.name
+    # the arithmetic: a 784-byte image needs 98 beats of 64 bits on Pynq-Z1, ~1.02 M images/s at 100 MHz
+    assert get_board("Pynq-Z1").io_bound_fps(784) == pytest.approx(100e6 / 98)
+    assert get_board("ZCU104").io_bound_fps(784) == pytest.approx(200e6 / 49)
+
+
 def test_lookup_is_case_insensitive_and_knows_finn_spellings():
     assert get_board("pynq-z1").name == "Pynq-Z1"
     assert get_board("KV260_SOM").name == "KV260"

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from hw.finn.build import FRONTEND_HEAD, FRONTEND_TAIL
-from hw.pipeline import main as build_main
+from hw.check.verify import PYTHON_LEVELS
+from hw.pipeline import DEFAULT_PYTHON_SAMPLES, main as build_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,13 +36,16 @@ def test_tfc_every_level_bit_exact(tfc_pipeline: Path) -> None:
     assert set(levels) == {"pytorch_trained", "pytorch_collapsed", "qonnx", "finn_streamlined", "finn_hw_layers"}
     for name, level in levels.items():
         assert level["executed"], (name, level)
-        assert level["samples"] == 500 and level["integer_mismatches"] == 0 and level["argmax_mismatches"] == 0
+        # the Python-execution levels verify the default stated sample of the 500 images, each says how many
+        assert level["samples"] == (DEFAULT_PYTHON_SAMPLES if name in PYTHON_LEVELS else 500), (name, level["samples"])
+        assert level["integer_mismatches"] == 0 and level["argmax_mismatches"] == 0
+    assert report["verification"]["python_samples"] == DEFAULT_PYTHON_SAMPLES
     assert report["verification"]["first_divergent_level"] is None
     assert 0.3 < report["accuracy"] <= 1.0  # a real (tiny) training run, far above chance
 
 
 def test_tfc_build_folder_holds_every_step_and_the_report(tfc_pipeline: Path) -> None:
-    for step in FRONTEND_HEAD + FRONTEND_TAIL + ["step_target_fps_parallelization", "step_apply_folding_config"]:
+    for step in FRONTEND_HEAD + FRONTEND_TAIL + ["step_onebit_auto_fold"]:  # auto-fold: the default folding
         assert (tfc_pipeline / "finn" / f"{step}.onnx").is_file(), step
     report = json.loads((tfc_pipeline / "report.json").read_text())
     mvaus = [row for row in report["layers"] if row["op_type"].startswith("MVAU")]
@@ -49,8 +53,13 @@ def test_tfc_build_folder_holds_every_step_and_the_report(tfc_pipeline: Path) ->
     assert report["bottleneck"]["cycles"] == max(row["cycles"] for row in report["layers"])
     assert report["estimate"]["fps"] == pytest.approx(100e6 / report["bottleneck"]["cycles"])
     assert report["accelerator_io"]["output"]["n"] == 64 and report["accelerator_io"]["output"]["to_scores"] == "z = 2*p - n"
-    # The input identity threshold is gone: the first layer of the accelerator is the MVAU reading UINT8.
-    assert report["layers"][0]["op_type"].startswith("MVAU")
+    # The input identity threshold is gone: the first layer of the accelerator is the MVAU reading UINT8,
+    # fed by the input DMA at the board's 64-bit AXI port: 784 bytes = 98 beats, the I/O bound.
+    assert [row["op_type"] for row in report["layers"][:2]] == ["IODMA_hls", "MVAU_hls"]
+    assert report["layers"][-1]["layer"] == "output DMA"
+    assert report["io_bound"]["cycles"] == 98 and report["io_bound"]["port_bits"] == 64
+    assert report["bottleneck"]["cycles"] >= 98
+    assert report["folding"]["mode"] == "auto" and (tfc_pipeline / "autofold_path.png").stat().st_size > 1000
     skipped = (tfc_pipeline / "skipped.txt").read_text()
     import shutil as sh
     if not sh.which("vivado"):

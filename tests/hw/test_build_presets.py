@@ -157,8 +157,9 @@ def test_unknown_board_is_one_line_error_and_writes_nothing(tfc_build, tmp_path,
 
 
 def test_margin_needs_auto_fold(tfc_build, tmp_path, capsys):
-    assert build_main([str(tfc_build / "model.pt"), "--margin", "0.5", "--out", str(tmp_path / "m")]) == 2
-    assert "--margin 0.5 only applies to --auto-fold" in capsys.readouterr().err
+    assert build_main([str(tfc_build / "model.pt"), "--target-fps", "1000", "--margin", "0.5",
+                       "--out", str(tmp_path / "m")]) == 2
+    assert "--margin 0.5 only applies to auto-fold" in capsys.readouterr().err
     assert build_main([str(tfc_build / "model.pt"), "--auto-fold", "--margin", "1.5",
                        "--out", str(tmp_path / "m")]) == 2
     assert "fraction in (0, 1]" in capsys.readouterr().err
