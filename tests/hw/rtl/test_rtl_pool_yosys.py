@@ -27,7 +27,8 @@ def finn_pool(cfg: MaxPoolConfig, windows: np.ndarray) -> np.ndarray:
 
 
 @verilator
-@pytest.mark.parametrize("dtype, pe, channels, kernel", [("BINARY", 2, 6, (2, 2)), ("INT4", 3, 3, (3, 2))])
+@pytest.mark.parametrize("dtype, pe, channels, kernel", [("BINARY", 2, 6, (2, 2)),
+                                                        pytest.param("INT4", 3, 3, (3, 2), marks=pytest.mark.rtl_sweep)])
 def test_rtl_maxpool_matches_finn(dtype, pe, channels, kernel):
     rng = np.random.default_rng(3)
     cfg = MaxPoolConfig(channels=channels, pe=pe, kernel=kernel, dtype=dtype, name=f"Pool_{dtype}")
@@ -68,6 +69,7 @@ def test_yosys_counts_of_a_small_mvau():
 
 
 @verilator
+@pytest.mark.rtl_sweep  # the stitched accelerator test (tests/hw/rtl/test_rtl_accelerator.py) covers FIFOs
 def test_rtl_fifo_passes_beats_in_order_under_stalls(tmp_path):
     from hw.rtl import build_simulator, run_stream
     from hw.rtl.stream import values_to_words, words_to_values
