@@ -62,6 +62,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
     add_folding_arguments(parser)
+    parser.add_argument("--mvau", choices=("hls", "rtl"), default="hls",
+                        help="matrix-vector and max-pool nodes: FINN's HLS (default) or onebit's own RTL (hw/rtl), "
+                             "which Verilator simulates as a whole accelerator and yosys sizes without Xilinx tools")
     parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
                         help="test images verified at every level (default 1000; 0 = whole test set)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -92,7 +95,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
     plain, collapse_report = collapse(trained, meta)
     qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
-    result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress)
+    result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress,
+                               mvau=getattr(args, "mvau", "hls"))
     finish_build_folder(result)
     verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
                                 progress=not args.no_progress)

@@ -40,6 +40,7 @@ _CHUNK_WORDS = 1 << 22  # rows * PE * words per XNOR chunk: keeps the working se
 
 
 def _base(op_type: str) -> str:
+    op_type = op_type.removeprefix("Onebit")  # onebit's RTL nodes (--mvau rtl) have FINN's semantics
     for suffix in ("_hls", "_rtl"):
         if op_type.endswith(suffix):
             return op_type[: -len(suffix)]
@@ -123,7 +124,11 @@ class AcceleratorModel:
         path = Path(path)
         if not path.is_file():
             raise OnebitError(f"no FINN model at {path}; run the build (onebit build) to create it")
-        return cls(ModelWrapper(str(path)), str(path))
+        from hw.rtl.registry import ensure_onebit_ops
+
+        model = ModelWrapper(str(path))
+        ensure_onebit_ops(model)
+        return cls(model, str(path))
 
     @classmethod
     def from_build(cls, build_dir: str | Path) -> "AcceleratorModel":

@@ -198,14 +198,17 @@ class BuildResult:
         return self.out_dir / "finn" / f"{step}.onnx"
 
 
-def _step_list(folding: FoldingSpec) -> list[str]:
+def _step_list(folding: FoldingSpec, mvau: str = "hls") -> list[str]:
     if folding.mode == "auto":
         middle = ["step_onebit_auto_fold"]
     elif folding.mode == "file":
         middle = ["step_apply_folding_config"]
     else:
         middle = ["step_target_fps_parallelization", "step_apply_folding_config"]
-    return FRONTEND_HEAD + middle + FRONTEND_TAIL
+    tail = list(FRONTEND_TAIL)
+    if mvau == "rtl":  # after folding and bit-width minimisation: onebit's RTL nodes (hw/finn/rtl_mvau.py)
+        tail.insert(tail.index("step_minimize_bit_width") + 1, "step_onebit_rtl_nodes")
+    return FRONTEND_HEAD + middle + tail
 
 
 def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, full_flow: bool):
@@ -229,8 +232,9 @@ def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, full_flow: b
 
 
 def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
-                      progress: bool = True) -> BuildResult:
-    """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`."""
+                      progress: bool = True, mvau: str = "hls") -> BuildResult:
+    """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`.
+    mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     out_dir = Path(out_dir).resolve()
@@ -240,13 +244,19 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     tools = tool_status()
     cfg = _make_config(out_dir, board, folding, tools.full_flow)
 
-    steps = _step_list(folding)
+    steps = _step_list(folding, mvau)
     if tools.full_flow:
         steps += [name for name, _ in TOOL_STEPS]
     skipped = [] if tools.full_flow else _skipped_steps(tools)
 
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
+    if mvau == "rtl":
+        from hw.finn.rtl_mvau import STEP_NAME, step_onebit_rtl_nodes
+
+        lookup[STEP_NAME] = step_onebit_rtl_nodes
+    elif mvau != "hls":
+        raise OnebitError(f"mvau must be 'hls' or 'rtl', got '{mvau}'")
     if folding.mode == "auto":
         import hw.finn.autofold as autofold
 
@@ -283,6 +293,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     result = BuildResult(out_dir=out_dir, board=board, folding=folding, steps_run=steps, step_seconds=seconds,
                          skipped=skipped, tools=tools, final_model=previous,
                          score_affine=json.loads(affine_text) if affine_text else {})
+    result.extras["mvau"] = mvau
     write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
     write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result

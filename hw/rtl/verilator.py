@@ -87,13 +87,18 @@ def _user_errors(log: str) -> list[str]:
 
 
 def build_simulator(top: str, parameters: dict[str, int | str], name: str | None = None,
-                    jobs: int = 2) -> Simulator:
-    """Verilate `top` (a module in hw/rtl/sv) with `parameters`, or reuse the cached build."""
+                    jobs: int = 2, extra_sources: list[Path] = (), include_dirs: list[Path] = (),
+                    extra_flags: tuple[str, ...] = ()) -> Simulator:
+    """Verilate `top` (a module in hw/rtl/sv, or in extra_sources: a generated top level, FINN's
+    generated node files) with `parameters`, or reuse the cached build. The key covers every source's
+    content and the files in include_dirs (FINN's `include`d templates)."""
     tool_version("verilator")
-    sources = sv_sources()
+    sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
+    included = sorted(f for d in include_dirs for f in Path(d).glob("*") if f.is_file() and
+                      f.suffix in (".v", ".sv", ".vh", ".svh", ".dat") and f not in sources)
     params = tuple(sorted(parameters.items()))
-    key = content_key("verilator-build-1", tool_version("verilator"), top, params, CFLAGS, VERILATOR_FLAGS,
-                      files=[*sources, HARNESS])
+    key = content_key("verilator-build-2", tool_version("verilator"), top, params, CFLAGS, VERILATOR_FLAGS,
+                      tuple(extra_flags), files=[*sources, *included, HARNESS])
     target = cache_root() / "verilator" / f"{top}-{key}"
     executable = target / "sim"
     if executable.is_file():
@@ -103,7 +108,7 @@ def build_simulator(top: str, parameters: dict[str, int | str], name: str | None
     try:
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), "--prefix", "Vtop",
                "--top-module", top, "-Mdir", str(work / "obj"), "-o", str(work / "sim"),
-               *VERILATOR_FLAGS, "-CFLAGS", CFLAGS,
+               *VERILATOR_FLAGS, *extra_flags, *[f"-I{d}" for d in include_dirs], "-CFLAGS", CFLAGS,
                *[f"-G{k}={sv_literal(v)}" for k, v in params], *map(str, sources), str(HARNESS)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
         if proc.returncode != 0 or not (work / "sim").is_file():
