@@ -48,14 +48,17 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
     from hw.driver.io_spec import IOSpec
     from hw.rtl.stitch import RTLAccelerator
 
+    from hw.finn.env import prepare_finn, prepared_dir
+
     build_dir = Path(build_dir)
+    if prepared_dir() is None:  # FINN's settings locate finn-rtllib for its own RTL nodes' file lists
+        prepare_finn(build_dir / "hw")
     spec = IOSpec.load(build_dir / "driver" / "io.json")
     path = Path(final_model) if final_model is not None else final_model_path(build_dir, spec.hw_model)
     model = ModelWrapper(str(path))
     started = time.perf_counter()
-    sim = RTLAccelerator(model, workdir=init_dir, fifo_depth=fifo_depth, artifacts=build_dir / "hw" / NAME)
-    if init_dir is None:
-        sim.write_init_files(sim.workdir)
+    sim = RTLAccelerator(model, workdir=init_dir, fifo_depth=fifo_depth, artifacts=build_dir / "hw" / NAME,
+                         overwrite_init_files=init_dir is None)
     build_seconds = time.perf_counter() - started
 
     class _Backend:  # the driver's model backend, with stream options and run statistics

@@ -29,11 +29,14 @@ from typing import Any
 import numpy as np
 
 from hw.rtl.registry import ensure_onebit_ops
-from hw.rtl.verilator import StreamResult, build_simulator, run_stream
+from hw.rtl.verilator import StreamDeadlock, StreamResult, build_simulator, run_stream
 from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
 TOP = "onebit_accel"
+# FINN's FMPadding_rtl needs packed structs in Verilator 5.006; FINN's RTL expects registers it does not
+# reset to start at 0, as in Vivado's simulator (x-initial 0), not at Verilator's random "fast" values.
+FINN_FLAGS = ("--structs-packed", "--x-assign", "0", "--x-initial", "0")
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Stage:
     kind: str              # onebit, finn, fifo, dwc
     exp_cycles: int = 0
     op_type: str = ""
+    tied: dict[str, str] = field(default_factory=dict)   # other input ports -> constant (AXI-lite kept idle)
 
 
 @dataclass
@@ -96,9 +100,21 @@ class AcceleratorDesign:
             lines.append("    .ap_clk(ap_clk), .ap_rst_n(ap_rst_n),")
             lines.append(f"    .in0_V_TDATA(s{i}_TDATA), .in0_V_TVALID(s{i}_TVALID), .in0_V_TREADY(s{i}_TREADY),")
             lines.append(f"    .out0_V_TDATA(s{i + 1}_TDATA), .out0_V_TVALID(s{i + 1}_TVALID), "
-                         f".out0_V_TREADY(s{i + 1}_TREADY)")
+                         f".out0_V_TREADY(s{i + 1}_TREADY){',' if stage.tied else ''}")
+            if stage.tied:
+                lines.append("    " + ", ".join(f".{port}({value})" for port, value in stage.tied.items()))
             lines.append("  );")
-        lines.append("endmodule")
+        # beats per stream and the handshake state at the end: a stalled chain names where it stopped
+        lines.append(f"  longint unsigned beats [{len(widths)}];")
+        lines.append("  always_ff @(posedge ap_clk) begin")
+        lines.append(f"    if (!ap_rst_n) for (int i = 0; i < {len(widths)}; i++) beats[i] <= 0;")
+        lines.append("    else begin")
+        for i in range(len(widths)):
+            lines.append(f"      if (s{i}_TVALID && s{i}_TREADY) beats[{i}] <= beats[{i}] + 1;")
+        lines += ["    end", "  end", "  final begin"]
+        for i in range(len(widths)):
+            lines.append(f'    $display("STREAM {i} %0d %0d %0d", beats[{i}], s{i}_TVALID, s{i}_TREADY);')
+        lines += ["  end", "endmodule"]
         return "\n".join(lines) + "\n"
 
 
@@ -200,7 +216,14 @@ def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
                     sources.append(f)
             include_dirs += [Path(d) for d in inst.get_verilog_paths() if Path(d) not in include_dirs]
             module = inst.get_nodeattr("gen_top_module") or inst.get_verilog_top_module_name()
-            stages.append(Stage(node.name, module, {}, in_w, out_w, "finn", cycles, node.op_type))
+            # an AXI-lite port (FMPadding_rtl's / SWG's run-time configuration) stays idle: the parameters
+            # FINN generated hold; left unconnected, Verilator would drive its valids with X
+            tied = {}
+            for bus in inst.get_verilog_top_module_intf_names().get("axilite", []):
+                tied.update({f"{bus}_{sig}": "'0" for sig in ("AWVALID", "AWADDR", "WVALID", "WDATA", "WSTRB",
+                                                            "ARVALID", "ARADDR")})
+                tied.update({f"{bus}_BREADY": "1'b1", f"{bus}_RREADY": "1'b1"})
+            stages.append(Stage(node.name, module, {}, in_w, out_w, "finn", cycles, node.op_type, tied))
     last = insts[-1]
     stages.append(fifo("fifo_out", last.get_outstream_width_padded(), [last.get_nodeattr("outFIFODepths")[0]]))
     return AcceleratorDesign(stages, sources, include_dirs, init_files, init_sources, [n.name for n in nodes],
@@ -234,7 +257,9 @@ class RTLAccelerator:
     """A built whole-accelerator simulator; `run(packed)` is the driver's model backend."""
 
     def __init__(self, model, workdir: str | Path | None = None, fifo_depth: int | None = None,
-                 artifacts: str | Path | None = None) -> None:
+                 artifacts: str | Path | None = None, overwrite_init_files: bool = True) -> None:
+        """workdir: where the simulation runs and reads the init files (default artifacts/run);
+        overwrite_init_files=False keeps init files already there (a test's corrupted copy)."""
         self.design = plan_accelerator(model, fifo_depth)
         folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="onebit-accel-"))
         folder.mkdir(parents=True, exist_ok=True)
@@ -243,16 +268,37 @@ class RTLAccelerator:
         finn_nodes = any(s.kind == "finn" for s in self.design.stages)
         self.sim = build_simulator(TOP, {}, name="rtl_accelerator", extra_sources=[self.top_file, *self.design.sources],
                                    include_dirs=self.design.include_dirs,
-                                   extra_flags=("--structs-packed",) if finn_nodes else ())
+                                   extra_flags=FINN_FLAGS if finn_nodes else ())
         self.workdir = Path(workdir) if workdir is not None else folder / "run"
-        self.write_init_files(self.workdir)
+        self.write_init_files(self.workdir, overwrite_init_files)
         self.last: AcceleratorRun | None = None
 
-    def write_init_files(self, folder: str | Path) -> None:
+    def where_stopped(self, probes: list[str], n_images: int) -> str:
+        """From the per-stream beat counts of a stalled run: the first stage that holds beats it does not pass on."""
+        counts = {}
+        for line in probes:
+            _, index, beats, valid, ready = line.split()
+            counts[int(index)] = (int(beats), int(valid), int(ready))
+        if len(counts) != len(self.design.stages) + 1:
+            return "no stream counts"
+        parts = []
+        for i, stage in enumerate(self.design.stages):
+            b_in, b_out = counts[i][0], counts[i + 1][0]
+            v_out, r_out = counts[i + 1][1], counts[i + 1][2]
+            state = "output waits for ready" if v_out and not r_out else ("no output valid" if not v_out else "")
+            parts.append(f"{stage.name} {b_in}->{b_out} beats ({state})" if state else f"{stage.name} {b_in}->{b_out}")
+        blocked = next((self.design.stages[i].name for i in range(len(self.design.stages))
+                        if counts[i + 1][1] and not counts[i + 1][2]), None)
+        head = f"stream backed up at the input of the stage after {blocked}; " if blocked else ""
+        return head + "beats in -> out per stage: " + ", ".join(parts)
+
+    def write_init_files(self, folder: str | Path, overwrite: bool = True) -> None:
         """The nodes' init files as the build generated them (the files Vivado would read), else from the model."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in self.design.init_files.items():
+            if not overwrite and (folder / name).is_file():
+                continue
             source = self.design.init_sources.get(name)
             write_text_atomic(folder / name, source.read_text() if source is not None else text)
 
@@ -289,8 +335,11 @@ class RTLAccelerator:
         total = sum(s.exp_cycles for s in design.nodes)
         options.setdefault("max_cycles", 200_000 + 4 * (n + 2) * design.bottleneck_cycles + 4 * total)
         options.setdefault("idle_limit", 10_000 + 2 * total)
-        result = run_stream(self.sim, words.view("<u4"), n * out_per_image, (out_bytes + 3) // 4, self.workdir,
-                            name="rtl_accelerator", out_per_image=out_per_image, **options)
+        try:
+            result = run_stream(self.sim, words.view("<u4"), n * out_per_image, (out_bytes + 3) // 4, self.workdir,
+                                name="rtl_accelerator", out_per_image=out_per_image, **options)
+        except StreamDeadlock as error:
+            raise StreamDeadlock(f"{error}; {self.where_stopped(error.probes, n)}") from None
         out = result.words.view(np.uint8).reshape(n * out_per_image, -1)[:, :out_bytes]
         self.last = AcceleratorRun(out, result)
         return out.reshape(n, *design.out_folded[1:-1], out_bytes)

@@ -36,7 +36,16 @@ MAX_BEAT_WORDS = 4096  # the harness' beat buffer
 
 
 class StreamDeadlock(OnebitError):
-    """A simulation that stopped moving data (or ran past its cycle limit) before all output arrived."""
+    """A simulation that stopped moving data (or ran past its cycle limit) before all output arrived.
+    `probes`: the `STREAM ...` lines a design's final blocks printed (hw/rtl/stitch.py: beats per stream)."""
+
+    probes: list[str] = []
+
+    @classmethod
+    def with_probes(cls, probes: list[str], message: str) -> "StreamDeadlock":
+        error = cls(message)
+        error.probes = probes
+        return error
 
 
 def cache_root() -> Path:
@@ -195,12 +204,14 @@ def run_stream(sim: Simulator, in_words: np.ndarray, n_out: int, out_words: int,
     verdict = stats["verdict"]
     progress = (f"{stats['in']}/{n_in} input and {stats['out']}/{n_out} output beats moved, "
                 f"last transfer at cycle {stats['last_transfer']}")
+    if verdict in ("deadlock", "cycle_limit"):
+        probes = [line for line in proc.stdout.splitlines() if line.startswith("STREAM ")]
     if verdict == "deadlock":
-        raise StreamDeadlock(f"{name}: deadlock in {sim.top}: no stream transfer for {idle_limit} cycles "
+        raise StreamDeadlock.with_probes(probes,f"{name}: deadlock in {sim.top}: no stream transfer for {idle_limit} cycles "
                              f"(stopped at cycle {stats['cycles']}); {progress}; check FIFO depths and that "
                              "the consumer accepts every beat")
     if verdict == "cycle_limit":
-        raise StreamDeadlock(f"{name}: {sim.top} passed the cycle limit of {max_cycles} cycles; {progress}")
+        raise StreamDeadlock.with_probes(probes,f"{name}: {sim.top} passed the cycle limit of {max_cycles} cycles; {progress}")
     if verdict == "extra_output":
         raise OnebitError(f"{name}: {sim.top} produced {stats['extra']} output beats beyond the expected {n_out}")
     if verdict != "done":

@@ -34,8 +34,8 @@ module onebit_dwc #(
     logic [CW-1:0]        count;      // valid elements, from bit 0 up
     logic                 in_fire, out_fire;
 
-    assign in0_V_TREADY  = ap_rst_n && (count + CW'(IN_ELEMS) <= CW'(CAP));
-    assign out0_V_TVALID = count >= CW'(OUT_ELEMS);
+    assign in0_V_TREADY  = ap_rst_n && (32'(count) + IN_ELEMS <= CAP);   // 32 bits: no wrap-around
+    assign out0_V_TVALID = 32'(count) >= OUT_ELEMS;
     assign out0_V_TDATA  = OWP'(buffer[OW-1:0]);
     assign in_fire       = in0_V_TVALID && in0_V_TREADY;
     assign out_fire      = out0_V_TVALID && out0_V_TREADY;
@@ -56,7 +56,7 @@ module onebit_dwc #(
                 // clear the element slots above `kept`, then place the new beat there
                 buffer <= (shifted & ~({CAP*EBITS{1'b1}} << (kept * EBITS)))
                           | ((CAP*EBITS)'(in0_V_TDATA[IW-1:0]) << (kept * EBITS));
-                count  <= kept + CW'(IN_ELEMS);
+                count  <= CW'(32'(kept) + IN_ELEMS);
             end else begin
                 buffer <= shifted;
                 count  <= kept;
