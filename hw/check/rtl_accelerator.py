@@ -86,10 +86,11 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
     steady = [r.cycles_per_image for r in runs if len(r.stream.image_done) >= 3]
     cycles = float(np.mean(steady)) if steady else runs[0].cycles_per_image
     design = sim.design
+    waits = runs[-1].stream_waits(design.stages)
     nodes = []
     for stage in design.nodes:
         row = {"node": stage.name, "op_type": stage.op_type, "kind": stage.kind, "exp_cycles": stage.exp_cycles,
-               "status": "ok"}
+               "input_wait_cycles": waits.get(stage.name, 0), "status": "ok"}
         if stage.name in suspects:
             row["status"] = f"mismatch: {suspects[stage.name]}"
         nodes.append(row)

@@ -93,6 +93,15 @@ def replace_with_rtl(model) -> tuple[Any, dict[str, Any]]:
         graph.node.remove(node)
         graph.node.insert(index, new)
         replaced.append(node.name)
+    if replaced:
+        # FINN names nodes <op_type>_<k> (GiveUniqueNodeNames, which step_hw_codegen applies again): name
+        # them so now, so the estimate reports written next carry the names of the final graph
+        from qonnx.transformation.general import GiveUniqueNodeNames
+
+        before = [n.name for n in model.graph.node]
+        model = model.transform(GiveUniqueNodeNames())
+        renamed = dict(zip(before, [n.name for n in model.graph.node]))
+        replaced = [f"{renamed[name]} (was {name})" for name in replaced]
     summary = {"replaced": replaced, "kept": kept}
     model.set_metadata_prop(METADATA_KEY, json.dumps(summary))
     return model, summary

@@ -105,15 +105,17 @@ class AcceleratorDesign:
                 lines.append("    " + ", ".join(f".{port}({value})" for port, value in stage.tied.items()))
             lines.append("  );")
         # beats per stream and the handshake state at the end: a stalled chain names where it stopped
-        lines.append(f"  longint unsigned beats [{len(widths)}];")
+        # and cycles where a stream's producer waits (valid, not ready): the stage after it is the slower one
+        lines.append(f"  longint unsigned beats [{len(widths)}], waits [{len(widths)}];")
         lines.append("  always_ff @(posedge ap_clk) begin")
-        lines.append(f"    if (!ap_rst_n) for (int i = 0; i < {len(widths)}; i++) beats[i] <= 0;")
+        lines.append(f"    if (!ap_rst_n) for (int i = 0; i < {len(widths)}; i++) begin beats[i] <= 0; waits[i] <= 0; end")
         lines.append("    else begin")
         for i in range(len(widths)):
             lines.append(f"      if (s{i}_TVALID && s{i}_TREADY) beats[{i}] <= beats[{i}] + 1;")
+            lines.append(f"      if (s{i}_TVALID && !s{i}_TREADY) waits[{i}] <= waits[{i}] + 1;")
         lines += ["    end", "  end", "  final begin"]
         for i in range(len(widths)):
-            lines.append(f'    $display("STREAM {i} %0d %0d %0d", beats[{i}], s{i}_TVALID, s{i}_TREADY);')
+            lines.append(f'    $display("STREAM {i} %0d %0d %0d %0d", beats[{i}], s{i}_TVALID, s{i}_TREADY, waits[{i}]);')
         lines += ["  end", "endmodule"]
         return "\n".join(lines) + "\n"
 
@@ -247,6 +249,11 @@ class AcceleratorRun:
             return float(np.mean(np.diff(done[1:])))
         return self.stream.cycles_per_image
 
+    def stream_waits(self, stages: list[Stage]) -> dict[str, int]:
+        """Cycles each stage's input stream had a beat waiting for the stage (its back-pressure)."""
+        waits = {int(p.split()[1]): int(p.split()[5]) for p in self.stream.probes if len(p.split()) > 5}
+        return {stage.name: waits.get(i, 0) for i, stage in enumerate(stages)}
+
     @property
     def first_image_latency(self) -> int:
         """Cycles from the first input beat to the first image's last output beat."""
@@ -277,7 +284,7 @@ class RTLAccelerator:
         """From the per-stream beat counts of a stalled run: the first stage that holds beats it does not pass on."""
         counts = {}
         for line in probes:
-            _, index, beats, valid, ready = line.split()
+            _, index, beats, valid, ready = line.split()[:5]
             counts[int(index)] = (int(beats), int(valid), int(ready))
         if len(counts) != len(self.design.stages) + 1:
             return "no stream counts"

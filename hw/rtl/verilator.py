@@ -152,6 +152,7 @@ class StreamResult:
     first_output: int                 # cycle of the first output transfer
     last_transfer: int
     image_done: list[int] = field(default_factory=list)  # cycle of each image's last output beat
+    probes: list[str] = field(default_factory=list)      # `STREAM ...` lines of the design's final blocks
 
     @property
     def first_output_latency(self) -> int:
@@ -204,8 +205,7 @@ def run_stream(sim: Simulator, in_words: np.ndarray, n_out: int, out_words: int,
     verdict = stats["verdict"]
     progress = (f"{stats['in']}/{n_in} input and {stats['out']}/{n_out} output beats moved, "
                 f"last transfer at cycle {stats['last_transfer']}")
-    if verdict in ("deadlock", "cycle_limit"):
-        probes = [line for line in proc.stdout.splitlines() if line.startswith("STREAM ")]
+    probes = [line for line in proc.stdout.splitlines() if line.startswith("STREAM ")]
     if verdict == "deadlock":
         raise StreamDeadlock.with_probes(probes,f"{name}: deadlock in {sim.top}: no stream transfer for {idle_limit} cycles "
                              f"(stopped at cycle {stats['cycles']}); {progress}; check FIFO depths and that "
@@ -218,4 +218,4 @@ def run_stream(sim: Simulator, in_words: np.ndarray, n_out: int, out_words: int,
         raise OnebitError(f"{name}: simulation of {sim.top} ended with '{verdict}'")
     done = [int(v) for v in stats["image_done"].split(",") if v]
     return StreamResult(got.reshape(n_out, out_words), int(stats["cycles"]), int(stats["first_in"]),
-                        int(stats["first_out"]), int(stats["last_transfer"]), done)
+                        int(stats["first_out"]), int(stats["last_transfer"]), done, probes)

@@ -65,6 +65,9 @@ def test_rtl_build_keeps_folding_and_runs_finns_later_steps(tfc_build, tfc_rtl_b
         # FINN's code generation (step_hw_codegen) called generate_hdl: every listed file exists
         assert all(Path(f).is_file() for f in inst.get_rtl_file_list(abspath=True)), node.name
         assert inst.get_nodeattr("ip_path")
+    # FINN's estimate reports name the nodes of the final graph (report.md joins them by name)
+    cycles = json.loads((tfc_rtl_build / "report" / "estimate_layer_cycles.json").read_text())
+    assert set(cycles) == {n.name for n in model.graph.node}
     # the folding is the HLS build's (same target FPS): PE / SIMD of every layer in order
     fold = lambda b: [(v.get("PE"), v.get("SIMD")) for k, v in json.loads((b / "folding.json").read_text()).items()
                       if "MVAU" in k]
