@@ -2,11 +2,12 @@
 Verilator against the bit-exact accelerator model, and the ways the level must fail (a corrupted weight
 init file names the node; a consumer that stops is a deadlock error, not a hang).
 
-One FINN build (about a minute) and one Verilator build of the stitched design (about half a minute,
+One FINN build (about a minute, a folding file that needs width converters) and one Verilator build of the stitched design (about half a minute,
 cached); the tiny TFC checkpoint is the shared tfc_build fixture's.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed (tools/setup_env.sh)")]
 
 SAMPLES = 24
+# a folding whose neighbouring PE / SIMD differ, so the stitched design needs width converters both ways
+# (2 -> 4, 4 -> 1, 1 -> 2 elements per beat); MVAU_hls_2 (64 x 64, PE = SIMD = 1) is the bottleneck
+FOLDING = {"MVAU_hls_0": (2, 7), "MVAU_hls_1": (4, 4), "MVAU_hls_2": (1, 1), "MVAU_hls_3": (5, 2)}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def tfc_rtl_build(tfc_build, tmp_path_factory) -> Path:
     from export.qonnx import export_qonnx
     from hw.boards import get_board
     from hw.finn.build import build_accelerator
-    from hw.finn.folding import target_fps
+    from hw.finn.folding import folding_from_file
     from hw.pipeline import finish_build_folder
     from quant_models.checkpoint import load_checkpoint
 
@@ -36,7 +40,10 @@ def tfc_rtl_build(tfc_build, tmp_path_factory) -> Path:
     trained, meta = load_checkpoint(out / "model.pt")
     plain, _ = collapse(trained, meta)
     qonnx_path = export_qonnx(plain, meta, out / "model_qonnx.onnx")
-    result = build_accelerator(qonnx_path, out, get_board("Pynq-Z1"), target_fps(10000), progress=False, mvau="rtl")
+    folding = out.parent / "folding_in.json"
+    folding.write_text(json.dumps({name: {"PE": pe, "SIMD": simd} for name, (pe, simd) in FOLDING.items()}))
+    result = build_accelerator(qonnx_path, out, get_board("Pynq-Z1"), folding_from_file(folding), progress=False,
+                               mvau="rtl")
     finish_build_folder(result)
     return out
 
@@ -49,9 +56,7 @@ def _images(build: Path, n: int = SAMPLES) -> np.ndarray:
     return load_test_set(meta, n)[0]
 
 
-def test_rtl_build_keeps_folding_and_runs_finns_later_steps(tfc_build, tfc_rtl_build):
-    import json
-
+def test_rtl_build_keeps_folding_and_runs_finns_later_steps(tfc_rtl_build):
     from finn.util.fpgadataflow import is_rtl_node
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
@@ -68,10 +73,9 @@ def test_rtl_build_keeps_folding_and_runs_finns_later_steps(tfc_build, tfc_rtl_b
     # FINN's estimate reports name the nodes of the final graph (report.md joins them by name)
     cycles = json.loads((tfc_rtl_build / "report" / "estimate_layer_cycles.json").read_text())
     assert set(cycles) == {n.name for n in model.graph.node}
-    # the folding is the HLS build's (same target FPS): PE / SIMD of every layer in order
-    fold = lambda b: [(v.get("PE"), v.get("SIMD")) for k, v in json.loads((b / "folding.json").read_text()).items()
-                      if "MVAU" in k]
-    assert fold(tfc_rtl_build) == fold(tfc_build)
+    # the folding chosen before the replacement is kept: PE / SIMD of every layer in order
+    assert [(getCustomOp(n).get_nodeattr("PE"), getCustomOp(n).get_nodeattr("SIMD")) for n in model.graph.node] \
+        == list(FOLDING.values())
 
 
 def test_rtl_accelerator_matches_and_meets_the_estimate(tfc_rtl_build):
@@ -82,6 +86,7 @@ def test_rtl_accelerator_matches_and_meets_the_estimate(tfc_rtl_build):
     images = _images(tfc_rtl_build)
     result = run_rtl_accelerator(tfc_rtl_build, images)
     assert result["mismatching"] == [], mismatch_message(result)
+    assert len(result["width_converters"]) == 3
     model = Accelerator(tfc_rtl_build / "driver" / "io.json", backend="model",
                         model=AcceleratorModel.from_build(tfc_rtl_build))
     np.testing.assert_array_equal(result["scores"], model.predict(images).scores)  # z = 2p - n, like every level
