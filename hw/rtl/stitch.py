@@ -8,7 +8,9 @@ Stream FIFOs (onebit_fifo): one before the first node, one between every two nod
 as FINN's InsertFIFO places them. Depth rule: the largest of the producer's outFIFODepths and the
 consumer's inFIFODepths (FINN's own rule; FINN's sizes once step_set_fifo_depths ran on a Vivado host),
 2 (a FIFO needs two entries to pass a beat every cycle) and, in front of an MVAU, one input vector of
-that MVAU (see `vector_beats`; without it the chain runs ~1.5x slower than its bottleneck node).
+that MVAU (see `vector_beats`; without it the chain runs ~1.5x slower than its bottleneck node). Where a
+width converter is needed: FIFO (producer's depth), converter, FIFO (consumer's depth and the vector),
+FINN's order.
 `fifo_depth=` overrides every depth.
 In a linear chain a small FIFO costs throughput, never correctness; a consumer that stops accepting
 (the output DMA, or a FIFO too small in a design with reconverging streams) stops the whole chain,
@@ -136,8 +138,8 @@ def _chain(model) -> list:
     return nodes
 
 
-def vector_beats(consumer, producer_elems: int) -> int:
-    """Producer beats of one input vector of an MVAU consumer (0 for other nodes).
+def vector_beats(consumer, elems: int) -> int:
+    """Beats of `elems` elements in one input vector of an MVAU consumer (0 for other nodes).
 
     An MVAU reads its whole input vector during its first output fold and then computes NF - 1 more
     folds without reading; the producer keeps producing meanwhile, so the FIFO between them must hold
@@ -147,7 +149,7 @@ def vector_beats(consumer, producer_elems: int) -> int:
     attrs = consumer.get_nodeattr_types()
     if "MW" not in attrs or "SIMD" not in attrs:
         return 0
-    return -(-int(consumer.get_nodeattr("MW")) // int(producer_elems))
+    return -(-int(consumer.get_nodeattr("MW")) // int(elems))
 
 
 def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
@@ -183,14 +185,21 @@ def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
         if i > 0:
             prev = insts[i - 1]
             out_elems, in_elems = prev.get_folded_output_shape()[-1], inst.get_folded_input_shape()[-1]
-            stages.append(fifo(f"fifo_{i}", prev.get_outstream_width_padded(),
-                               [prev.get_nodeattr("outFIFODepths")[0], inst.get_nodeattr("inFIFODepths")[0],
-                                vector_beats(inst, out_elems)]))
-            if out_elems != in_elems:
+            out_depth, in_depth = prev.get_nodeattr("outFIFODepths")[0], inst.get_nodeattr("inFIFODepths")[0]
+            if out_elems == in_elems:
+                stages.append(fifo(f"fifo_{i}", prev.get_outstream_width_padded(),
+                                   [out_depth, in_depth, vector_beats(inst, in_elems)]))
+            else:
+                # FINN's order (InsertDWC, then InsertFIFO on every edge): FIFO, converter, FIFO. The vector
+                # FIFO sits after the converter, in the consumer's beats, so an MVAU reads a buffered
+                # vector at one beat per cycle (before the converter it would wait for the narrow side)
                 bits = prev.get_output_datatype().bitwidth()
+                stages.append(fifo(f"fifo_{i}", prev.get_outstream_width_padded(), [out_depth]))
                 stages.append(Stage(f"dwc_{i}", "onebit_dwc", {"EBITS": bits, "IN_ELEMS": out_elems,
                                                                "OUT_ELEMS": in_elems},
                                     prev.get_outstream_width_padded(), inst.get_instream_width_padded(), "dwc"))
+                stages.append(fifo(f"fifo_{i}b", inst.get_instream_width_padded(),
+                                   [in_depth, vector_beats(inst, in_elems)]))
         in_w, out_w = inst.get_instream_width_padded(), inst.get_outstream_width_padded()
         cycles = int(inst.get_exp_cycles())
         if isinstance(inst, (OnebitMVAU_rtl, OnebitPool_rtl)):
