@@ -136,3 +136,23 @@ def test_hls_build_is_refused_with_the_reason(tfc_build):
 
     with pytest.raises(OnebitError, match=r"MVAU_hls_0 \(MVAU_hls\) and \d+ more are FINN HLS nodes.*--mvau rtl"):
         plan_accelerator(ModelWrapper(str(tfc_build / "finn" / "step_hw_codegen.onnx")))
+
+
+def test_level_interface_on_rtl_and_hls_builds(tfc_build, tfc_rtl_build):
+    """rtl_accelerator as a hardware level (hw/check/levels.py): class scores on an rtl build, which verify
+    compares with the trained model like every level; on an hls build it is not executed, with the reason."""
+    levels = pytest.importorskip("hw.check.levels", reason="hw/check/levels.py (issue 10) not merged yet")
+    from hw.check.rtl_accelerator import LEVEL
+
+    assert "rtl_accelerator" in levels.LEVEL_MODULES and levels.get_level("rtl_accelerator") is LEVEL
+    images = _images(tfc_rtl_build, 8)
+
+    def context(build):
+        return levels.LevelContext(build_dir=build, final_model=build / "finn" / "step_hw_codegen.onnx",
+                                   hw_layers_model=build / "finn" / "step_create_dataflow_partition.onnx",
+                                   images=images)
+
+    entry = levels.run_level("rtl_accelerator", context(tfc_rtl_build))
+    assert entry["executed"] and entry["integer_mismatches"] == 0 and entry["scores"].shape == (8, 10), entry
+    hls = levels.run_level("rtl_accelerator", context(tfc_build))
+    assert not hls["executed"] and "--mvau rtl" in hls["reason"], hls
