@@ -55,7 +55,6 @@ def test_yosys_counts_of_a_small_mvau():
     node = RTLMvau(cfg, rng.integers(0, 2, (16, 8)), rng.integers(4, 13, (8, 1)))
     small = node.resources("xc7")
     assert small.family == "xc7"
-    # 4 PEs x 8-input XNOR popcounts, accumulators, counters: tens to a few hundred LUTs, no DSP
     # 2 PEs x 8-input XNOR popcounts, accumulators, counters: tens to a few hundred LUTs, no DSP
     assert 10 < small.lut < 600, small.cells
     assert 10 < small.ff < 400, small.cells
