@@ -108,6 +108,7 @@ class AcceleratorDesign:
             lines.append("  );")
         # beats per stream and the handshake state at the end: a stalled chain names where it stopped
         # and cycles where a stream's producer waits (valid, not ready): the stage after it is the slower one
+        lines.append("`ifdef VERILATOR  // simulation probes only")
         lines.append(f"  longint unsigned beats [{len(widths)}], waits [{len(widths)}];")
         lines.append("  always_ff @(posedge ap_clk) begin")
         lines.append(f"    if (!ap_rst_n) for (int i = 0; i < {len(widths)}; i++) begin beats[i] <= 0; waits[i] <= 0; end")
@@ -118,7 +119,7 @@ class AcceleratorDesign:
         lines += ["    end", "  end", "  final begin"]
         for i in range(len(widths)):
             lines.append(f'    $display("STREAM {i} %0d %0d %0d %0d", beats[{i}], s{i}_TVALID, s{i}_TREADY, waits[{i}]);')
-        lines += ["  end", "endmodule"]
+        lines += ["  end", "`endif", "endmodule"]
         return "\n".join(lines) + "\n"
 
 
