@@ -175,7 +175,10 @@ def markdown(results: dict[str, Any]) -> str:
               "- first-image latency: first input beat to the first image's last output beat; FINN's estimate is "
               "the sum of the nodes' cycles (critical path), which the pipelined nodes overlap.",
               "- yosys counts are post-synthesis estimates (no place and route, no timing closure); FINN's are its "
-              "analytical HLS estimates. Whole-design rows include the FIFOs."]
+              "analytical HLS estimates. Whole-design rows include the FIFOs.",
+              "- An MVAU missing from the LUT table had no yosys count in this run: tfc-auto's first layer (UINT8 x "
+              "+-1, PE 32 x SIMD 16 = 512 add/subtract lanes) did not finish within 15 minutes on the 2 shared "
+              "cores (interrupted); cnv's first layer was synthesized after the build (same command, cached)."]
     return "\n".join(lines) + "\n"
 
 
