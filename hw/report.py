@@ -100,6 +100,7 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
         "skipped_steps": result.skipped,
         "seconds": round(seconds, 1),
     }
+    report["resources_synth"] = resources_synth(result)
     png = _resources_png(result.out_dir / "resources.png", rows, board.name)
     if png:
         report["artifacts"]["resources_png"] = str(png)
@@ -130,6 +131,21 @@ def _io_bound(rows: list[dict[str, Any]], board) -> dict[str, Any] | None:
     slowest = max(dma, key=lambda r: r["cycles"])
     return {"port_bits": board.axi_port_bits, "cycles": slowest["cycles"], "dma": slowest["layer"],
             "fps": board.clock_mhz * 1e6 / slowest["cycles"] if slowest["cycles"] else None}
+
+
+def resources_synth(result: BuildResult) -> dict[str, Any]:
+    """yosys synth_xilinx counts per node and for the whole design (hw/rtl/synth_report.py), `--mvau rtl` only."""
+    if result.extras.get("mvau") != "rtl":
+        return {"executed": False, "reason": "FINN HLS nodes have no RTL without Vitis HLS; build with --mvau rtl"}
+    import shutil
+
+    if shutil.which("yosys") is None:
+        return {"executed": False, "reason": "yosys not found (apt-get install yosys; tools/setup_env.sh installs it)"}
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw.rtl.synth_report import synth_resources
+
+    return {"executed": True, **synth_resources(ModelWrapper(str(result.final_model)), result.board.fpga_part)}
 
 
 def _output_datatype(result: BuildResult) -> str | None:
@@ -178,6 +194,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     warning = over_budget_warning(report)
     if warning:
         lines += [f"**{warning}**", ""]
+    synth = report.get("resources_synth") or {}
+    if synth.get("executed"):
+        from hw.rtl.synth_report import markdown_rows
+
+        lines += markdown_rows(synth, report["layers"]) + [""]
+    elif synth:
+        lines += [f"Resources by yosys: not run ({synth['reason']}).", ""]
     io = report["accelerator_io"]
     lines += ["## Accelerator I/O", "", f"- input: {io['input']['datatype']} {io['input']['pixels']}, {io['input']['layout']}",
               f"- output: {io['output']['stream']} ({io['output']['datatype']}); class scores {io['output']['to_scores']}, "

@@ -43,6 +43,7 @@ _CHUNK_BYTES = 64 << 20  # values of the largest intermediate per chunk of image
 
 
 def _base(op_type: str) -> str:
+    op_type = op_type.removeprefix("Onebit")  # onebit's RTL nodes (--mvau rtl) have FINN's semantics
     for suffix in ("_hls", "_rtl"):
         if op_type.endswith(suffix):
             return op_type[: -len(suffix)]
@@ -173,7 +174,11 @@ class AcceleratorModel:
         path = Path(path)
         if not path.is_file():
             raise OnebitError(f"no FINN model at {path}; run the build (onebit build) to create it")
-        return cls(ModelWrapper(str(path)), str(path))
+        from hw.rtl.registry import ensure_onebit_ops
+
+        model = ModelWrapper(str(path))
+        ensure_onebit_ops(model)
+        return cls(model, str(path))
 
     @classmethod
     def from_build(cls, build_dir: str | Path) -> "AcceleratorModel":

@@ -222,14 +222,17 @@ class BuildResult:
         return self.out_dir / "finn" / f"{step}.onnx"
 
 
-def _step_list(folding: FoldingSpec) -> list[str]:
+def _step_list(folding: FoldingSpec, mvau: str = "hls") -> list[str]:
     if folding.mode == "auto":
         middle = ["step_onebit_auto_fold"]
     elif folding.mode == "file":
         middle = ["step_apply_folding_config"]
     else:
         middle = ["step_target_fps_parallelization", "step_apply_folding_config"]
-    return FRONTEND_HEAD + middle + FRONTEND_TAIL
+    tail = list(FRONTEND_TAIL)
+    if mvau == "rtl":  # after folding and bit-width minimisation: onebit's RTL nodes (hw/finn/rtl_mvau.py)
+        tail.insert(tail.index("step_minimize_bit_width") + 1, "step_onebit_rtl_nodes")
+    return FRONTEND_HEAD + middle + tail
 
 
 def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, tools: ToolStatus):
@@ -283,8 +286,9 @@ def _autofold_step(fold: Callable, out_dir: Path) -> Callable:
 
 
 def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
-                      progress: bool = True) -> BuildResult:
-    """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`."""
+                      progress: bool = True, mvau: str = "hls") -> BuildResult:
+    """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`.
+    mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     out_dir = Path(out_dir).resolve()
@@ -294,12 +298,18 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     tools = tool_status()
     cfg = _make_config(out_dir, board, folding, tools)
 
-    steps = _step_list(folding)
+    steps = _step_list(folding, mvau)
     skipped = _skipped_steps(tools)
     steps += [name for name, _ in TOOL_STEPS if name not in {row["step"] for row in skipped}]
 
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
+    if mvau == "rtl":
+        from hw.finn.rtl_mvau import STEP_NAME, step_onebit_rtl_nodes
+
+        lookup[STEP_NAME] = step_onebit_rtl_nodes
+    elif mvau != "hls":
+        raise OnebitError(f"mvau must be 'hls' or 'rtl', got '{mvau}'")
     if folding.mode == "file":  # names, attributes and divisors checked against the graph first
         from hw.finn.folding_check import checked_apply_folding
 
@@ -347,6 +357,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
                          score_affine=json.loads(affine_text) if affine_text else {})
     if parent is not None:
         result.extras["partitioned_parent_model"] = str(parent)
+    result.extras["mvau"] = mvau
     write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
     write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result

@@ -6,6 +6,9 @@ Public API:
   MaxPoolConfig, RTLMaxPool                the window max pool (nodes.py)
   build_simulator, run_stream, StreamDeadlock   Verilator builds and stream runs (verilator.py)
   synthesize, Resources                    yosys synth_xilinx counts (yosys.py)
+
+Not imported here (they import finn-plus, seconds to load): custom_op.py (OnebitMVAU_rtl / OnebitPool_rtl,
+FINN custom ops), stitch.py (the whole accelerator in Verilator), synth_report.py (resources_synth).
 """
 from hw.rtl.layout import MVAUConfig, MVAUImage, mvau_image
 from hw.rtl.nodes import MaxPoolConfig, OutputMismatch, RTLMaxPool, RTLMvau, Simulation, compare_outputs

@@ -36,7 +36,16 @@ MAX_BEAT_WORDS = 4096  # the harness' beat buffer
 
 
 class StreamDeadlock(OnebitError):
-    """A simulation that stopped moving data (or ran past its cycle limit) before all output arrived."""
+    """A simulation that stopped moving data (or ran past its cycle limit) before all output arrived.
+    `probes`: the `STREAM ...` lines a design's final blocks printed (hw/rtl/stitch.py: beats per stream)."""
+
+    probes: list[str] = []
+
+    @classmethod
+    def with_probes(cls, probes: list[str], message: str) -> "StreamDeadlock":
+        error = cls(message)
+        error.probes = probes
+        return error
 
 
 def cache_root() -> Path:
@@ -87,13 +96,18 @@ def _user_errors(log: str) -> list[str]:
 
 
 def build_simulator(top: str, parameters: dict[str, int | str], name: str | None = None,
-                    jobs: int = 2) -> Simulator:
-    """Verilate `top` (a module in hw/rtl/sv) with `parameters`, or reuse the cached build."""
+                    jobs: int = 2, extra_sources: list[Path] = (), include_dirs: list[Path] = (),
+                    extra_flags: tuple[str, ...] = ()) -> Simulator:
+    """Verilate `top` (a module in hw/rtl/sv, or in extra_sources: a generated top level, FINN's
+    generated node files) with `parameters`, or reuse the cached build. The key covers every source's
+    content and the files in include_dirs (FINN's `include`d templates)."""
     tool_version("verilator")
-    sources = sv_sources()
+    sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
+    included = sorted(f for d in include_dirs for f in Path(d).glob("*") if f.is_file() and
+                      f.suffix in (".v", ".sv", ".vh", ".svh", ".dat") and f not in sources)
     params = tuple(sorted(parameters.items()))
-    key = content_key("verilator-build-1", tool_version("verilator"), top, params, CFLAGS, VERILATOR_FLAGS,
-                      files=[*sources, HARNESS])
+    key = content_key("verilator-build-2", tool_version("verilator"), top, params, CFLAGS, VERILATOR_FLAGS,
+                      tuple(extra_flags), files=[*sources, *included, HARNESS])
     target = cache_root() / "verilator" / f"{top}-{key}"
     executable = target / "sim"
     if executable.is_file():
@@ -103,7 +117,7 @@ def build_simulator(top: str, parameters: dict[str, int | str], name: str | None
     try:
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), "--prefix", "Vtop",
                "--top-module", top, "-Mdir", str(work / "obj"), "-o", str(work / "sim"),
-               *VERILATOR_FLAGS, "-CFLAGS", CFLAGS,
+               *VERILATOR_FLAGS, *extra_flags, *[f"-I{d}" for d in include_dirs], "-CFLAGS", CFLAGS,
                *[f"-G{k}={sv_literal(v)}" for k, v in params], *map(str, sources), str(HARNESS)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
         if proc.returncode != 0 or not (work / "sim").is_file():
@@ -138,6 +152,7 @@ class StreamResult:
     first_output: int                 # cycle of the first output transfer
     last_transfer: int
     image_done: list[int] = field(default_factory=list)  # cycle of each image's last output beat
+    probes: list[str] = field(default_factory=list)      # `STREAM ...` lines of the design's final blocks
 
     @property
     def first_output_latency(self) -> int:
@@ -190,16 +205,17 @@ def run_stream(sim: Simulator, in_words: np.ndarray, n_out: int, out_words: int,
     verdict = stats["verdict"]
     progress = (f"{stats['in']}/{n_in} input and {stats['out']}/{n_out} output beats moved, "
                 f"last transfer at cycle {stats['last_transfer']}")
+    probes = [line for line in proc.stdout.splitlines() if line.startswith("STREAM ")]
     if verdict == "deadlock":
-        raise StreamDeadlock(f"{name}: deadlock in {sim.top}: no stream transfer for {idle_limit} cycles "
+        raise StreamDeadlock.with_probes(probes,f"{name}: deadlock in {sim.top}: no stream transfer for {idle_limit} cycles "
                              f"(stopped at cycle {stats['cycles']}); {progress}; check FIFO depths and that "
                              "the consumer accepts every beat")
     if verdict == "cycle_limit":
-        raise StreamDeadlock(f"{name}: {sim.top} passed the cycle limit of {max_cycles} cycles; {progress}")
+        raise StreamDeadlock.with_probes(probes,f"{name}: {sim.top} passed the cycle limit of {max_cycles} cycles; {progress}")
     if verdict == "extra_output":
         raise OnebitError(f"{name}: {sim.top} produced {stats['extra']} output beats beyond the expected {n_out}")
     if verdict != "done":
         raise OnebitError(f"{name}: simulation of {sim.top} ended with '{verdict}'")
     done = [int(v) for v in stats["image_done"].split(",") if v]
     return StreamResult(got.reshape(n_out, out_words), int(stats["cycles"]), int(stats["first_in"]),
-                        int(stats["first_out"]), int(stats["last_transfer"]), done)
+                        int(stats["first_out"]), int(stats["last_transfer"]), done, probes)

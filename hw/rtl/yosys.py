@@ -25,6 +25,16 @@ LUTRAM_LUTS = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM32X1D"
                "RAM512X1S": 8, "SRL16E": 1, "SRLC32E": 1, "SRLC16E": 1}
 
 
+def family_for_part(part: str) -> str:
+    """synth_xilinx family of an FPGA part: Zynq-7000 / 7-series -> xc7, Zynq UltraScale+ -> xcup."""
+    p = part.lower()
+    if p.startswith(("xczu", "xcku", "xcvu", "xck26")) or "-ultra" in p:
+        return "xcup"
+    if p.startswith("xc7"):
+        return "xc7"
+    raise OnebitError(f"no yosys synth_xilinx family known for part {part}; onebit knows 7-series and UltraScale+")
+
+
 @dataclass
 class Resources:
     """Post-synthesis counts of one node (LUT counts logic LUTs; lutram_luts the LUTs used as memory)."""
@@ -58,15 +68,15 @@ def parse_stat(cells: dict[str, int], family: str) -> Resources:
 
 
 def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str, str] | None = None,
-               family: str = "xc7", name: str | None = None) -> Resources:
-    """Synthesize `top` (a module in hw/rtl/sv) with `parameters` for `family` ('xc7' or 'xcup');
-    init_files maps the file names the parameters refer to onto their contents."""
+               family: str = "xc7", name: str | None = None, extra_sources: list[Path] = ()) -> Resources:
+    """Synthesize `top` (a module in hw/rtl/sv or extra_sources) with `parameters` for `family` ('xc7' or
+    'xcup'); init_files maps the file names the parameters refer to onto their contents."""
     if family not in FAMILIES:
         raise OnebitError(f"unknown FPGA family '{family}'; choose one of {', '.join(FAMILIES)}")
     what = name or top
     init_files = dict(init_files or {})
     params = tuple(sorted(parameters.items()))
-    sources = sv_sources()
+    sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
     key = content_key("yosys-synth-1", tool_version("yosys"), top, params, family, sorted(init_files.items()),
                       files=sources)
     cached = cache_root() / "yosys" / f"{top}-{key}.json"
