@@ -64,6 +64,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     add_folding_arguments(parser)
     parser.add_argument("--verify-samples", type=int, default=1000, metavar="N",
                         help="test images verified at every level (default 1000; 0 = whole test set)")
+    parser.add_argument("--levels", default=None, metavar="A,B",
+                        help="hardware levels after the Python levels: rtl_nodes (Verilator), cppsim (FINN cppsim, "
+                             "needs finn-hlslib), all or none (default: every level whose tools are found)")
+    parser.add_argument("--node-samples", type=int, default=100, metavar="N",
+                        help="test images through every generated node in the hardware levels (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -79,6 +84,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     folding = spec_from_args(args)
     if args.verify_samples < 0:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    hardware_levels = _hardware_levels(args)
     trained, meta = load_checkpoint(args.checkpoint)
     out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +101,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress)
     finish_build_folder(result)
     verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, hardware_levels=hardware_levels,
+                                node_samples=args.node_samples)
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started)
@@ -107,6 +114,18 @@ def run_pipeline(args: argparse.Namespace) -> int:
         remove_deployment_package(out_dir)
     print_summary(report)
     return 0 if verification["ok"] else 1
+
+
+def _hardware_levels(args: argparse.Namespace) -> list[str] | None:
+    from hw.check.levels import parse_levels
+    from hw.check.verify import LEVELS
+
+    if getattr(args, "node_samples", 100) < 1:
+        raise OnebitError(f"--node-samples must be >= 1, got {args.node_samples}")
+    try:
+        return parse_levels(getattr(args, "levels", None), LEVELS)
+    except ValueError as error:
+        raise OnebitError(f"--levels: {error}") from None
 
 
 @cli_errors

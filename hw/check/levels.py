@@ -130,6 +130,10 @@ def parse_levels(text: str | None, known: tuple[str, ...]) -> list[str] | None:
 
 
 def default_levels() -> list[str]:
+    """The levels run when none are named: $ONEBIT_LEVELS if set (same syntax as --levels), else each
+    level's own default (rtl_nodes and cppsim both: each is skipped cheaply where its tools are missing)."""
+    if os.environ.get("ONEBIT_LEVELS") is not None:
+        return parse_levels(os.environ["ONEBIT_LEVELS"], ()) or []
     return [name for name in LEVEL_MODULES if get_level(name).default]
 
 
@@ -217,3 +221,19 @@ def mismatch_rows(reference: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Indices of frames (axis 0) where any entry differs."""
     diff = np.any((reference != actual).reshape(len(reference), -1), axis=1)
     return np.flatnonzero(diff)
+
+
+def node_table(levels: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows: one per hardware node of every level that has node rows (empty when none has)."""
+    rows = []
+    for name, entry in levels.items():
+        for node in entry.get("nodes") or []:
+            timing = ", ".join(f"{k} {node[k]}" for k in ("verilator_build", "compile_seconds", "sim_seconds", "cycles")
+                               if k in node)
+            rows.append(f"| {name} | {node['node']} | {node['op_type']} | {node.get('images', '')} + "
+                        f"{node.get('random_frames', '')} random | {node.get('mismatching_images', '')} / "
+                        f"{node.get('mismatching_random', '')} | {node['status']} | {timing} |")
+    if not rows:
+        return []
+    return ["", "| level | node | op | frames (test images + random) | mismatching (images / random) | status | time |",
+            "|---|---|---|---|---|---|---|", *rows]

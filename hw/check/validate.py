@@ -5,13 +5,14 @@ giving the class scores z of every image. Accelerator: the board (pynq, the bitf
 on a PYNQ board, the bit-exact accelerator model (hw/check/accel_model.py) elsewhere, both through the same
 driver path (hw/driver). Reports both accuracies, the number of samples whose integer scores differ and
 the first of them, a confusion matrix PNG and images/s under BUILD_DIR/validation/. Exit status 1 on any
-mismatch, 2 on bad input. FINN cppsim is one more level where finn-hlslib and the HLS headers exist.
+mismatch, 2 on bad input. Then the hardware levels (hw/check/levels.py: rtl_nodes = every RTL node's
+Verilog in Verilator, cppsim = every HLS node in FINN's C++ simulation where finn-hlslib is found) on the
+first --node-samples images, selectable with --levels.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,30 @@ def software_scores(build_dir: Path, images: np.ndarray) -> np.ndarray:
 
 def cppsim_status() -> str | None:
     """None where cppsim can run, else why not and how to get it."""
-    hlslib, hls = os.environ.get(CPPSIM_ENV), os.environ.get("XILINX_HLS")
-    if not hlslib or not Path(hlslib).is_dir():
-        return (f"skipped: FINN cppsim needs finn-hlslib (git clone https://github.com/Xilinx/finn-hlslib, "
-                f"then export {CPPSIM_ENV}=<that folder>) and the Vitis HLS headers (export XILINX_HLS=...)")
-    if not hls or not (Path(hls) / "include").is_dir():
-        return "skipped: FINN cppsim needs the Vitis HLS headers: install Vitis HLS and export XILINX_HLS"
-    return None
+    from hw.check.cppsim import skip_reason
+
+    return skip_reason()
+
+
+def run_build_levels(build_dir: Path, images: np.ndarray, names: list[str] | None, node_samples: int | None,
+                     progress: bool) -> dict[str, dict[str, Any]]:
+    """The hardware levels on a finished build folder (FINN's scratch in a temporary folder)."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from hw.check.verify import run_hardware_levels
+    from hw.finn.env import prepare_finn
+
+    report = build_dir / "report.json"
+    final = json.loads(report.read_text()).get("artifacts", {}).get("final_model") if report.is_file() else None
+    final = Path(final) if final and Path(final).is_file() else build_dir / "finn" / "step_hw_codegen.onnx"
+    if not final.is_file():
+        raise OnebitError(f"{build_dir}: no final FINN model ({final.name}); rerun `onebit build`")
+    build = SimpleNamespace(out_dir=build_dir, final_model=final,
+                            step_model=lambda step: build_dir / "finn" / f"{step}.onnx")
+    with tempfile.TemporaryDirectory(prefix="onebit-validate-") as scratch:
+        prepare_finn(scratch)
+        return run_hardware_levels(build, images, names, node_samples, progress)
 
 
 def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, accel_model=None):
@@ -92,7 +110,8 @@ def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, acce
 def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int | None = None,
                    backend: str = "auto", batch_size: int | None = None, cppsim: bool = False,
                    data_root: str | None = None, accel_model=None, progress: bool = True,
-                   write: bool = True) -> dict[str, Any]:
+                   write: bool = True, levels: list[str] | None = None,
+                   node_samples: int | None = None) -> dict[str, Any]:
     """Run the comparison and return the report (also written to BUILD_DIR/validation/ when `write`)."""
     from quant_models.checkpoint import read_checkpoint
     from quant_models.data import load_dataset
@@ -151,6 +170,12 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
         if cppsim else "not requested (--cppsim)",
         "confusion_matrix": confusion_matrix(labels, pred_hw, k).tolist(),
     }
+    if levels is None or levels:
+        if cppsim and levels is not None and "cppsim" not in levels:
+            levels = [*levels, "cppsim"]
+        report["levels"] = run_build_levels(build_dir, images, levels, node_samples, progress)
+        report["level_mismatches"] = sum(e.get("integer_mismatches", 0) for e in report["levels"].values()
+                                         if e.get("executed"))
     if write:
         out = build_dir / "validation"
         out.mkdir(exist_ok=True)
@@ -172,6 +197,13 @@ def format_report(r: dict[str, Any]) -> str:
         f"  integer score mismatches: {r['mismatches']}" + (f" (first at {r['first_mismatches']})" if r["mismatches"] else ""),
         f"  cppsim: {r['cppsim']}",
     ]
+    for name, e in (r.get("levels") or {}).items():
+        if e.get("executed"):
+            bad = [f"{n['node']} ({n['status']})" for n in e.get("nodes", []) if n["status"] != "ok"]
+            lines.append(f"  {name}: {e['integer_mismatches']} mismatching node outputs, {len(e.get('nodes', []))} nodes, "
+                         f"{e['samples']} images + random inputs ({e['seconds']} s)" + (f"; {', '.join(bad[:5])}" if bad else ""))
+        else:
+            lines.append(f"  {name}: {e['reason']}")
     if r["range_violations"]:
         lines.append(f"  values outside their FINN datatype (the hardware would wrap them): {r['range_violations']}")
     return "\n".join(lines)
@@ -188,12 +220,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="board (PYNQ), model (bit-exact accelerator model) or auto (board where one is)")
     parser.add_argument("--batch-size", type=int, help="images per DMA transfer (default: io.json's)")
     parser.add_argument("--cppsim", action="store_true", help=f"also FINN cppsim (needs ${CPPSIM_ENV}, XILINX_HLS)")
+    parser.add_argument("--levels", default=None, metavar="A,B",
+                        help="hardware levels: rtl_nodes (Verilator), cppsim (needs finn-hlslib), all or none "
+                             "(default: every level whose tools are found; $ONEBIT_LEVELS)")
+    parser.add_argument("--node-samples", type=int, default=100, metavar="N",
+                        help="test images through every generated node in the hardware levels (default 100)")
     args = parser.parse_args(argv)
+    from hw.check.levels import parse_levels
+    from hw.check.verify import LEVELS
+
+    if args.node_samples < 1:
+        raise OnebitError(f"--node-samples must be >= 1, got {args.node_samples}")
+    try:
+        levels = parse_levels(args.levels, LEVELS)
+    except ValueError as error:
+        raise OnebitError(f"--levels: {error}") from None
     report = validate_build(args.build_dir, args.dataset, args.limit, args.backend, args.batch_size,
-                            args.cppsim, args.data_root)
+                            args.cppsim, args.data_root, levels=levels, node_samples=args.node_samples)
     print(format_report(report))
     print(f"  written: {args.build_dir / 'validation'}/validation.json, confusion_matrix.png")
-    return 1 if report["mismatches"] else 0
+    return 1 if report["mismatches"] or report.get("level_mismatches") else 0
 
 
 if __name__ == "__main__":

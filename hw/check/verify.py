@@ -9,6 +9,8 @@ Levels, in pipeline order, each reduced to the class scores z (int64, N x classe
                      by FINN's Python execution; it outputs the popcounts p, mapped exactly z = 2p - n
 Every float output must be an exact integer (else that is reported as a mismatch on that sample). A level
 that cannot run is reported with the reason. The first level that differs from the trained model is named.
+Then the levels that execute FINN's generated hardware (hw/check/levels.py: rtl_nodes, cppsim, ...) on the
+first `node_samples` images, each with per-node rows; any mismatch there also fails the build.
 """
 from __future__ import annotations
 
@@ -211,8 +213,12 @@ def compare(reference: np.ndarray, scores: np.ndarray, exact: np.ndarray) -> dic
 
 
 def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,
-                 images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
-    """Run every level on the same images; returns the verification dict (also written to validation/)."""
+                 images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 hardware_levels: list[str] | None = None, node_samples: int | None = None) -> dict[str, Any]:
+    """Run every level on the same images; returns the verification dict (also written to validation/).
+
+    hardware_levels: names from hw.check.levels.LEVEL_MODULES (None = their defaults, [] = none).
+    """
     from export.collapse import integer_scores
     from export.qonnx import run_qonnx
 
@@ -262,9 +268,10 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         except Exception as error:
             record(level, started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
 
-    first_divergent = next((lv for lv in LEVELS if levels.get(lv, {}).get("executed") and
+    levels.update(run_hardware_levels(build, images, hardware_levels, node_samples, progress, scores.get("pytorch_trained")))
+    first_divergent = next((lv for lv in levels if levels.get(lv, {}).get("executed") and
                             levels[lv]["integer_mismatches"]), None)
-    not_executed = [lv for lv in LEVELS if not levels[lv].get("executed")]
+    not_executed = [lv for lv in levels if not levels[lv].get("executed")]
     result = {
         "dataset": dataset, "samples": int(len(images)), "compared_against": "pytorch_trained",
         "score_form": "z = sum(w*a) over +-1 weights and activations (the score layer's accumulator)",
@@ -277,18 +284,47 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     return result
 
 
+def run_hardware_levels(build, images: np.ndarray, names: list[str] | None, node_samples: int | None,
+                        progress: bool, reference: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """The hardware levels (hw/check/levels.py) on the first `node_samples` images; their report entries.
+
+    A level that returns class scores is compared with `reference` (the trained model) like the others.
+    """
+    from hw.check.levels import DEFAULT_NODE_SAMPLES, LevelContext, default_levels, run_level
+
+    names = default_levels() if names is None else names
+    if not names:
+        return {}
+    count = min(len(images), DEFAULT_NODE_SAMPLES if node_samples is None else node_samples)
+    context = LevelContext(build_dir=build.out_dir, final_model=build.final_model,
+                           hw_layers_model=build.step_model("step_create_dataflow_partition"),
+                           images=images[:count], progress=progress)
+    entries = {}
+    for name in names:
+        entry = run_level(name, context)
+        level_scores = entry.pop("scores", None)
+        if level_scores is not None and reference is not None:
+            z, exact = _as_integers(level_scores)
+            entry.update(compare(reference[:count], z, exact))
+        entries[name] = entry
+    return entries
+
+
 def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
     """The per-level verification table (Markdown rows), for validation/mismatches.md and report.md."""
     rows = ["| level | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
             "|---|---|---|---|---|---|"]
-    for level in LEVELS:
+    for level in [*LEVELS, *(name for name in levels if name not in LEVELS)]:
         e = levels[level]
         if e.get("executed"):
-            rows.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {e['argmax_mismatches']} | "
+            argmax = "-" if e["argmax_mismatches"] is None else e["argmax_mismatches"]
+            rows.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {argmax} | "
                         f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")
         else:
             rows.append(f"| {level} | not executed: {e['reason']} | | | | |")
-    return rows
+    from hw.check.levels import node_table
+
+    return rows + node_table(levels)
 
 
 def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
