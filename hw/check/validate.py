@@ -67,8 +67,7 @@ def cppsim_status() -> str | None:
 
 def run_build_levels(build_dir: Path, images: np.ndarray, names: list[str] | None, node_samples: int | None,
                      progress: bool) -> dict[str, dict[str, Any]]:
-    """The hardware levels on a finished build folder (FINN's scratch in a temporary folder)."""
-    import tempfile
+    """The hardware levels on a finished build folder (FINN's scratch: the build's hw/, as during the build)."""
     from types import SimpleNamespace
 
     from hw.check.verify import run_hardware_levels
@@ -81,9 +80,8 @@ def run_build_levels(build_dir: Path, images: np.ndarray, names: list[str] | Non
         raise OnebitError(f"{build_dir}: no final FINN model ({final.name}); rerun `onebit build`")
     build = SimpleNamespace(out_dir=build_dir, final_model=final,
                             step_model=lambda step: build_dir / "finn" / f"{step}.onnx")
-    with tempfile.TemporaryDirectory(prefix="onebit-validate-") as scratch:
-        prepare_finn(scratch)
-        return run_hardware_levels(build, images, names, node_samples, progress)
+    prepare_finn(build_dir / "hw")
+    return run_hardware_levels(build, images, names, node_samples, progress)
 
 
 def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, accel_model=None):
@@ -170,9 +168,11 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
         if cppsim else "not requested (--cppsim)",
         "confusion_matrix": confusion_matrix(labels, pred_hw, k).tolist(),
     }
+    if cppsim:  # the older flag: cppsim in addition to the selected levels
+        from hw.check.levels import default_levels
+
+        levels = list(dict.fromkeys([*(default_levels() if levels is None else levels), "cppsim"]))
     if levels is None or levels:
-        if cppsim and levels is not None and "cppsim" not in levels:
-            levels = [*levels, "cppsim"]
         report["levels"] = run_build_levels(build_dir, images, levels, node_samples, progress)
         report["level_mismatches"] = sum(e.get("integer_mismatches", 0) for e in report["levels"].values()
                                          if e.get("executed"))
