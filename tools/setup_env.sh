@@ -41,3 +41,16 @@ if [ ! -f "$fmnist/t10k-images-idx3-ubyte.gz" ] && [ ! -f "$fmnist/t10k-images-i
         echo "onebit: WARNING Fashion-MNIST not found in $fmnist; run 'sudo apt-get install dataset-fashion-mnist' or set ONEBIT_DATA to a folder with the idx files" >&2
     fi
 fi
+
+# Verilator simulates FINN's generated RTL nodes (verification level rtl_nodes, hw/check/rtl_nodes.py);
+# Debian's 5.006 works. Without it that level is reported as skipped, nothing else changes.
+if ! command -v verilator >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "onebit: installing Debian package verilator"
+        (apt-get install -y -q verilator >/dev/null 2>&1 ||
+         { apt-get update -q >/dev/null && apt-get install -y -q verilator >/dev/null; }) ||
+            echo "onebit: WARNING could not install verilator; run 'sudo apt-get install verilator' (level rtl_nodes is skipped without it)" >&2
+    else
+        echo "onebit: WARNING verilator not found; run 'sudo apt-get install verilator' (level rtl_nodes is skipped without it)" >&2
+    fi
+fi
