@@ -165,3 +165,16 @@ def test_levels_option_and_capture(tfc_build):
     out = ModelWrapper(str(graph)).graph.output[0].name
     captured = capture_node_inputs(graph, images, [out])[out]
     assert captured.shape[0] == 2 and np.all(captured == np.rint(captured))
+
+
+def test_validate_runs_selected_levels(tfc_build, capsys):
+    from hw.check.validate import main
+
+    assert main([str(tfc_build), "--limit", "20", "--backend", "model", "--levels", "rtl_nodes,cppsim",
+                 "--node-samples", "5"]) == 0
+    out = capsys.readouterr().out
+    if verilator_path():
+        assert "rtl_nodes: 0 mismatching node outputs, 0 nodes, 5 images" in out
+    assert "cppsim: " in out
+    assert main([str(tfc_build), "--limit", "5", "--levels", "rtl"]) == 2
+    assert "unknown level(s) rtl" in capsys.readouterr().err
