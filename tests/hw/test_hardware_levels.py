@@ -85,6 +85,33 @@ def test_rtl_nodes_reports_a_corrupted_generated_file_by_node(cnv_build, tmp_pat
     assert row["verilator_build"].startswith("compiled")  # new content, new build
 
 
+@pytest.mark.slow
+@needs_verilator
+def test_rtl_nodes_reports_a_stalled_node_as_deadlock(cnv_build, tmp_path, verilator_cache):
+    """A padder whose output never becomes valid: the harness stops at its cycle limit and says so."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = ModelWrapper(str(cnv_build / "finn" / "step_hw_codegen.onnx"))
+    node = next(n for n in model.graph.node if n.op_type == "FMPadding_rtl")
+    inst = getCustomOp(node)
+    stalled = tmp_path / "code_gen"
+    shutil.copytree(inst.get_nodeattr("code_gen_dir_ipgen"), stalled)
+    verilog = stalled / f"{node.name}.v"
+    text = verilog.read_text()
+    assert ".m_axis_tvalid(out0_V_TVALID)" in text
+    text = text.replace(".m_axis_tvalid(out0_V_TVALID)", ".m_axis_tvalid()")
+    verilog.write_text(text.replace("endmodule", "assign out0_V_TVALID = 1'b0;\nendmodule"))
+    inst.set_nodeattr("code_gen_dir_ipgen", str(stalled))
+    model.save(str(tmp_path / "final.onnx"))
+
+    entry = run_level("rtl_nodes", _context(cnv_build, tmp_path / "final.onnx", images=1, random=0,
+                                            nodes=[node.name], cache_dir=verilator_cache))
+    row = entry["nodes"][0]
+    assert entry["integer_mismatches"] == 1 and row["node"] == node.name
+    assert row["status"].startswith("failed: deadlock: no stream progress for") and "output beats produced" in row["status"]
+
+
 def test_rtl_nodes_without_rtl_nodes_and_without_verilator(tfc_build, monkeypatch):
     entry = run_level("rtl_nodes", _context(tfc_build))
     if verilator_path():
