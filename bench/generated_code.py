@@ -156,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
                        "compiled": sum(1 for n in again["nodes"] if str(n.get("verilator_build", "")).startswith("compiled")),
                        "ratio": again["seconds"] / first["seconds"] if first["seconds"] else 0.0}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(RESULTS / "generated_code.json", json.dumps({"rows": rows, "rebuild": rebuild,
-                                                                   "sources": sources}, indent=2))
+    previous = RESULTS / "generated_code.json"
+    if previous.is_file():  # keep the rows of the models not run this time (`--models tfc` then `--models cnv`)
+        old = json.loads(previous.read_text())
+        ran = {r["model"] for r in rows}
+        rows = [r for r in old.get("rows", []) if r["model"] not in ran] + rows
+        rebuild = rebuild or (old.get("rebuild") if "CNV-w1a1" not in ran else None)
+    rows.sort(key=lambda r: (r["model"] != "TFC-w1a1", r["level"] != "rtl_nodes"))
+    write_text_atomic(previous, json.dumps({"rows": rows, "rebuild": rebuild, "sources": sources}, indent=2))
     write_text_atomic(RESULTS / "generated_code.md", render(rows, rebuild, sources))
     print((RESULTS / "generated_code.md").read_text())
     bad = [r for r in rows if r["executed"] and r["mismatching_node_outputs"]]
