@@ -4,5 +4,6 @@ verify.py runs every level on the same test images and compares integer scores w
 (pytorch_trained .. finn_hw_layers, accel_model); accel_model.py is the bit-exact numpy model of the
 folded accelerator; validate.py is the one-command validation of a build folder (board or model). A new
 level is one module here that returns integer scores (and per-node rows) for the same inputs, and is
-named in verify.LEVELS.
+named in verify.LEVELS; levels that execute FINN's generated hardware (rtl_nodes.py: Verilator, cppsim.py:
+FINN's C++ simulation) follow the interface in levels.py and are named in levels.LEVEL_MODULES.
 """
