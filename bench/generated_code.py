@@ -2,7 +2,7 @@
 
 By the commands a user types, on Fashion-MNIST:
 
-1. TFC-w1a1 (1 epoch): `python export/to_finn.py model.pt --levels rtl_nodes,cppsim --node-samples 10000
+1. TFC-w1a1 (1 epoch on 10,000 images): `python export/to_finn.py model.pt --levels rtl_nodes,cppsim --node-samples 10000
    --verify-samples 0`: every HLS node in cppsim on all 10,000 test images' real inputs + random frames
    (TFC has no RTL nodes: rtl_nodes says so)
 2. CNV-w1a1 (1 epoch on 5,000 images): `python export/to_finn.py model.pt --levels rtl_nodes
@@ -37,7 +37,7 @@ from onebit.atomic import write_text_atomic  # noqa: E402
 from onebit.errors import OnebitError, cli_errors  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-TRAIN = {"tfc": ["--epochs", "1"], "cnv": ["--epochs", "1", "--limit-train", "5000"]}
+TRAIN = {"tfc": ["--epochs", "1", "--limit-train", "10000"], "cnv": ["--epochs", "1", "--limit-train", "5000"]}
 
 
 def _run(command: list[str], log: Path, env: dict[str, str], allowed: tuple[int, ...] = (0,)) -> tuple[float, int]:
