@@ -68,7 +68,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hardware levels after the Python levels: rtl_nodes (Verilator), cppsim (FINN cppsim, "
                              "needs finn-hlslib), all or none (default: every level whose tools are found)")
     parser.add_argument("--node-samples", type=int, default=100, metavar="N",
-                        help="test images through every generated node in the hardware levels (default 100)")
+                        help="test images through every generated node in the hardware levels (default 100; at most "
+                             "--verify-samples)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
