@@ -86,7 +86,8 @@ def _level_row(model: str, level: str, entry: dict, command: str) -> dict[str, A
     return row
 
 
-def render(rows: list[dict[str, Any]], rebuild: dict[str, Any] | None, sources: dict[str, str]) -> str:
+def render(rows: list[dict[str, Any]], rebuild: dict[str, Any] | None, sources: dict[str, str],
+           notes: list[str] | None = None) -> str:
     lines = ["# FINN's generated code, executed (rtl_nodes: Verilator; cppsim: FINN's C++ simulation)", "",
              "Produced by `python bench/generated_code.py`. Every node's output is compared with FINN's Python "
              "execution of the same node on the same inputs: its real inputs for the test images (captured from "
@@ -112,6 +113,8 @@ def render(rows: list[dict[str, Any]], rebuild: dict[str, Any] | None, sources: 
         lines += ["", f"Unchanged designs validated again: {rebuild['compiled']} of {rebuild['nodes']} Verilator "
                       f"builds compiled; rtl_nodes took {rebuild['seconds']} s vs {rebuild['first_seconds']} s the "
                       f"first time ({rebuild['ratio']:.2f}x)."]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
