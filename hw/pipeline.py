@@ -79,17 +79,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
     add_folding_arguments(parser)
-    parser.add_argument("--mvau", choices=("hls", "rtl"), default="hls",
-                        help="matrix-vector and max-pool nodes: FINN's HLS (default) or onebit's own RTL (hw/rtl), "
-                             "which Verilator simulates as a whole accelerator and yosys sizes without Xilinx tools")
-    parser.add_argument("--verify-samples", type=int, default=0, metavar="N",
-                        help="test images verified at the PyTorch levels (default 0 = the whole test set)")
-    parser.add_argument("--python-samples", type=int, default=DEFAULT_PYTHON_SAMPLES, metavar="M",
-                        help="of those, the first M verified by qonnx's and FINN's Python execution (slow: "
-                        f"~0.1-0.3 s per CNV image; default {DEFAULT_PYTHON_SAMPLES}, 0 = all N)")
-    parser.add_argument("--data-root", default=None,
-                        help="dataset folder for verification (default: the one recorded at training, else as "
-                             "quant_models.data resolves it)")
+    parser.add_argument("--levels", default=None, metavar="A,B",
+                        help="hardware levels after the Python levels: rtl_nodes (Verilator), cppsim (FINN cppsim, "
+                             "needs finn-hlslib), rtl_accelerator (--mvau rtl builds), all or none (default: every "
+                             "level whose tools are found)")
+    parser.add_argument("--node-samples", type=int, default=100, metavar="N",
+                        help="test images through every generated node in the hardware levels (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     from export.input_declaration import add_import_arguments
 
@@ -112,6 +107,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
     if args.python_samples < 0:
         raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
+    args.hardware_levels = _hardware_levels(args)  # a bad --levels fails now, not after the FINN build
     trained, meta = load_checkpoint(args.checkpoint)
     meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
     if getattr(args, "data_root", None):
@@ -152,7 +148,8 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     finish_build_folder(result)
     faults.point("build:after_finn")
     verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
-                                progress=not args.no_progress, python_samples=args.python_samples)
+                                progress=not args.no_progress, python_samples=args.python_samples,
+                                hardware_levels=args.hardware_levels, node_samples=args.node_samples)
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started, marker=False)
@@ -188,6 +185,7 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     folding = spec_from_args(args)
     if args.verify_samples < 0:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    hardware_levels = _hardware_levels(args)
     decl, sidecar = declare_input(args.checkpoint, args.input_scale, args.input_offset, args.input_shape,
                                   args.input_layout, args.sidecar)
     dataset = args.dataset or sidecar.get("dataset")
@@ -215,7 +213,8 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
         write_import_record(out_dir, record)
         finish_build_folder(result)
         verification = verify_imported_build(result, record, images, labels, dataset_name,
-                                             progress=not args.no_progress)
+                                             progress=not args.no_progress, hardware_levels=hardware_levels,
+                                             node_samples=args.node_samples)
         report = write_report(result, meta, {"import": record}, verification,
                               seconds=time.perf_counter() - started, marker=False)
         report["integrity"] = build_integrity(out_dir)
@@ -227,6 +226,18 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
         write_report_json(out_dir, report)  # last: its presence marks a finished build
     print_summary(report)
     return 0 if verification["ok"] else 1
+
+
+def _hardware_levels(args: argparse.Namespace) -> list[str] | None:
+    from hw.check.levels import parse_levels
+    from hw.check.verify import LEVELS
+
+    if getattr(args, "node_samples", 100) < 1:
+        raise OnebitError(f"--node-samples must be >= 1, got {args.node_samples}")
+    try:
+        return parse_levels(getattr(args, "levels", None), LEVELS)
+    except ValueError as error:
+        raise OnebitError(f"--levels: {error}") from None
 
 
 @cli_errors

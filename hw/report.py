@@ -246,8 +246,11 @@ def print_summary(report: dict[str, Any]) -> None:
         print(warning)
     acc = report["accuracy"]
     print(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
-    for level, e in ver["levels"].items():
-        if e.get("executed"):
+    for level, e in ver["levels"].items():  # in the order they ran
+        if e.get("executed") and e["argmax_mismatches"] is None:  # node levels: node outputs compared
+            print(f"  {level:<18} {e['integer_mismatches']} mismatching node outputs on {e['samples']} images "
+                  f"+ random inputs, {len(e.get('nodes') or [])} nodes ({e['seconds']} s)")
+        elif e.get("executed"):
             print(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
                   f"({e['seconds']} s)")
         else:

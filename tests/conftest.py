@@ -6,10 +6,15 @@ compared on a real build folder. Owner: accelerator engineer (issue #4); kept sm
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# The hardware levels (Verilator per RTL node, FINN cppsim) run by default in `onebit build`; in the suite
+# only tests/hw/test_hardware_levels.py runs them (explicitly), so the many other builds stay fast.
+os.environ.setdefault("ONEBIT_LEVELS", "none")
 
 
 def _train(out: Path, model: str, extra: list[str]) -> Path:

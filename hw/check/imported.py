@@ -111,8 +111,10 @@ def reference_scores(build_dir: str | Path, images: np.ndarray) -> np.ndarray:
 
 
 def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, labels: np.ndarray | None,
-                          dataset: str, progress: bool = True) -> dict[str, Any]:
-    """Every level against the QONNX reference on the same images; written to validation/ like verify_build."""
+                          dataset: str, progress: bool = True, hardware_levels: list[str] | None = None,
+                          node_samples: int | None = None) -> dict[str, Any]:
+    """Every level against the QONNX reference on the same images; written to validation/ like verify_build.
+    The hardware levels (hw/check/levels.py) run as for a checkpoint's build, compared with the reference."""
     from export.qonnx import run_qonnx
 
     affine = build.score_affine
@@ -170,6 +172,9 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
         except Exception as error:
             record_level(level, started, None, "", error=failed(error))
 
+    from hw.check.verify import run_hardware_levels
+
+    levels.update(run_hardware_levels(build, images, hardware_levels, node_samples, progress, z_ref))
     compared = [lv for lv in levels if lv != REFERENCE_LEVEL]
     first_divergent = next((lv for lv in compared if levels[lv].get("executed") and levels[lv]["integer_mismatches"]),
                            None)

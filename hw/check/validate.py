@@ -5,13 +5,14 @@ giving the class scores z of every image. Accelerator: the board (pynq, the bitf
 on a PYNQ board, the bit-exact accelerator model (hw/check/accel_model.py) elsewhere, both through the same
 driver path (hw/driver). Reports both accuracies, the number of samples whose integer scores differ and
 the first of them, a confusion matrix PNG and images/s under BUILD_DIR/validation/. Exit status 1 on any
-mismatch, 2 on bad input. FINN cppsim is one more level where finn-hlslib and the HLS headers exist.
+mismatch, 2 on bad input. Then the hardware levels (hw/check/levels.py: rtl_nodes = every RTL node's
+Verilog in Verilator, cppsim = every HLS node in FINN's C++ simulation where finn-hlslib is found) on the
+first --node-samples images, selectable with --levels.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,32 @@ def software_scores(build_dir: Path, images: np.ndarray, with_trained: bool = Fa
 
 def cppsim_status() -> str | None:
     """None where cppsim can run, else why not and how to get it."""
-    hlslib, hls = os.environ.get(CPPSIM_ENV), os.environ.get("XILINX_HLS")
-    if not hlslib or not Path(hlslib).is_dir():
-        return (f"skipped: FINN cppsim needs finn-hlslib (git clone https://github.com/Xilinx/finn-hlslib, "
-                f"then export {CPPSIM_ENV}=<that folder>) and the Vitis HLS headers (export XILINX_HLS=...)")
-    if not hls or not (Path(hls) / "include").is_dir():
-        return "skipped: FINN cppsim needs the Vitis HLS headers: install Vitis HLS and export XILINX_HLS"
-    return None
+    from hw.check.cppsim import skip_reason
+
+    return skip_reason()
+
+
+def run_build_levels(build_dir: Path, images: np.ndarray, names: list[str] | None, node_samples: int | None,
+                     progress: bool, reference: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """The hardware levels on a finished build folder (FINN's scratch: the build's hw/, as during the build).
+
+    `reference`: the software scores of `images`, which a level that outputs class scores is compared with.
+    """
+    from types import SimpleNamespace
+
+    from hw.check.accel_model import final_model_path
+    from hw.check.verify import run_hardware_levels
+    from hw.finn.env import prepare_finn
+
+    io_json = build_dir / "driver" / "io.json"
+    hw_model = json.loads(io_json.read_text()).get("hw_model") if io_json.is_file() else None
+    final = final_model_path(build_dir, hw_model)  # the same rule as the accelerator model: never by mtime
+    if not final.is_file():
+        raise OnebitError(f"{build_dir}: no final FINN model ({final.name}); rerun `onebit build`")
+    build = SimpleNamespace(out_dir=build_dir, final_model=final,
+                            step_model=lambda step: build_dir / "finn" / f"{step}.onnx")
+    prepare_finn(build_dir / "hw")
+    return run_hardware_levels(build, images, names, node_samples, progress, reference)
 
 
 def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, accel_model=None):
@@ -102,11 +122,13 @@ def make_accelerator(build_dir: Path, backend: str, batch_size: int | None, acce
 def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int | None = None,
                    backend: str = "auto", batch_size: int | None = None, cppsim: bool = False,
                    data_root: str | None = None, accel_model=None, progress: bool = True,
-                   write: bool = True) -> dict[str, Any]:
+                   write: bool = True, levels: list[str] | None = None,
+                   node_samples: int | None = None) -> dict[str, Any]:
     """Run the comparison and return the report (also written to BUILD_DIR/validation/ when `write`).
 
     Only a finished build whose files match their recorded sha256 is validated; with `write` the folder
-    is locked and checked writable before any work (onebit/buildfolder.py).
+    is locked and checked writable before any work (onebit/buildfolder.py). `levels`/`node_samples`: the
+    hardware levels (hw/check/levels.py) run on the build after the accelerator comparison.
     """
     from hw.check.finished import check_build_integrity, finished_report
     from onebit.buildfolder import BuildFolder
@@ -126,7 +148,7 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
         if folder is not None:
             folder.claim(["validation"])
         report = _validate(build_dir, dataset, limit, backend, batch_size, cppsim, data_root, accel_model,
-                           progress, write, {"integrity": integrity},
+                           progress, write, {"integrity": integrity}, levels, node_samples,
                            default_root=((build_report.get("checkpoint") or {}).get("dataset") or {}).get("root"))
         if folder is not None:
             folder.record(["validation"])
@@ -138,7 +160,8 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
 
 def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: str, batch_size: int | None,
               cppsim: bool, data_root: str | None, accel_model, progress: bool, write: bool,
-              extra: dict[str, Any], default_root: str | None = None) -> dict[str, Any]:
+              extra: dict[str, Any], levels: list[str] | None = None, node_samples: int | None = None,
+              default_root: str | None = None) -> dict[str, Any]:
     from hw.check.imported import build_meta
     from hw.check.verdict import collapse_drift, compare, judge
     from quant_models.data import load_dataset
@@ -207,6 +230,14 @@ def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: 
         # an imported model has no trained PyTorch model: no collapse to drift from
         "collapse_drift": collapse_drift(z_trained, z_sw, labels) if z_trained is not None else None, **extra,
     }
+    if cppsim:  # the older flag: cppsim in addition to the selected levels
+        from hw.check.levels import default_levels
+
+        levels = list(dict.fromkeys([*(default_levels() if levels is None else levels), "cppsim"]))
+    if levels is None or levels:
+        report["levels"] = run_build_levels(build_dir, images, levels, node_samples, progress, z_sw)
+        report["level_mismatches"] = sum(e.get("integer_mismatches", 0) for e in report["levels"].values()
+                                         if e.get("executed"))
     if write:
         out = build_dir / "validation"
         out.mkdir(exist_ok=True)
@@ -232,6 +263,13 @@ def format_report(r: dict[str, Any]) -> str:
     if drift.get("integer_mismatches"):
         lines.append(f"  collapse drift (trained float model vs the collapsed integer model, not a failure): "
                      f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
+    for name, e in (r.get("levels") or {}).items():
+        if e.get("executed"):
+            bad = [f"{n['node']} ({n['status']})" for n in e.get("nodes", []) if n["status"] != "ok"]
+            lines.append(f"  {name}: {e['integer_mismatches']} mismatching node outputs, {len(e.get('nodes', []))} nodes, "
+                         f"{e['samples']} images + random inputs ({e['seconds']} s)" + (f"; {', '.join(bad[:5])}" if bad else ""))
+        else:
+            lines.append(f"  {name}: {e['reason']}")
     if r["range_violations"]:
         lines.append(f"  values outside their FINN datatype (the hardware would wrap them): {r['range_violations']}")
     return "\n".join(lines)
@@ -250,12 +288,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="images per DMA transfer (default: io.json's)")
     parser.add_argument("--cppsim", action="store_true", help=f"also FINN cppsim (needs ${CPPSIM_ENV}, XILINX_HLS)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--levels", default=None, metavar="A,B",
+                        help="hardware levels: rtl_nodes (Verilator), cppsim (needs finn-hlslib), all or none "
+                             "(default: every level whose tools are found; $ONEBIT_LEVELS)")
+    parser.add_argument("--node-samples", type=int, default=100, metavar="N",
+                        help="test images through every generated node in the hardware levels (default 100)")
     args = parser.parse_args(argv)
+    from hw.check.levels import parse_levels
+    from hw.check.verify import LEVELS
+
+    if args.node_samples < 1:
+        raise OnebitError(f"--node-samples must be >= 1, got {args.node_samples}")
+    try:
+        levels = parse_levels(args.levels, LEVELS)
+    except ValueError as error:
+        raise OnebitError(f"--levels: {error}") from None
     report = validate_build(args.build_dir, args.dataset, args.limit, args.backend, args.batch_size,
-                            args.cppsim, args.data_root, progress=not args.no_progress)
+                            args.cppsim, args.data_root, progress=not args.no_progress, levels=levels,
+                            node_samples=args.node_samples)
     print(format_report(report))
     print(f"  written: {args.build_dir / 'validation'}/validation.json, confusion_matrix.png")
-    return 0 if report["ok"] else 1
+    return 0 if report["ok"] and not report.get("level_mismatches") else 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ that cannot run is reported with the reason. Every level is compared with the co
 the first that differs is named; the trained model's differences are collapse drift, reported apart and
 never failing the build (hw/check/verdict.py: the one rule `onebit validate` applies too).
 The PyTorch levels run on all the given images; the Python-execution levels (qonnx, FINN) on the first
-`python_samples` of them (0 = all): each level states how many images it compared.
+`python_samples` of them (0 = all): each level states how many images it compared. Then the levels that
+execute hardware code (hw/check/levels.py: rtl_nodes, cppsim, rtl_accelerator) on the first `node_samples`
+images, each with per-node rows; any mismatch there also fails the build.
 """
 from __future__ import annotations
 
@@ -261,11 +263,13 @@ def _chunked(function, images: np.ndarray, chunk: int, progress: bool, label: st
 
 def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,
                  images: np.ndarray | None = None, labels: np.ndarray | None = None,
-                 python_samples: int | None = None) -> dict[str, Any]:
+                 python_samples: int | None = None, hardware_levels: list[str] | None = None,
+                 node_samples: int | None = None) -> dict[str, Any]:
     """Run every level on the same images; returns the verification dict (also written to validation/).
 
     The Python-execution levels (PYTHON_LEVELS) see the first `python_samples` images (None: the same as
     the others, 0: all of them); every level records how many it compared.
+    hardware_levels: names from hw.check.levels.LEVEL_MODULES (None = their defaults, [] = none).
     """
     from export.collapse import integer_scores
     from export.qonnx import run_qonnx
@@ -322,9 +326,10 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         except Exception as error:
             record(level, started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
 
-    verdict = judge(levels, LEVELS)
+    levels.update(run_hardware_levels(build, images, hardware_levels, node_samples, progress, scores.get(REFERENCE)))
+    verdict = judge(levels)  # every level in the order it ran, against the collapsed model
     first_divergent = verdict["first_divergent_level"]
-    not_executed = [lv for lv in LEVELS if not levels[lv].get("executed")]
+    not_executed = [lv for lv in levels if not levels[lv].get("executed")]
     result = {
         "dataset": dataset, "samples": int(len(images)), "python_samples": int(n_python),
         "compared_against": REFERENCE,
@@ -339,17 +344,46 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     return result
 
 
+def run_hardware_levels(build, images: np.ndarray, names: list[str] | None, node_samples: int | None,
+                        progress: bool, reference: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """The hardware levels (hw/check/levels.py) on the first `node_samples` images; their report entries.
+
+    A level that returns class scores is compared with `reference` (the collapsed integer model) like the others.
+    """
+    from hw.check.levels import DEFAULT_NODE_SAMPLES, LevelContext, default_levels, run_level
+
+    names = default_levels() if names is None else names
+    if not names:
+        return {}
+    count = min(len(images), DEFAULT_NODE_SAMPLES if node_samples is None else node_samples)
+    context = LevelContext(build_dir=build.out_dir, final_model=build.final_model,
+                           hw_layers_model=build.step_model("step_create_dataflow_partition"),
+                           images=images[:count], progress=progress)
+    entries = {}
+    for name in names:
+        entry = run_level(name, context)
+        level_scores = entry.pop("scores", None)
+        if level_scores is not None and reference is not None:
+            z, exact = _as_integers(level_scores)
+            entry.update(compare(reference[:count], z, exact))
+        entries[name] = entry
+    return entries
+
+
 def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
     """The per-level verification table (Markdown rows), for validation/mismatches.md and report.md."""
     rows = ["| level | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
             "|---|---|---|---|---|---|"]
     for level, e in levels.items():  # in the order they ran (pipeline order; imported models have their own)
         if e.get("executed"):
-            rows.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {e['argmax_mismatches']} | "
+            argmax = "-" if e["argmax_mismatches"] is None else e["argmax_mismatches"]
+            rows.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {argmax} | "
                         f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")
         else:
             rows.append(f"| {level} | not executed: {e['reason']} | | | | |")
-    return rows
+    from hw.check.levels import node_table
+
+    return rows + node_table(levels)
 
 
 def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
