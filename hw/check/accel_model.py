@@ -4,10 +4,11 @@
 the input DMA buffer and returns the bytes the output DMA would write, computing layer by layer what the
 HW layers of the final FINN model (dataflow child after specialization and folding) compute:
 
-* MVAU in XNOR mode: activations and weights packed into uint64 words, XNOR-popcount as
-  `MW - bitwise_count(x ^ w)` (numpy's `bitwise_count`), then integer thresholds.
-* MVAU with UINT8 (or any integer) input and +-1/integer weights (the first layer): an integer matmul
-  done in float32/float64 BLAS only where the accumulator bound proves it exact.
+* MVAU in XNOR mode: the popcount of agreeing bits from an exact int8 GEMM of +-1 values (int32 sums,
+  `_int8_gemm`; the offset folded into the integer thresholds), then integer thresholds.
+* MVAU with UINT8 (or any integer) input and +-1/integer weights (the first layer): the same exact int8
+  GEMM on the pixels shifted into int8 (the shift folded back exactly), else a float32/float64 BLAS
+  matmul where the accumulator bound proves it exact.
 * Thresholding, ConvolutionInputGenerator (im2col, FINN's (kh, kw, c) order), Pool/StreamingMaxPool
   (max), ElementwiseAdd/Mul/Sub with a constant, and the data-movement layers (Reshape,
   StreamingDataWidthConverter, StreamingFIFO) whose values pass unchanged.
@@ -20,6 +21,11 @@ Written by hand rather than by FINN's Python execution because that runs float32
 unpacked tensors (and not at all for specialized layers), about 100x slower; bench/accel_speed.py
 measures both. Accumulators are computed exactly; where a value does not fit the datatype FINN gave
 the stream (the hardware would wrap it), `range_violations` counts it per layer.
+
+Why one file (about 540 lines): every layer kernel is a method of AcceleratorModel sharing its packing
+state and chunked threading; split apart they would pass that state around. `final_model_path` (which
+model a build's checks read) and `finn_python_outputs` sit here because every reader of a build calls them
+with the model.
 """
 from __future__ import annotations
 
