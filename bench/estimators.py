@@ -55,30 +55,9 @@ RESULTS = ROOT / "bench" / "results"
 class _FloatNet(nn.Module):
     def __init__(self, arch: dict[str, Any]) -> None:
         super().__init__()
-        from quant_models.topologies import KERNEL_SIZE
+        from bench.estimators_full import float_net
 
-        layers: list[nn.Module] = []
-        channels, height, width = arch["in_shape"]
-        if arch["name"] == "cnv":
-            padding = arch["first_padding"]
-            for out_ch, pool in zip(arch["channels"], arch["pool"]):
-                layers += [nn.Conv2d(channels, out_ch, KERNEL_SIZE, padding=padding, bias=False),
-                           nn.BatchNorm2d(out_ch), nn.Hardtanh()]
-                height, width = height + 2 * padding - KERNEL_SIZE + 1, width + 2 * padding - KERNEL_SIZE + 1
-                if pool:
-                    layers.append(nn.MaxPool2d(2))
-                    height, width = height // 2, width // 2
-                channels, padding = out_ch, 0
-            widths = arch["fc"]
-        else:
-            widths = arch["hidden"]
-        layers.append(nn.Flatten())
-        features = channels * height * width
-        for out_f in widths:
-            layers += [nn.Linear(features, out_f, bias=False), nn.BatchNorm1d(out_f), nn.Hardtanh()]
-            features = out_f
-        layers.append(nn.Linear(features, arch["num_classes"]))
-        self.net = nn.Sequential(*layers)
+        self.net = float_net(arch, activation=nn.Hardtanh)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x / 255.0)

@@ -147,8 +147,12 @@ def write_json(path: Path, data: Any) -> None:
 # the float reference: same topology, real weights, ReLU, its own learning rate (benchmark-only: it
 # never goes to hardware, so it is written here and not in quant_models)
 # ------------------------------------------------------------------------------------------------
-def float_net(arch: dict[str, Any]):
+def float_net(arch: dict[str, Any], activation=None):
+    """The topology of `arch` with real weights; `activation` a module class (default ReLU; bench/estimators.py's
+    quick baseline uses Hardtanh, the BNN's own)."""
     from torch import nn
+
+    activation = activation or nn.ReLU
 
     from quant_models.topologies import KERNEL_SIZE
 
@@ -158,7 +162,7 @@ def float_net(arch: dict[str, Any]):
         padding = arch.get("first_padding", 0)
         for out_ch, pool in zip(arch["channels"], arch["pool"]):
             layers += [nn.Conv2d(channels, out_ch, KERNEL_SIZE, padding=padding, bias=False),
-                       nn.BatchNorm2d(out_ch), nn.ReLU()]
+                       nn.BatchNorm2d(out_ch), activation()]
             height, width = height + 2 * padding - KERNEL_SIZE + 1, width + 2 * padding - KERNEL_SIZE + 1
             if pool:
                 layers.append(nn.MaxPool2d(2))
@@ -170,7 +174,7 @@ def float_net(arch: dict[str, Any]):
     layers.append(nn.Flatten())
     features = channels * height * width
     for out_f in widths:
-        layers += [nn.Linear(features, out_f, bias=False), nn.BatchNorm1d(out_f), nn.ReLU()]
+        layers += [nn.Linear(features, out_f, bias=False), nn.BatchNorm1d(out_f), activation()]
         features = out_f
     layers.append(nn.Linear(features, arch["num_classes"]))
     return nn.Sequential(*layers)

@@ -79,6 +79,17 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
     add_folding_arguments(parser)
+    parser.add_argument("--mvau", choices=("hls", "rtl"), default="hls",
+                        help="matrix-vector and max-pool nodes: FINN's HLS (default) or onebit's own RTL (hw/rtl), "
+                             "which Verilator simulates as a whole accelerator and yosys sizes without Xilinx tools")
+    parser.add_argument("--verify-samples", type=int, default=0, metavar="N",
+                        help="test images verified at the PyTorch levels (default 0 = the whole test set)")
+    parser.add_argument("--python-samples", type=int, default=DEFAULT_PYTHON_SAMPLES, metavar="M",
+                        help="of those, the first M verified by qonnx's and FINN's Python execution (slow: "
+                        f"~0.1-0.3 s per CNV image; default {DEFAULT_PYTHON_SAMPLES}, 0 = all N)")
+    parser.add_argument("--data-root", default=None,
+                        help="dataset folder for verification (default: the one recorded at training, else as "
+                             "quant_models.data resolves it)")
     parser.add_argument("--levels", default=None, metavar="A,B",
                         help="hardware levels after the Python levels: rtl_nodes (Verilator), cppsim (FINN cppsim, "
                              "needs finn-hlslib), rtl_accelerator (--mvau rtl builds), all or none (default: every "

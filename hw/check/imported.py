@@ -15,7 +15,6 @@ A float level's z must lie within 1e-3 of an integer (else it is counted as a mi
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from export.qonnx_import import REFERENCE_FILE, declared_input, read_import_record
-from hw.check.verify import compare, confusion_matrix, plot_confusion, run_graph
-from onebit.atomic import write_text_atomic
+from hw.check.verify import compare, run_graph, run_hardware_levels, write_validation
 from onebit.errors import OnebitError
 
 INTEGER_TOLERANCE = 1e-3
@@ -172,8 +170,6 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
         except Exception as error:
             record_level(level, started, None, "", error=failed(error))
 
-    from hw.check.verify import run_hardware_levels
-
     levels.update(run_hardware_levels(build, images, hardware_levels, node_samples, progress, z_ref))
     compared = [lv for lv in levels if lv != REFERENCE_LEVEL]
     first_divergent = next((lv for lv in compared if levels[lv].get("executed") and levels[lv]["integer_mismatches"]),
@@ -190,20 +186,7 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
         "levels": levels, "first_divergent_level": first_divergent, "not_executed": not_executed,
         "ok": first_divergent is None and tail_changes == 0,
     }
-    _write(build.out_dir, result, scores, labels)
+    write_validation(build.out_dir, result, scores.get(REFERENCE_LEVEL), labels, "imported model")
     return result
 
 
-def _write(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
-    from hw.check.verify import mismatch_table
-
-    folder = Path(out_dir) / "validation"
-    folder.mkdir(exist_ok=True)
-    write_text_atomic(folder / "mismatches.md", "\n".join(mismatch_table(result["levels"])) + "\n")
-    write_text_atomic(folder / "verification.json", json.dumps(result, indent=2))
-    if labels is not None and REFERENCE_LEVEL in scores:
-        predicted = scores[REFERENCE_LEVEL].argmax(1)
-        k = int(max(labels.max(), predicted.max())) + 1
-        matrix = confusion_matrix(labels, predicted, k)
-        plot_confusion(matrix, [str(c) for c in range(k)],
-                       f"imported model (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")

@@ -387,17 +387,23 @@ def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
+    write_validation(out_dir, result, scores.get(REFERENCE), labels, "collapsed integer model")
+
+
+def write_validation(out_dir: Path, result: dict[str, Any], reference: np.ndarray | None, labels,
+                     title: str) -> None:
+    """validation/: the per-level table, the verification dict and the reference's confusion matrix."""
     folder = Path(out_dir) / "validation"
     folder.mkdir(exist_ok=True)
     write_text_atomic(folder / "mismatches.md", "\n".join(mismatch_table(result["levels"])) + "\n")
     write_text_atomic(folder / "verification.json",
                       json.dumps({k: v for k, v in result.items() if k != "collapse_check"}, indent=2))
-    if labels is not None and REFERENCE in scores:
-        predicted = scores[REFERENCE].argmax(1)
+    if labels is not None and reference is not None:
+        predicted = reference.argmax(1)
         k = int(max(labels.max(), predicted.max())) + 1
         matrix = confusion_matrix(labels, predicted, k)
         plot_confusion(matrix, [str(c) for c in range(k)],
-                       f"collapsed integer model (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")
+                       f"{title} (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
