@@ -109,7 +109,9 @@ def test_brevitas_export_builds_and_verifies_bit_exact(brevitas_onnx: Path, tmp_
     first = onnx.load(str(build / "finn" / "step_streamline.onnx")).graph.node[0]
     assert first.op_type != "Mul", "the 1/255 scale must be absorbed by streamlining, not left as a float Mul"
     # ... and the input quantizer, now the identity on UINT8 pixels, is no Thresholding layer in the fabric
-    assert [layer["op_type"] for layer in report["layers"]] == ["MVAU_hls", "MVAU_hls"]
+    compute = [layer["op_type"] for layer in report["layers"]
+               if not layer["op_type"].startswith(("IODMA", "StreamingDataWidthConverter"))]  # I/O rows (issue 15)
+    assert compute == ["MVAU_hls", "MVAU_hls"]
     capsys.readouterr()
     assert validate_main([str(build), "--backend", "model", "--limit", "200"]) == 0
     validation = json.loads((build / "validation" / "validation.json").read_text())

@@ -71,7 +71,10 @@ def test_partitioned_parent_is_read_through_its_dataflow_child(tfc_build, tmp_pa
     assert found_parent == parent_path and final == build / "finn" / "dataflow_partition.onnx"
     child = dataflow_model(parent_path)
     before = dataflow_model(build / "finn" / "step_hw_codegen.onnx")
-    assert [n.op_type for n in child.graph.node] == [n.op_type for n in before.graph.node]
+    def compute(model):  # ZynqBuild's InsertDWC adds width converters where auto-folded widths differ
+        return [n.op_type for n in model.graph.node if not n.op_type.startswith("StreamingDataWidthConverter")]
+
+    assert compute(child) == compute(before) and compute(child)
 
     # io.json from the final (child) model, with the DMA shapes FINN's own driver generation derives from the
     # parent, and the host-side score affine of the un-partitioned build (the child carries no metadata).
@@ -94,7 +97,8 @@ def test_partitioned_parent_is_read_through_its_dataflow_child(tfc_build, tmp_pa
     np.testing.assert_array_equal(AcceleratorModel.from_file(final).run(images),
                                   AcceleratorModel.from_file(build / "finn" / "step_hw_codegen.onnx").run(images))
     folding = extract_folding(child)
-    assert len(folding) == 1 + len(child.graph.node) and all("PE" in v for k, v in folding.items() if k != "Defaults")
+    assert len(folding) == 1 + len(child.graph.node)
+    assert all({"PE", "SIMD"} <= set(folding[n.name]) for n in child.graph.node if n.op_type.startswith("MVAU"))
 
 
 def test_unpartitioned_reading_of_the_parent_fails_as_the_issue_says(tfc_build, tmp_path):

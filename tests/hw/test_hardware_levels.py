@@ -179,7 +179,7 @@ def test_cppsim_matches_finn_and_catches_a_wrong_library(tfc_build, tmp_path, mo
 
 def test_levels_option_and_capture(tfc_build):
     assert parse_levels(None, ("qonnx",)) is None
-    assert parse_levels("all", ()) == ["rtl_nodes", "cppsim"]
+    assert parse_levels("all", ()) == ["rtl_nodes", "cppsim", "rtl_accelerator"]
     assert parse_levels("qonnx,rtl_nodes", ("qonnx",)) == ["rtl_nodes"]
     with pytest.raises(ValueError, match="unknown level"):
         parse_levels("rtl", ())

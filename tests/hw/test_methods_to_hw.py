@@ -39,7 +39,7 @@ def test_method_trains_builds_and_validates_bit_exact(method: str, model: str, t
     assert train_main(["--model", model, "--estimator", method, "--epochs", "1", "--limit-test", "100",
                        "--seed", "0", "--quiet", *arch, "--out", str(checkpoint)]) == 0
     assert to_finn_main([str(checkpoint), "--out", str(build), "--verify-samples", str(samples),
-                         "--no-progress"]) == 0
+                         "--python-samples", "0", "--no-progress"]) == 0  # every level on every sample
     # FINN's own chatter goes to the build log, not over the user's report
     assert "standalone_thresholds" not in capsys.readouterr().err
     assert "standalone_thresholds" in (build / "build.log").read_text()
@@ -56,7 +56,7 @@ def test_method_trains_builds_and_validates_bit_exact(method: str, model: str, t
     ops = {layer["op_type"] for layer in report["layers"]}
     assert ops and all(op.startswith(("MVAU", "ConvolutionInputGenerator", "StreamingMaxPool", "Pool", "Thresholding",
                                       "LabelSelect", "FMPadding", "StreamingDataWidthConverter",
-                                      "StreamingFIFO")) for op in ops), ops
+                                      "StreamingFIFO", "IODMA")) for op in ops), ops  # IODMA: the cost model's I/O rows
     capsys.readouterr()
     assert validate_main([str(build), "--backend", "model", "--limit", str(samples)]) == 0
     validation = json.loads((build / "validation" / "validation.json").read_text())
