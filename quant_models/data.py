@@ -224,18 +224,22 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):  # noqa: ANN201
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"unpickling it would call {module}.{name}")
+            raise _RefusedGlobal(f"unpickling it would call {module}.{name}")
         return super().find_class(module, name)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A global the file asks for that a CIFAR-10 batch never holds (told apart from a corrupt file)."""
 
 
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
             obj = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
-    except pickle.UnpicklingError as error:
+    except _RefusedGlobal as error:
         raise OnebitError(f"{path}: refused to load: {error} (a CIFAR-10 batch holds numpy arrays only; "
                           "unpickling stopped before anything ran); re-download cifar-10-python.tar.gz") from None
-    except (OSError, EOFError, ValueError, TypeError, AttributeError) as error:
+    except (OSError, EOFError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as error:
         raise OnebitError(f"{path}: not a CIFAR-10 python batch ({error}); re-download cifar-10-python.tar.gz") from None
     if not isinstance(obj, dict):
         raise OnebitError(f"{path}: not a CIFAR-10 python batch (no dict inside); re-download the dataset")
