@@ -2,7 +2,8 @@
 
 Train TFC-w1a1 on Fashion-MNIST (quant_models.train), write build/demo/model.pt, export and build it for
 Pynq-Z1 with finn-plus (hw/finn/build.py), verify every level bit-exactly on all 10,000 test images, print a
-summary. The same code path as `onebit build model.pt --board Pynq-Z1 --verify-samples 0`.
+summary. The same code path as `onebit build model.pt --board Pynq-Z1 --verify-samples 0 --python-samples 0`
+(TFC's Python levels are fast enough for the whole test set; a CNV build samples them by default).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser = argparse.ArgumentParser()
     add_pipeline_arguments(build_parser)
     build_args = build_parser.parse_args([str(checkpoint), "--board", args.board, "--out", str(args.out),
-                                          "--verify-samples", "0"] + (["--no-progress"] if args.no_progress else []))
+                                          "--verify-samples", "0", "--python-samples", "0"]
+                                         + (["--no-progress"] if args.no_progress else []))
     code = run_pipeline(build_args)
     total = time.perf_counter() - started
     print(f"demo finished in {total:.0f} s (training {trained_seconds:.0f} s); "
