@@ -27,7 +27,10 @@ else
     rm -rf "$venv"
     "$python" -m venv "$venv"
     pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
-    "${pip[@]}" --extra-index-url "$torch_index" "$torch_spec"
+    # A local +cpu wheel (pip's find-links) or a mirror that has it needs no index; only otherwise ask
+    # PyTorch's CPU index (where it is unreachable, pip would retry it for every dependency of torch).
+    "${pip[@]}" "$torch_spec" 2>/dev/null ||
+        "${pip[@]}" --extra-index-url "$torch_index" "$torch_spec"
     "${pip[@]}" --no-deps -r "$lock"
     "${pip[@]}" --no-deps --no-build-isolation -e "$here"
     echo "$want" > "$stamp"
