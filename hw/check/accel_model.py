@@ -522,7 +522,7 @@ def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec, progres
 
     from finn.core.onnx_exec import execute_onnx
 
-    from hw.check.verify import _chunked, _parallel, fast_python_execution
+    from hw.check.python_exec import chunked, fast_python_execution, parallel_map
 
     model = ModelWrapper(str(Path(build_dir) / "finn" / "step_create_dataflow_partition.onnx"))
     name_in, name_out = model.graph.input[0].name, model.graph.output[0].name
@@ -538,7 +538,7 @@ def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec, progres
     workers = min(os.cpu_count() or 1, 4)
     with fast_python_execution():
         if workers > 1 and len(images) >= 100:
-            out = _parallel(run, images, workers, progress, "FINN python")
+            out = parallel_map(run, images, workers, progress, "FINN python")
         else:
-            out = _chunked(run, images, 25, progress, "FINN python")
+            out = chunked(run, images, 25, progress, "FINN python")
     return out.astype(np.int64)

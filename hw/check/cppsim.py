@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from hw.check.python_exec import execute_padded
 from hw.check.levels import LevelContext, LevelOutcome, cache_root, mismatch_rows, random_frames
 
 HLSLIB_ENV, AP_INT_ENV = "ONEBIT_FINN_HLSLIB", "ONEBIT_AP_INT"
@@ -232,20 +233,9 @@ def _first_error(text: str) -> str:
 
 def run_cppsim(single, used: int, frames: np.ndarray) -> np.ndarray:
     """The compiled node on `frames` (F x normal input shape[1:]), `used` frames per run (last run padded)."""
-    from finn.core.onnx_exec import execute_onnx
     from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
 
-    single = single.transform(SetExecMode("cppsim"))
-    name_in, name_out = single.graph.input[0].name, single.graph.output[0].name
-    outputs = []
-    for start in range(0, len(frames), used):
-        chunk = frames[start:start + used]
-        n = len(chunk)
-        if n < used:
-            chunk = np.concatenate([chunk, np.zeros((used - n, *chunk.shape[1:]), chunk.dtype)])
-        shape = single.get_tensor_shape(name_in)
-        outputs.append(execute_onnx(single, {name_in: chunk.reshape(shape).astype(np.float32)})[name_out][:n])
-    return np.concatenate(outputs)
+    return execute_padded(single.transform(SetExecMode("cppsim")), frames, used)
 
 
 def reference_outputs(model, node, frames: np.ndarray) -> np.ndarray:

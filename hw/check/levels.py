@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hw.check.python_exec import fast_python_execution
+
 # name -> module defining LEVEL; order = report order (after verify.LEVELS)
 LEVEL_MODULES: dict[str, str] = {
     "rtl_nodes": "hw.check.rtl_nodes",
@@ -104,7 +106,8 @@ def run_level(name: str, ctx: LevelContext) -> dict[str, Any]:
     if reason:
         return LevelOutcome(executed=False, reason=reason).entry()
     try:
-        outcome = level.run(ctx)
+        with fast_python_execution():  # the levels' FINN Python references and input capture: same values, faster
+            outcome = level.run(ctx)
     except Exception as error:  # a level that cannot run is reported, never fatal for the build
         first = (str(error).strip().splitlines() or [""])[0][:300]
         outcome = LevelOutcome(executed=False, reason=f"{type(error).__name__}: {first}")
@@ -174,10 +177,11 @@ def capture_node_inputs(hw_layers_model: Path, images: np.ndarray, tensors: list
                            "the build's step models do not belong together, rebuild")
     name, x = graph_input(model, images)
     values: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
-    for i in tqdm(range(len(x)), desc="capture node inputs", unit="img", disable=not progress, leave=False):
-        context = execute_onnx(model, {name: x[i:i + 1]}, return_full_exec_context=True)
-        for t in tensors:
-            values[t].append(np.asarray(context[t]))
+    with fast_python_execution():
+        for i in tqdm(range(len(x)), desc="capture node inputs", unit="img", disable=not progress, leave=False):
+            context = execute_onnx(model, {name: x[i:i + 1]}, return_full_exec_context=True)
+            for t in tensors:
+                values[t].append(np.asarray(context[t]))
     return {t: np.concatenate(v) for t, v in values.items()}
 
 
@@ -195,8 +199,11 @@ def random_frames(dtype, shape: tuple[int, ...], count: int, seed: int) -> np.nd
     return frames
 
 
-def python_node_output(model, node, inputs: dict[str, np.ndarray], exec_mode: str | None) -> np.ndarray:
-    """FINN's Python execution of one node (batch 1): its weights/thresholds from the model's initializers."""
+def python_node_output(model, node, inputs: dict[str, np.ndarray], exec_mode: str | None, batch: int = 1) -> np.ndarray:
+    """FINN's Python execution of one node: its weights/thresholds from the model's initializers.
+
+    `batch` > 1 only for nodes whose Python model follows the batch of its input (callers check against batch 1).
+    """
     from qonnx.custom_op.registry import getCustomOp
 
     inst = getCustomOp(node)
@@ -205,7 +212,7 @@ def python_node_output(model, node, inputs: dict[str, np.ndarray], exec_mode: st
     context = {t: model.get_initializer(t) for t in node.input if model.get_initializer(t) is not None}
     context.update(inputs)
     for o, out in enumerate(node.output):
-        context[out] = np.zeros(inst.get_normal_output_shape(o), dtype=np.float32)
+        context[out] = np.zeros((batch, *inst.get_normal_output_shape(o)[1:]), dtype=np.float32)
     inst.execute_node(context, model.graph)
     return np.asarray(context[node.output[0]])
 

@@ -18,7 +18,6 @@ images, each with per-node rows; any mismatch there also fails the build.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hw.check.python_exec import chunked, execute_padded, fast_python_execution, parallel_map  # noqa: F401
 from hw.check.verdict import REFERENCE, collapse_drift, compare, judge  # noqa: F401 (compare: API)
 from onebit.atomic import save_figure_atomic, write_text_atomic
 from onebit.errors import OnebitError
@@ -127,14 +127,7 @@ def _graph_runner(path: Path, batch: int):
             batched = None
 
     def run_batched(x: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(x), batch):
-            chunk = x[start:start + batch]
-            n = len(chunk)
-            if n < batch:
-                chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(execute_onnx(batched, {in_name: shaped(chunk)})[out_name][:n])
-        return np.concatenate(outputs)
+        return execute_padded(batched, x, batch, shaped)
 
     return run_single, (run_batched if batched is not None else None)
 
@@ -161,47 +154,6 @@ def _batched_graph_model(model, batch: int):
     return model
 
 
-@contextlib.contextmanager
-def fast_python_execution():
-    """qonnx/FINN Python execution without two costs that are not the graph's: BLAS threads and a slow check.
-
-    * BLAS single-threaded: per-node matmuls are small, and OpenMP threads stall on a shared machine
-      (measured: CNV's XnorPopcountMatMul 0.2 s -> 5 ms per call at load 9 on 2 cores). Processes
-      parallelise instead (run_graph).
-    * qonnx's sanitize_quant_values computes the rounding error of every integer-annotated tensor with
-      Python's builtin max over all its elements (about 1 s per CNV image), also when the values are
-      already integers of the datatype and nothing is rounded. Those tensors are skipped here; any
-      other goes through qonnx's own function unchanged, so results are identical.
-    """
-    import qonnx.core.onnx_exec as qonnx_exec
-
-    original = qonnx_exec.sanitize_quant_values
-
-    def sanitize_changed_only(model, node_tensors, execution_context, check_values=False):
-        pending = []
-        for name in node_tensors:
-            dtype = model.get_tensor_datatype(name)
-            if dtype.is_integer() and name in execution_context:
-                allowed = dtype.allowed(execution_context[name])
-                if bool(allowed.all() if isinstance(allowed, np.ndarray) else allowed):
-                    continue  # already exact: qonnx would round nothing
-            pending.append(name)
-        return original(model, pending, execution_context, check_values) if pending else execution_context
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not installed: BLAS keeps its threads
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1)
-    qonnx_exec.sanitize_quant_values = sanitize_changed_only
-    try:
-        with limits:
-            yield
-    finally:
-        qonnx_exec.sanitize_quant_values = original
-
-
 def run_graph(path: Path, images: np.ndarray, batch: int = 500, progress: bool = False) -> tuple[np.ndarray, str]:
     """Outputs of the ONNX graph at `path` on `images`, and how it ran ("batched N" or "per sample").
 
@@ -212,53 +164,13 @@ def run_graph(path: Path, images: np.ndarray, batch: int = 500, progress: bool =
     if run_batched is not None:
         try:
             if np.array_equal(run_batched(probe), run_single(probe)):
-                return _chunked(run_batched, images, batch * 4, progress, path.stem), f"batched {batch}"
+                return chunked(run_batched, images, batch * 4, progress, path.stem), f"batched {batch}"
         except Exception:
             pass
     workers = min(os.cpu_count() or 1, 4)
     if workers > 1 and len(images) >= 100:
-        return _parallel(run_single, images, workers, progress, path.stem), f"per sample, {workers} processes"
-    return _chunked(run_single, images, 50, progress, path.stem), "per sample"
-
-
-_WORKER_FUNCTION = None
-
-
-def _worker_call(chunk: np.ndarray) -> np.ndarray:
-    return _WORKER_FUNCTION(chunk)
-
-
-def _parallel(function, images: np.ndarray, workers: int, progress: bool, label: str) -> np.ndarray:
-    """Per-sample execution spread over forked processes (FINN's Python ops are single-threaded numpy).
-
-    fork, because the workers need this process's prepared FINN settings and the loaded graph.
-    """
-    import multiprocessing
-
-    from tqdm import tqdm
-
-    global _WORKER_FUNCTION
-    _WORKER_FUNCTION = function
-    chunks = [images[i:i + 25] for i in range(0, len(images), 25)]
-    outputs = []
-    with multiprocessing.get_context("fork").Pool(workers) as pool, \
-            tqdm(total=len(images), desc=f"verify {label}", unit="img", disable=not progress, leave=False) as bar:
-        for out in pool.imap(_worker_call, chunks):
-            outputs.append(out)
-            bar.update(len(out))
-    _WORKER_FUNCTION = None
-    return np.concatenate(outputs)
-
-
-def _chunked(function, images: np.ndarray, chunk: int, progress: bool, label: str) -> np.ndarray:
-    from tqdm import tqdm
-
-    outputs = []
-    with tqdm(total=len(images), desc=f"verify {label}", unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, len(images), chunk):
-            outputs.append(function(images[start:start + chunk]))
-            bar.update(len(outputs[-1]))
-    return np.concatenate(outputs)
+        return parallel_map(run_single, images, workers, progress, path.stem), f"per sample, {workers} processes"
+    return chunked(run_single, images, 50, progress, path.stem), "per sample"
 
 
 def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,

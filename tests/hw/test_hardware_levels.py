@@ -41,6 +41,51 @@ def _node(model_path: Path, op_type: str) -> str:
     return next(n.name for n in ModelWrapper(str(model_path)).graph.node if n.op_type == op_type)
 
 
+def _padder_with_edited_verilog(build: Path, tmp_path: Path, edit) -> str:
+    """The build's final graph saved as tmp_path/final.onnx with FMPadding_rtl's generated Verilog (a copy)
+    passed through `edit`; returns the node's name."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = ModelWrapper(str(build / "finn" / "step_hw_codegen.onnx"))
+    node = next(n for n in model.graph.node if n.op_type == "FMPadding_rtl")
+    inst = getCustomOp(node)
+    edited = tmp_path / "code_gen"
+    shutil.copytree(inst.get_nodeattr("code_gen_dir_ipgen"), edited)
+    verilog = edited / f"{node.name}.v"
+    verilog.write_text(edit(verilog.read_text()))
+    inst.set_nodeattr("code_gen_dir_ipgen", str(edited))
+    model.save(str(tmp_path / "final.onnx"))
+    return node.name
+
+
+@pytest.mark.parametrize("dtype_name,per_beat,width", [("BIPOLAR", 5, 8), ("BINARY", 64, 64), ("UINT8", 9, 72),
+                                                       ("INT4", 5, 24), ("INT3", 5, 16)])
+def test_vectorized_stream_packing_equals_finns(dtype_name, per_beat, width):
+    """rtl_nodes packs/unpacks beats itself (FINN's per-element hex strings took minutes on CNV frames): the
+    bytes and values must be FINN's npy_to_rtlsim_input / rtlsim_output_to_npy ones for every datatype kind."""
+    from finn.util.data_packing import npy_to_rtlsim_input, rtlsim_output_to_npy
+    from qonnx.core.datatype import DataType
+
+    from hw.check.rtl_nodes import _words_to_ints, pack_elements, unpack_elements
+
+    dtype = DataType[dtype_name]
+    bits = dtype.bitwidth()
+    rng = np.random.default_rng(3)
+    values = rng.integers(int(dtype.min()), int(dtype.max()) + 1, size=(17, per_beat)).astype(np.float32)
+    if dtype_name == "BIPOLAR":
+        values = np.where(values > 0, 1.0, -1.0).astype(np.float32)
+    values[0] = dtype.max()
+    values[1] = dtype.min()
+    packed = pack_elements(values, bits, dtype, width)
+    finn = [int(b) for b in npy_to_rtlsim_input(values, dtype, width)]
+    assert [int.from_bytes(row.tobytes(), "little") for row in packed] == finn
+    words = packed.view("<u4")
+    ours = unpack_elements(words, per_beat, bits, dtype)
+    theirs = rtlsim_output_to_npy(_words_to_ints(words), None, dtype, values.shape, width, bits)
+    assert np.array_equal(ours, values) and np.array_equal(theirs, values)
+
+
 @pytest.mark.slow
 @needs_verilator
 def test_rtl_nodes_match_finn_and_rebuild_nothing(cnv_build, verilator_cache):
@@ -61,26 +106,16 @@ def test_rtl_nodes_match_finn_and_rebuild_nothing(cnv_build, verilator_cache):
 @needs_verilator
 def test_rtl_nodes_reports_a_corrupted_generated_file_by_node(cnv_build, tmp_path, verilator_cache):
     """FMPadding_rtl's generated Verilog with one wrong parameter: mismatches, and the node named."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
+    def pad_one_column_late(text: str) -> str:
+        start = int(re.search(r"\.INIT_XON\((\d+)\)", text).group(1))
+        return text.replace(f".INIT_XON({start})", f".INIT_XON({start + 1})")
 
-    model = ModelWrapper(str(cnv_build / "finn" / "step_hw_codegen.onnx"))
-    node = next(n for n in model.graph.node if n.op_type == "FMPadding_rtl")
-    inst = getCustomOp(node)
-    corrupted = tmp_path / "code_gen"
-    shutil.copytree(inst.get_nodeattr("code_gen_dir_ipgen"), corrupted)
-    verilog = corrupted / f"{node.name}.v"
-    text = verilog.read_text()
-    start = int(re.search(r"\.INIT_XON\((\d+)\)", text).group(1))
-    verilog.write_text(text.replace(f".INIT_XON({start})", f".INIT_XON({start + 1})"))  # padding one column late
-    inst.set_nodeattr("code_gen_dir_ipgen", str(corrupted))
-    model.save(str(tmp_path / "final.onnx"))
-
-    entry = run_level("rtl_nodes", _context(cnv_build, tmp_path / "final.onnx", nodes=[node.name],
+    node = _padder_with_edited_verilog(cnv_build, tmp_path, pad_one_column_late)
+    entry = run_level("rtl_nodes", _context(cnv_build, tmp_path / "final.onnx", nodes=[node],
                                             cache_dir=verilator_cache))
     row = entry["nodes"][0]
     assert entry["executed"] and entry["integer_mismatches"] > 0
-    assert row["node"] == node.name and row["status"] == "MISMATCH"
+    assert row["node"] == node and row["status"] == "MISMATCH"
     assert row["mismatching_images"] == 3 and row["first_mismatching_images"] == [0, 1, 2]
     assert row["verilator_build"].startswith("compiled")  # new content, new build
 
@@ -89,26 +124,16 @@ def test_rtl_nodes_reports_a_corrupted_generated_file_by_node(cnv_build, tmp_pat
 @needs_verilator
 def test_rtl_nodes_reports_a_stalled_node_as_deadlock(cnv_build, tmp_path, verilator_cache):
     """A padder whose output never becomes valid: the harness stops at its cycle limit and says so."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
+    def never_valid(text: str) -> str:
+        assert ".m_axis_tvalid(out0_V_TVALID)" in text
+        text = text.replace(".m_axis_tvalid(out0_V_TVALID)", ".m_axis_tvalid()")
+        return text.replace("endmodule", "assign out0_V_TVALID = 1'b0;\nendmodule")
 
-    model = ModelWrapper(str(cnv_build / "finn" / "step_hw_codegen.onnx"))
-    node = next(n for n in model.graph.node if n.op_type == "FMPadding_rtl")
-    inst = getCustomOp(node)
-    stalled = tmp_path / "code_gen"
-    shutil.copytree(inst.get_nodeattr("code_gen_dir_ipgen"), stalled)
-    verilog = stalled / f"{node.name}.v"
-    text = verilog.read_text()
-    assert ".m_axis_tvalid(out0_V_TVALID)" in text
-    text = text.replace(".m_axis_tvalid(out0_V_TVALID)", ".m_axis_tvalid()")
-    verilog.write_text(text.replace("endmodule", "assign out0_V_TVALID = 1'b0;\nendmodule"))
-    inst.set_nodeattr("code_gen_dir_ipgen", str(stalled))
-    model.save(str(tmp_path / "final.onnx"))
-
+    node = _padder_with_edited_verilog(cnv_build, tmp_path, never_valid)
     entry = run_level("rtl_nodes", _context(cnv_build, tmp_path / "final.onnx", images=1, random=0,
-                                            nodes=[node.name], cache_dir=verilator_cache))
+                                            nodes=[node], cache_dir=verilator_cache))
     row = entry["nodes"][0]
-    assert entry["integer_mismatches"] == 1 and row["node"] == node.name
+    assert entry["integer_mismatches"] == 1 and row["node"] == node
     assert row["status"].startswith("failed: deadlock: no stream progress for") and "output beats produced" in row["status"]
 
 
