@@ -142,6 +142,7 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     from export.collapse import collapse
     from export.qonnx import export_qonnx
     from hw.check.finished import build_integrity
+    from hw.check.torch_levels import start_torch_levels
     from hw.check.verify import verify_build
     from hw.deploy import make_deployment_package, remove_deployment_package
     from hw.report import write_report, write_report_json
@@ -152,15 +153,21 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     if not (out_dir / "model.pt").exists() or not (out_dir / "model.pt").samefile(args.checkpoint):
         write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
     plain, collapse_report = collapse(trained, meta)
-    qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
-    faults.point("build:after_qonnx")
-    result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress,
-                               mvau=getattr(args, "mvau", "hls"))
-    finish_build_folder(result)
-    faults.point("build:after_finn")
-    verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
-                                progress=not args.no_progress, python_samples=args.python_samples,
-                                hardware_levels=args.hardware_levels, node_samples=args.node_samples)
+    torch_levels = start_torch_levels(trained, out_dir / "model.pt", meta, args.verify_samples)
+    try:
+        qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
+        faults.point("build:after_qonnx")
+        result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress,
+                                   mvau=getattr(args, "mvau", "hls"))
+        finish_build_folder(result)
+        faults.point("build:after_finn")
+        verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
+                                    progress=not args.no_progress, python_samples=args.python_samples,
+                                    hardware_levels=args.hardware_levels, node_samples=args.node_samples,
+                                    torch_levels=torch_levels)
+    finally:
+        if torch_levels is not None:
+            torch_levels.close()
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started, marker=False)

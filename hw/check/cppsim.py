@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from hw.check.levels import LevelContext, LevelOutcome, cache_root, mismatch_rows, random_frames, selected_nodes
 from hw.check.python_exec import execute_padded
-from hw.check.levels import LevelContext, LevelOutcome, cache_root, mismatch_rows, random_frames
 
 HLSLIB_ENV, AP_INT_ENV = "ONEBIT_FINN_HLSLIB", "ONEBIT_AP_INT"
 SHIMS = Path(__file__).resolve().parent / "cppsim_shims"
@@ -264,15 +264,10 @@ class CppsimLevel:
         return skip_reason()
 
     def run(self, ctx: LevelContext) -> LevelOutcome:
-        from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.custom_op.registry import getCustomOp
         from tqdm import tqdm
 
-        model = ModelWrapper(str(ctx.final_model))
-        nodes = hls_nodes_of(model)
-        wanted = ctx.options.get("nodes")
-        if wanted:
-            nodes = [n for n in nodes if n.name in wanted]
+        model, nodes = selected_nodes(ctx, hls_nodes_of)
         n_images = len(ctx.images)
         hlslib = find_hlslib()
         if not nodes:

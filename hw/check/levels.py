@@ -199,6 +199,16 @@ def random_frames(dtype, shape: tuple[int, ...], count: int, seed: int) -> np.nd
     return frames
 
 
+def selected_nodes(ctx: LevelContext, of_kind) -> tuple[Any, list]:
+    """(final model, its nodes that `of_kind(model)` lists, narrowed to ctx.options["nodes"] when given)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(ctx.final_model))
+    nodes = of_kind(model)
+    wanted = ctx.options.get("nodes")
+    return model, [n for n in nodes if n.name in wanted] if wanted else nodes
+
+
 def python_node_output(model, node, inputs: dict[str, np.ndarray], exec_mode: str | None, batch: int = 1) -> np.ndarray:
     """FINN's Python execution of one node: its weights/thresholds from the model's initializers.
 

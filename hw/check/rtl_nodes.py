@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from hw.check.levels import LevelContext, LevelOutcome, cache_root, mismatch_rows, python_node_output, random_frames
+from hw.check.levels import (LevelContext, LevelOutcome, cache_root, mismatch_rows, python_node_output, random_frames,
+                             selected_nodes)
 
 HARNESS = Path(__file__).resolve().parent / "verilator" / "axis_harness.cpp"
 # FINN's SystemVerilog trips many lint warnings that Vivado accepts; FMPadding_rtl's packed structs need
@@ -286,15 +287,10 @@ class RtlNodesLevel:
         return None if verilator_path() else SKIP_MESSAGE
 
     def run(self, ctx: LevelContext) -> LevelOutcome:
-        from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.custom_op.registry import getCustomOp
         from tqdm import tqdm
 
-        model = ModelWrapper(str(ctx.final_model))
-        nodes = rtl_nodes_of(model)
-        wanted = ctx.options.get("nodes")
-        if wanted:
-            nodes = [n for n in nodes if n.name in wanted]
+        model, nodes = selected_nodes(ctx, rtl_nodes_of)
         n_images = len(ctx.images)
         if not nodes:
             return LevelOutcome(executed=True, samples=n_images, how="no *_rtl nodes in the final HW graph "

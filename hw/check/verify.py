@@ -176,14 +176,15 @@ def run_graph(path: Path, images: np.ndarray, batch: int = 500, progress: bool =
 def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, progress: bool = True,
                  images: np.ndarray | None = None, labels: np.ndarray | None = None,
                  python_samples: int | None = None, hardware_levels: list[str] | None = None,
-                 node_samples: int | None = None) -> dict[str, Any]:
+                 node_samples: int | None = None, torch_levels=None) -> dict[str, Any]:
     """Run every level on the same images; returns the verification dict (also written to validation/).
 
     The Python-execution levels (PYTHON_LEVELS) see the first `python_samples` images (None: the same as
     the others, 0: all of them); every level records how many it compared.
     hardware_levels: names from hw.check.levels.LEVEL_MODULES (None = their defaults, [] = none).
+    torch_levels: a hw.check.torch_levels.PendingTorchLevels started before the build, or None.
     """
-    from export.collapse import integer_scores
+    from export.collapse import integer_scores, scores_batch
     from export.qonnx import run_qonnx
 
     if images is None:
@@ -206,10 +207,16 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
                 entry["accuracy"] = float(np.mean(z.argmax(1) == labels[:len(z)]))
         levels[level] = entry
 
-    started = time.perf_counter()
-    record("pytorch_collapsed", started, integer_scores(plain, images), "torch, batched 1000")
-    started = time.perf_counter()
-    record("pytorch_trained", started, integer_scores(trained, images), "torch, batched 1000 (collapse drift only)")
+    ready = torch_levels.result(images) if torch_levels is not None else None
+    for level, model, note in (("pytorch_collapsed", plain, ""), ("pytorch_trained", trained, " (collapse drift only)")):
+        started = time.perf_counter()
+        if ready is not None:  # computed by a second process during the FINN build (hw/check/torch_levels.py)
+            values, seconds = ready[level]
+            record(level, started, values,
+                   f"torch, batched {scores_batch(model)}, in a second process during the FINN build{note}")
+            levels[level]["seconds"] = round(seconds, 2)
+        else:
+            record(level, started, integer_scores(model, images), f"torch, batched {scores_batch(model)}{note}")
     levels = {level: levels[level] for level in ("pytorch_trained", "pytorch_collapsed")}  # table order
 
     n_python = len(images) if python_samples is None or python_samples == 0 else min(int(python_samples), len(images))
