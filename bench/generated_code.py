@@ -16,7 +16,8 @@ without them the cppsim rows say skipped. Results: bench/results/generated_code.
 
     python bench/generated_code.py --hlslib ~/src/finn-hlslib --ap-int ~/src/HLS_arbitrary_Precision_Types/include
 
-A rerun skips the steps whose outputs exist in --work (default build/generated_code).
+A rerun skips the steps whose outputs exist in --work (default build/generated_code). `--render-only --note TEXT`
+rewrites the Markdown from the JSON with notes (kept across runs).
 """
 from __future__ import annotations
 
@@ -128,14 +129,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tfc-samples", type=int, default=10000)
     parser.add_argument("--cnv-rtl-samples", type=int, default=100)
     parser.add_argument("--cnv-cppsim-samples", type=int, default=20)
+    parser.add_argument("--sources", help="how the finn-hlslib / ap_int folders were obtained (e.g. repository and "
+                        "commit), for the results' Sources line; default: their paths")
+    parser.add_argument("--note", action="append", default=[], help="a note for the results (repeatable); "
+                        "the notes of earlier runs stay unless --clear-notes")
+    parser.add_argument("--clear-notes", action="store_true")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json (with --sources/"
+                        "--note), running nothing")
     args = parser.parse_args(argv)
+    previous = RESULTS / "generated_code.json"
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    notes = ([] if args.clear_notes else old.get("notes", [])) + args.note
+    if args.render_only:
+        if not old:
+            raise OnebitError(f"{previous} does not exist; run the benchmark first")
+        sources = {"finn-hlslib / ap_int": args.sources} if args.sources else old.get("sources", {})
+        write_text_atomic(previous, json.dumps({**old, "sources": sources, "notes": notes}, indent=2))
+        write_text_atomic(RESULTS / "generated_code.md", render(old["rows"], old.get("rebuild"), sources, notes))
+        return 0
     env = dict(os.environ)
     if args.hlslib:
         env["ONEBIT_FINN_HLSLIB"] = str(Path(args.hlslib).resolve())
     if args.ap_int:
         env["ONEBIT_AP_INT"] = str(Path(args.ap_int).resolve())
     env.pop("ONEBIT_LEVELS", None)
-    sources = {"finn-hlslib": env.get("ONEBIT_FINN_HLSLIB", "not given"), "ap_int": env.get("ONEBIT_AP_INT", "not given")}
+    sources = ({"finn-hlslib / ap_int": args.sources} if args.sources else
+               {"finn-hlslib": env.get("ONEBIT_FINN_HLSLIB", "not given"), "ap_int": env.get("ONEBIT_AP_INT", "not given")})
     rows, rebuild = [], None
     models = args.models.split(",")
     if "tfc" in models:
@@ -159,15 +178,14 @@ def main(argv: list[str] | None = None) -> int:
                        "compiled": sum(1 for n in again["nodes"] if str(n.get("verilator_build", "")).startswith("compiled")),
                        "ratio": again["seconds"] / first["seconds"] if first["seconds"] else 0.0}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    previous = RESULTS / "generated_code.json"
-    if previous.is_file():  # keep the rows of the models not run this time (`--models tfc` then `--models cnv`)
-        old = json.loads(previous.read_text())
+    if old:  # keep the rows of the models not run this time (`--models tfc` then `--models cnv`)
         ran = {r["model"] for r in rows}
         rows = [r for r in old.get("rows", []) if r["model"] not in ran] + rows
         rebuild = rebuild or (old.get("rebuild") if "CNV-w1a1" not in ran else None)
     rows.sort(key=lambda r: (r["model"] != "TFC-w1a1", r["level"] != "rtl_nodes"))
-    write_text_atomic(previous, json.dumps({"rows": rows, "rebuild": rebuild, "sources": sources}, indent=2))
-    write_text_atomic(RESULTS / "generated_code.md", render(rows, rebuild, sources))
+    write_text_atomic(previous, json.dumps({"rows": rows, "rebuild": rebuild, "sources": sources, "notes": notes},
+                                           indent=2))
+    write_text_atomic(RESULTS / "generated_code.md", render(rows, rebuild, sources, notes))
     print((RESULTS / "generated_code.md").read_text())
     bad = [r for r in rows if r["executed"] and r["mismatching_node_outputs"]]
     return 1 if bad else 0
