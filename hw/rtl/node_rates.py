@@ -33,7 +33,6 @@ class NodeRate:
     cycles_per_image: float       # measured steady state: mean distance between image completions (after the second)
     first_image: int              # cycles from reset to the first image's last output beat
     images: int                   # images completed in the run
-    in_beats_per_image: float     # input beats taken per completed image (a check of the node's beat counts)
 
     @property
     def ratio(self) -> float:
@@ -42,8 +41,7 @@ class NodeRate:
     def as_dict(self) -> dict:
         return {"node": self.node, "op_type": self.op_type, "exp_cycles": self.exp_cycles,
                 "isolated_cycles_per_image": round(self.cycles_per_image, 1), "ratio": round(self.ratio, 4),
-                "first_image_cycles": self.first_image, "images": self.images,
-                "in_beats_per_image": round(self.in_beats_per_image, 2)}
+                "first_image_cycles": self.first_image, "images": self.images}
 
 
 def isolated_top(nodes: list[Stage], run_cycles: int) -> str:
@@ -131,13 +129,12 @@ def isolated_rates(design: AcceleratorDesign, folder: str | Path | None = None, 
     for i, stage in enumerate(nodes):
         if i not in counts:
             raise OnebitError(f"isolated nodes: no counts for {stage.name} in the simulation's output")
-        taken, _, done, first, second, last = counts[i]
+        _, _, done, first, second, last = counts[i]
         if done >= 3:
             cycles = (last - second) / (done - 2)
         elif done == 2:
             cycles = float(last - first)
         else:
             cycles = float("inf")
-        rates.append(NodeRate(stage.name, stage.op_type, stage.exp_cycles, cycles, first if done else -1, done,
-                              taken / done if done else float("nan")))
+        rates.append(NodeRate(stage.name, stage.op_type, stage.exp_cycles, cycles, first if done else -1, done))
     return rates

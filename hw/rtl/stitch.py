@@ -351,6 +351,7 @@ SIZING_IMAGES = 8   # images streamed by the FIFO sizing run (the first fills th
 
 
 def _build(design: AcceleratorDesign, folder: Path):
+    folder = folder.resolve()  # Verilator runs in a folder of its own
     folder.mkdir(parents=True, exist_ok=True)
     top = write_text_atomic(folder / f"{TOP}.sv", design.top_verilog())
     finn_nodes = any(s.kind == "finn" for s in design.stages)
@@ -383,6 +384,7 @@ def _drive(sim, design: AcceleratorDesign, packed: np.ndarray, workdir: Path, co
     total = sum(s.exp_cycles for s in design.nodes)
     options.setdefault("max_cycles", 200_000 + 4 * (n + 2) * design.bottleneck_cycles + 4 * total)
     options.setdefault("idle_limit", 10_000 + 2 * total)
+    workdir = workdir.resolve()  # the simulator runs there and reads its files by relative name
     workdir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(workdir / CONTROLS_FILE, controls)
     result = run_stream(sim, words.view("<u4"), n * out_per_image, (out_bytes + 3) // 4, workdir,
