@@ -248,7 +248,7 @@ def markdown(results: dict[str, Any]) -> str:
               "- An MVAU missing from the LUT table had no yosys count in this run: tfc-auto's first layer (UINT8 x "
               "+-1, PE 32 x SIMD 16 = 512 add/subtract lanes) did not finish within 15 minutes on the 2 shared "
               "cores (interrupted)" + "".join(
-                  f"; {name}: " + ", ".join(f"{node} ({error})" for node, error in r["mvau_synth_errors"].items())
+                  f"; {name}: " + "; ".join(r["mvau_synth_errors"].values())
                   for name, r in results.items() if r.get("mvau_synth_errors")) + ".",
               f"- cnv-full: the build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} (hw/rtl/yosys.py), so an MVAU "
               "whose synthesis takes longer has no count (listed above) instead of holding the bench for hours; "
