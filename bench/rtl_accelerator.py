@@ -4,11 +4,13 @@
 2. `python export/to_finn.py model.pt --board Pynq-Z1 --mvau rtl [--auto-fold] --verify-samples 200`
    -> FINN build with onebit's RTL nodes, every level on 200 images, report.json with resources_synth (yosys)
 3. rtl_accelerator on N test images (TFC: all 10,000; CNV: 1,000): the stitched design streamed the
-   driver-packed DMA bytes, scores z = 2p - n compared with the trained PyTorch model and the bit-exact
-   accelerator model; steady-state cycles per image vs FINN's estimated bottleneck; measured FPS at the
+   driver-packed DMA bytes, scores z = 2p - n compared with the collapsed integer model of the checkpoint
+   (export.collapse.integer_scores) and the bit-exact accelerator model; steady-state cycles per image
+   (FIFOs sized by simulation) vs FINN's estimated bottleneck, node by node; measured FPS at the
    board clock; yosys LUT of each onebit MVAU vs FINN's LUT estimate for MVAU_hls at the same PE/SIMD.
 
-    python bench/rtl_accelerator.py                         # tfc default, tfc auto-fold, cnv default
+    python bench/rtl_accelerator.py                         # tfc default, tfc auto-fold, cnv (narrow), cnv-full
+    python bench/rtl_accelerator.py --cases cnv-full         # the real CNV-w1a1 (about 30 minutes with its build)
     python bench/rtl_accelerator.py --cases tfc,tfc-auto --images 2000
 
 Writes bench/results/rtl_accelerator.{json,md}; a rerun reuses the builds in --work (default build/rtl_bench).
@@ -259,7 +261,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="tfc,tfc-auto,cnv", help=f"comma list of {', '.join(CASES)}, "
+    parser.add_argument("--cases", default="tfc,tfc-auto,cnv,cnv-full", help=f"comma list of {', '.join(CASES)}, "
                         f"or method:MODEL (e.g. irnet:tfc) for other training methods")
     parser.add_argument("--images", type=int, default=None, help="test images per case (default: TFC all, CNV 1000)")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "rtl_bench")
