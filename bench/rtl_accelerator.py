@@ -239,7 +239,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines += gap_section(name, r)
     lines += ["", "## Notes", "",
               "- cycles/image: mean distance between consecutive images' last output beats after the first image "
-              "(steady state), with FIFO depths sized by simulation (hw/rtl/stitch.py size_fifos: the input paced "
+              "(steady state), with FIFO depths sized by simulation (hw/rtl/fifo_sizing.py: the input paced "
               "at FINN's bottleneck rate, each FIFO as deep as the most beats it held, at least FINN's rule plus one "
               "MVAU input vector); FINN's estimate is its bottleneck node's get_exp_cycles. Rows without a "
               "node-by-node section were measured before the sizing (FINN's rule depths only).",

@@ -11,7 +11,7 @@ consumer's inFIFODepths (FINN's own rule; FINN's sizes once step_set_fifo_depths
 that MVAU (see `vector_beats`; without it the chain runs ~1.5x slower than its bottleneck node). Where a
 width converter is needed: FIFO (producer's depth), converter, FIFO (consumer's depth and the vector),
 FINN's order.
-These rule depths are the floor: `RTLAccelerator` then sizes every FIFO by simulation (`size_fifos`),
+These rule depths are the floor: `RTLAccelerator` then sizes every FIFO by simulation (fifo_sizing.py),
 as FINN's step_set_fifo_depths does on a Vivado host: the design with deep FIFOs, its input paced at
 FINN's estimated bottleneck rate (the steady state of a chain whose DMA runs ahead), the most beats
 each FIFO ever held becomes its depth. The rule alone ran a narrow CNV 1.14x slower than its
@@ -347,9 +347,6 @@ class AcceleratorRun:
         return int(self.stream.image_done[0] - self.stream.first_input) if self.stream.image_done else -1
 
 
-SIZING_IMAGES = 8   # images streamed by the FIFO sizing run (the first fills the pipeline)
-
-
 def _build(design: AcceleratorDesign, folder: Path):
     folder = folder.resolve()  # Verilator runs in a folder of its own
     folder.mkdir(parents=True, exist_ok=True)
@@ -393,49 +390,6 @@ def _drive(sim, design: AcceleratorDesign, packed: np.ndarray, workdir: Path, co
     return AcceleratorRun(out, result)
 
 
-def size_fifos(sim, deep: AcceleratorDesign, rule: AcceleratorDesign, folder: str | Path,
-               images: int = SIZING_IMAGES) -> dict[str, Any]:
-    """FIFO depths by simulation (FINN's step_set_fifo_depths, here in Verilator), on the build `sim` of
-    `deep` (every FIFO one image of its stream deeper than the rule's depth, `rule`): the input paced at
-    FINN's bottleneck rate (one image per bottleneck cycles: the steady state of a chain whose input
-    DMA runs ahead), `images` all-zero images (the nodes' timing does not depend on the data); each
-    FIFO's depth = the most beats it held, at least the rule's. Cached in folder/fifo_sizing.json by
-    the design's content. A FIFO that filled up to its sizing depth is listed in "capped" (the chain
-    ran slower than the pace there: a node slower than FINN's estimate)."""
-    import json
-
-    from hw.rtl.verilator import content_key
-
-    folder = Path(folder)
-    key = content_key("fifo-sizing-1", rule.top_verilog(), deep.top_verilog(), images)
-    cache = folder / "fifo_sizing.json"
-    if cache.is_file():
-        data = json.loads(cache.read_text())
-        if data.get("key") == key:
-            return data
-    first = deep.nodes[0]
-    run = folder / "fifo_sizing"
-    _write_init_files(deep, run)
-    packed = np.zeros((images, first.in_beats, deep.in_width // 8), np.uint8)
-    result = _drive(sim, deep, packed, run, deep.controls(pace=(first.in_beats, deep.bottleneck_cycles)))
-    fill = {}
-    for line in result.stream.probes:
-        parts = line.split()
-        if len(parts) == 4 and parts[1] == "FILL":
-            fill[deep.stages[int(parts[2])].name] = int(parts[3])
-    rule_depths = {s.name: s.parameters["DEPTH"] for s in rule.stages if s.kind == "fifo"}
-    deep_depths = {s.name: s.parameters["DEPTH"] for s in deep.stages if s.kind == "fifo"}
-    if set(fill) != set(rule_depths):
-        raise OnebitError(f"FIFO sizing: fill levels for {sorted(fill)} but the design has {sorted(rule_depths)}")
-    data = {"key": key, "images": images, "pace_cycles_per_image": deep.bottleneck_cycles,
-            "depths": {name: max(rule_depths[name], fill[name]) for name in rule_depths}, "fill": fill,
-            "rule_depths": rule_depths, "capped": [name for name in fill if fill[name] >= deep_depths[name]],
-            "cycles_per_image_paced": result.cycles_per_image}
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(cache, json.dumps(data, indent=1))
-    return data
-
-
 class RTLAccelerator:
     """A built whole-accelerator simulator; `run(packed)` is the driver's model backend.
 
@@ -465,6 +419,8 @@ class RTLAccelerator:
         self.top_file, self.sim = _build(self.simulated, folder)
         self.sizing: dict[str, Any] | None = None
         if fifo_depth is None and fifo_sizing == "simulated":
+            from hw.rtl.fifo_sizing import size_fifos  # it drives this module's builds
+
             self.sizing = size_fifos(self.sim, self.simulated, rule, folder)
         # the design in use: its FIFO depths are the caps of every run
         self.design = plan_accelerator(model, fifo_depth, self.sizing["depths"] if self.sizing else None)
