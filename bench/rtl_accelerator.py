@@ -153,10 +153,6 @@ def measure(out: Path, n: int) -> dict[str, Any]:
     }
 
 
-def cycles_of(r: dict[str, Any]) -> float:
-    return float(r.get("cycles_per_image") or 1)
-
-
 def gap_section(name: str, r: dict[str, Any]) -> list[str]:
     """Measured vs estimated cycles node by node, from the case's cycle_analysis (none for older rows)."""
     analysis = r.get("cycle_analysis")
@@ -171,7 +167,7 @@ def gap_section(name: str, r: dict[str, Any]) -> list[str]:
              f"FINN's rule depths (hw/rtl/stitch.py, at least one MVAU input vector) runs {rule:.0f} cycles/image "
              f"({rule / bottleneck:.3f}x). Per node: FINN's get_exp_cycles, the node alone (a free-running source "
              "and sink, hw/rtl/node_rates.py) and the cycles per image its input stream held a beat it did not "
-             "take in the whole design (its waiting for the slower stages after it).", "",
+             "take in the whole design (the node busy with earlier beats, or held back by the stages after it).", "",
              "| node | op | FINN cycles | alone (measured) | alone / FINN | input wait in the design / image |",
              "|---|---|---|---|---|---|"]
     for x in analysis["isolated"]:
