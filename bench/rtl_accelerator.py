@@ -251,8 +251,8 @@ def markdown(results: dict[str, Any]) -> str:
                   if "mvau_synth_errors" not in results.get("tfc-auto", {"mvau_synth_errors": 1}) else "") + "".join(
                   f"; {name}: " + "; ".join(r["mvau_synth_errors"].values())
                   for name, r in results.items() if r.get("mvau_synth_errors")) + ".",
-              f"- cnv-full (tfc-auto): the build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} "
-              f"({AUTO_SYNTH_LIMIT_S}) s (hw/rtl/yosys.py), so an MVAU "
+              f"- cnv-full's build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} s, tfc-auto's with "
+              f"{AUTO_SYNTH_LIMIT_S} s when it is built again (hw/rtl/yosys.py), so an MVAU "
               "whose synthesis takes longer has no count (listed above) instead of holding the bench for hours; "
               "cnv-full's build also leaves out the rtl_nodes level (--levels none: every node's own Verilator run at full "
               "width), the rtl_accelerator level of this bench covers the whole design."]
