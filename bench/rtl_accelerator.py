@@ -4,11 +4,13 @@
 2. `python export/to_finn.py model.pt --board Pynq-Z1 --mvau rtl [--auto-fold] --verify-samples 200`
    -> FINN build with onebit's RTL nodes, every level on 200 images, report.json with resources_synth (yosys)
 3. rtl_accelerator on N test images (TFC: all 10,000; CNV: 1,000): the stitched design streamed the
-   driver-packed DMA bytes, scores z = 2p - n compared with the trained PyTorch model and the bit-exact
-   accelerator model; steady-state cycles per image vs FINN's estimated bottleneck; measured FPS at the
+   driver-packed DMA bytes, scores z = 2p - n compared with the collapsed integer model of the checkpoint
+   (export.collapse.integer_scores) and the bit-exact accelerator model; steady-state cycles per image
+   (FIFOs sized by simulation) vs FINN's estimated bottleneck, node by node; measured FPS at the
    board clock; yosys LUT of each onebit MVAU vs FINN's LUT estimate for MVAU_hls at the same PE/SIMD.
 
-    python bench/rtl_accelerator.py                         # tfc default, tfc auto-fold, cnv default
+    python bench/rtl_accelerator.py                         # tfc default, tfc auto-fold, cnv (narrow), cnv-full
+    python bench/rtl_accelerator.py --cases cnv-full         # the real CNV-w1a1 (about 30 minutes with its build)
     python bench/rtl_accelerator.py --cases tfc,tfc-auto --images 2000
 
 Writes bench/results/rtl_accelerator.{json,md}; a rerun reuses the builds in --work (default build/rtl_bench).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,25 +35,33 @@ from onebit.atomic import write_text_atomic  # noqa: E402
 CASES = {  # name: (model, train options, build options, default image count)
     "tfc": ("tfc", [], [], 10_000),
     "tfc-auto": ("tfc", [], ["--auto-fold"], 10_000),
-    # CNV with narrow channels (the tests' structure: 6 conv, 2 pools, 3 FC) and a short training: the
-    # full-width CNV works the same way but takes hours of simulation and synthesis on 2 shared cores
+    # CNV with narrow channels (the tests' structure: 6 conv, 2 pools, 3 FC) and a short training
     "cnv": ("cnv", ["--limit-train", "5000", "--arch", "channels=[16,16,32,32,64,64]", "--arch", "fc=[64,64]"],
             [], 1_000),
+    # the real CNV-w1a1 (channels 64-256, FC 512), one epoch (put a trained one at <work>/cnv-full-ste.pt to
+    # skip the training); rtl_nodes is left out (each node's own Verilator run adds hours at this width) and
+    # yosys is bounded per node (FULL_SYNTH_LIMIT_S): the widest MVAUs would take hours on 2 shared cores
+    "cnv-full": ("cnv", [], ["--levels", "none"], 1_000),
 }
+FULL_SYNTH_LIMIT_S = 120  # ONEBIT_YOSYS_TIMEOUT for cnv-full's build: a node over it is reported "not synthesized"
+AUTO_SYNTH_LIMIT_S = 900  # tfc-auto's first layer (PE 32 x SIMD 16 add/subtract lanes) ran over 15 minutes
+CASE_ENV = {"cnv-full": {"ONEBIT_YOSYS_TIMEOUT": str(FULL_SYNTH_LIMIT_S)},
+            "tfc-auto": {"ONEBIT_YOSYS_TIMEOUT": str(AUTO_SYNTH_LIMIT_S)}}
 METHODS = ("irnet", "binaryduo", "rbonn", "hyper")
 
 
-def run(cmd: list[str], log: Path) -> None:
+def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
     with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.write(f"\n$ {' '.join(f'{k}={v}' for k, v in (env or {}).items())} {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                              env={**os.environ, **env} if env else None)
     if proc.returncode not in (0, 1):  # 1 = a verification level mismatched: reported, not fatal here
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
 
 
-def checkpoint(work: Path, model: str, train: list[str], estimator: str = "ste") -> Path:
-    path = work / f"{model}-{estimator}.pt"
+def checkpoint(work: Path, model: str, train: list[str], estimator: str = "ste", name: str | None = None) -> Path:
+    path = work / f"{name or model}-{estimator}.pt"
     if not path.exists():
         run([sys.executable, "-m", "quant_models.train", "--model", model, "--dataset", "fashion-mnist", "--epochs", "1",
              "--estimator", estimator, "--seed", "0", "--out", str(path), "--quiet", *train], work / "bench.log")
@@ -61,8 +72,29 @@ def build(work: Path, name: str, ckpt: Path, options: list[str]) -> Path:
     out = work / name
     if not (out / "report.json").exists():
         run([sys.executable, "export/to_finn.py", str(ckpt), "--board", "Pynq-Z1", "--mvau", "rtl", "--out", str(out),
-             "--verify-samples", "200", "--no-progress", *options], work / "bench.log")
+             "--verify-samples", "200", "--no-progress", *options], work / "bench.log", CASE_ENV.get(name))
     return out
+
+
+def cycle_analysis(out: Path, images: int = 12) -> dict[str, Any]:
+    """Where the cycles go: the same Verilator build with the rule's FIFO depths instead of the simulated
+    ones, and every node alone with a free-running source and sink (hw/rtl/node_rates.py)."""
+    import numpy as np
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw.check.accel_model import final_model_path
+    from hw.driver.io_spec import IOSpec
+    from hw.rtl.node_rates import isolated_rates
+    from hw.rtl.stitch import RTLAccelerator
+
+    spec = IOSpec.load(out / "driver" / "io.json")
+    model = ModelWrapper(str(final_model_path(out, spec.hw_model)))
+    rule = RTLAccelerator(model, artifacts=out / "hw" / "rtl_accelerator", fifo_sizing="rule")
+    first = rule.design.nodes[0]
+    rule.run(np.zeros((images, first.in_beats, rule.design.in_width // 8), np.uint8))  # timing is data-independent
+    rates = isolated_rates(rule.design, out / "hw" / "node_rates")
+    return {"rule_fifo_depths": rule.depths, "rule_fifo_cycles_per_image": rule.last.cycles_per_image,
+            "isolated": [r.as_dict() for r in rates]}
 
 
 def measure(out: Path, n: int) -> dict[str, Any]:
@@ -83,10 +115,13 @@ def measure(out: Path, n: int) -> dict[str, Any]:
     clock = report["board"]["clock_mhz"]
     synth = report.get("resources_synth", {})
     layers = {r["layer"]: r for r in report["layers"]}
-    mvaus = []
+    mvaus, synth_errors = [], {}
     for name, counts in (synth.get("nodes") or {}).items():
         row = layers.get(name, {})
-        if "MVAU" not in row.get("op_type", "") or "error" in counts:
+        if "MVAU" not in row.get("op_type", ""):
+            continue
+        if "error" in counts:
+            synth_errors[name] = counts["error"]
             continue
         est = row.get("LUT") or 0
         mvaus.append({"node": name, "PE": row.get("PE"), "SIMD": row.get("SIMD"), "yosys_lut": counts["lut_total"],
@@ -112,21 +147,72 @@ def measure(out: Path, n: int) -> dict[str, Any]:
                    "input_wait_cycles_per_image": round(r["input_wait_cycles"] / max(1, n_last), 1)}
                   for r in result["nodes"]],
         "folding": {r["layer"]: (r["PE"], r["SIMD"]) for r in report["layers"]},
-        "mvau_luts": mvaus, "whole_design_synth": {k: v for k, v in (synth.get("total") or {}).items() if k != "cells"},
-        "simulated_cycles": result["simulated_cycles"],
+        "mvau_luts": mvaus, "mvau_synth_errors": synth_errors, "whole_design_synth": {k: v for k, v in (synth.get("total") or {}).items() if k != "cells"},
+        "simulated_cycles": result["simulated_cycles"], "fifo_sizing": result.get("fifo_sizing"),
+        "cycle_analysis": cycle_analysis(out),
     }
 
 
-def cycles_of(r: dict[str, Any]) -> float:
-    return float(r.get("cycles_per_image") or 1)
+def gap_section(name: str, r: dict[str, Any]) -> list[str]:
+    """Measured vs estimated cycles node by node, from the case's cycle_analysis (none for older rows)."""
+    analysis = r.get("cycle_analysis")
+    if not analysis:
+        return []
+    bottleneck = r["estimated_bottleneck_cycles"]
+    rule = analysis["rule_fifo_cycles_per_image"]
+    waits = {x["node"]: x.get("input_wait_cycles_per_image") for x in r["nodes"]}
+    lines = ["", f"## {name}: measured vs estimated cycles, node by node", "",
+             f"Measured {r['cycles_per_image']:.0f} cycles/image with FIFOs sized by simulation, "
+             f"{r['cycles_ratio']:.3f}x FINN's bottleneck estimate ({bottleneck}). The same Verilator build with "
+             f"FINN's rule depths (hw/rtl/stitch.py, at least one MVAU input vector) runs {rule:.0f} cycles/image "
+             f"({rule / bottleneck:.3f}x). Per node: FINN's get_exp_cycles, the node alone (a free-running source "
+             "and sink, hw/rtl/node_rates.py) and the cycles per image its input stream held a beat it did not "
+             "take in the whole design (the node busy with earlier beats, or held back by the stages after it).", "",
+             "| node | op | FINN cycles | alone (measured) | alone / FINN | input wait in the design / image |",
+             "|---|---|---|---|---|---|"]
+    for x in analysis["isolated"]:
+        lines.append(f"| {x['node']} | {x['op_type']} | {x['exp_cycles']} | {x['isolated_cycles_per_image']:.0f} | "
+                     f"{x['ratio']:.3f} | {waits.get(x['node'], '-')} |")
+    slow = [x for x in analysis["isolated"] if x["ratio"] > 1.01]
+    fast = [x for x in analysis["isolated"] if x["ratio"] < 0.95]
+    worst = max(analysis["isolated"], key=lambda x: x["isolated_cycles_per_image"])
+    text = []
+    if slow:
+        text.append("Nodes slower alone than FINN's estimate: " + ", ".join(
+            f"{x['node']} ({x['isolated_cycles_per_image']:.0f} vs {x['exp_cycles']})" for x in slow) + ".")
+    else:
+        text.append(f"Every node alone meets its FINN estimate (the slowest, {worst['node']}, "
+                    f"{worst['isolated_cycles_per_image']:.0f} cycles/image): no node of onebit's RTL "
+                    "(OnebitMVAU_rtl, OnebitPool_rtl) or FINN's (FMPadding_rtl, ConvolutionInputGenerator_rtl) "
+                    "runs slower than FINN counts.")
+    if fast:
+        swg = all(x["op_type"].startswith("ConvolutionInputGenerator") for x in fast)
+        text.append("Faster alone than estimated: " + ", ".join(
+            f"{x['node']} ({x['isolated_cycles_per_image']:.0f} vs {x['exp_cycles']})" for x in fast) +
+            ("; FINN's ConvolutionInputGenerator_rtl estimate adds the line-buffer fill of every image, which "
+             "overlaps the previous image's last windows when the input keeps coming." if swg else "."))
+    sizing = r.get("fifo_sizing") or {}
+    grown = {k: (analysis["rule_fifo_depths"].get(k), v) for k, v in (sizing.get("depths") or {}).items()
+             if v > analysis["rule_fifo_depths"].get(k, v)}
+    if grown:
+        text.append(f"The difference between the rule's {rule:.0f} and FINN's {bottleneck} is between the nodes: "
+                    "windows, rows and MVAU input vectors arrive in bursts that FIFOs of a few beats cannot absorb. "
+                    "The sizing run deepened " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in grown.items()) +
+                    " beats (FINN's step_set_fifo_depths does the same by simulation on a Vivado host).")
+    if sizing.get("capped"):
+        text.append("FIFOs that filled up during sizing (the chain ran slower than the pace there): "
+                    + ", ".join(sizing["capped"]) + ".")
+    return lines + ["", " ".join(text)]
 
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Whole accelerator in Verilator (`--mvau rtl`, level rtl_accelerator)", "",
              "Generated by `python bench/rtl_accelerator.py`: onebit's RTL MVAU / max pool in FINN's flow, the "
              "stitched design (FIFOs, width converters) simulated in Verilator on the driver-packed DMA bytes; "
-             "scores z = 2p - n compared per image with the trained PyTorch model and the accelerator model.", "",
-             "| case | images | mismatches vs PyTorch / accel model | accuracy | cycles/image (measured / FINN estimate) | "
+             "scores z = 2p - n compared per image with the collapsed integer model of the checkpoint "
+             "(export.collapse.integer_scores: binary weights, integer thresholds; the reference of every hardware "
+             "level, hw/check/verdict.py) and with the bit-exact accelerator model of the final FINN graph.", "",
+             "| case | images | mismatches vs collapsed integer model / accel model | accuracy | cycles/image (measured / FINN estimate) | "
              "first-image latency (cycles, measured / estimate) | FPS at clock (measured / estimate) | sim time |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -147,44 +233,35 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | {m['node']} | {m['PE']} | {m['SIMD']} | {m['yosys_lut']} | "
                          f"{m['finn_hls_lut_estimate']:.0f} | {ratio} | {m['yosys_ff']} | {m['yosys_bram18']} |")
     for name, r in results.items():
-        if "error" in r or r["cycles_ratio"] <= 1.05:
-            continue
-        lines += ["", f"## {name}: measured vs estimated cycles, node by node", "",
-                  f"Measured {r['cycles_per_image']:.0f} cycles/image against FINN's {r['estimated_bottleneck_cycles']}. "
-                  "Per node: FINN's cycle estimate and the cycles per image its input stream held a beat the node "
-                  "did not take (back-pressure); the slowest node is the last one with large input waits whose "
-                  "successor's input never waits.", "",
-                  "| node | op | FINN cycles | input wait cycles / image |", "|---|---|---|---|"]
-        lines += [f"| {x['node']} | {x['op_type']} | {x['exp_cycles']} | {x.get('input_wait_cycles_per_image', '-')} |"
-                  for x in r["nodes"]]
-        slow = [x for i, x in enumerate(r["nodes"][:-1]) if (x.get("input_wait_cycles_per_image") or 0) > 0.2 * cycles_of(r)
-                and (r["nodes"][i + 1].get("input_wait_cycles_per_image") or 0) < 0.01 * cycles_of(r)]
-        if slow:
-            lines += ["", "Candidates for the throttling nodes (they hold back their input while their successor (almost) never waits): "
-                      + ", ".join(f"{x['node']} (FINN: {x['exp_cycles']} cycles)" for x in slow) + ". They run "
-                      "slower than FINN's estimate because their input arrives in bursts: in a CNV every MVAU reads its "
-                      "window in its first output fold, behind a sliding-window generator and a width converter fed "
-                      "by the layers before; FINN sizes these FIFOs by RTL simulation in step_set_fifo_depths (a "
-                      "Vivado-host step), onebit's rule (one MVAU input vector) does not reach the estimate there. "
-                      "With every FIFO 4096 deep the same design runs 12,672 cycles/image before the converter-side "
-                      "FIFO fix, so depth alone is not the whole story; this gap is open."]
+        if "error" not in r:
+            lines += gap_section(name, r)
     lines += ["", "## Notes", "",
               "- cycles/image: mean distance between consecutive images' last output beats after the first image "
-              "(steady state), with FIFOs of FINN's rule plus one MVAU input vector (hw/rtl/stitch.py); FINN's "
-              "estimate is its bottleneck node's get_exp_cycles.",
+              "(steady state), with FIFO depths sized by simulation (hw/rtl/fifo_sizing.py: the input paced "
+              "at FINN's bottleneck rate, each FIFO as deep as the most beats it held, at least FINN's rule plus one "
+              "MVAU input vector); FINN's estimate is its bottleneck node's get_exp_cycles. Rows without a "
+              "node-by-node section were measured before the sizing (FINN's rule depths only).",
               "- first-image latency: first input beat to the first image's last output beat; FINN's estimate is "
               "the sum of the nodes' cycles (critical path), which the pipelined nodes overlap.",
               "- yosys counts are post-synthesis estimates (no place and route, no timing closure); FINN's are its "
               "analytical HLS estimates. Whole-design rows include the FIFOs.",
-              "- An MVAU missing from the LUT table had no yosys count in this run: tfc-auto's first layer (UINT8 x "
-              "+-1, PE 32 x SIMD 16 = 512 add/subtract lanes) did not finish within 15 minutes on the 2 shared "
-              "cores (interrupted); cnv's first layer was synthesized after the build (same command, cached)."]
+              "- An MVAU missing from the LUT table had no yosys count in this run" + (
+                  ": tfc-auto's first layer (UINT8 x +-1, PE 32 x SIMD 16 = 512 add/subtract lanes) did not finish "
+                  "within 15 minutes on the 2 shared cores (interrupted)"
+                  if "mvau_synth_errors" not in results.get("tfc-auto", {"mvau_synth_errors": 1}) else "") + "".join(
+                  f"; {name}: " + "; ".join(r["mvau_synth_errors"].values())
+                  for name, r in results.items() if r.get("mvau_synth_errors")) + ".",
+              f"- cnv-full's build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} s, tfc-auto's with "
+              f"{AUTO_SYNTH_LIMIT_S} s when it is built again (hw/rtl/yosys.py), so an MVAU "
+              "whose synthesis takes longer has no count (listed above) instead of holding the bench for hours; "
+              "cnv-full's build also leaves out the rtl_nodes level (--levels none: every node's own Verilator run at full "
+              "width), the rtl_accelerator level of this bench covers the whole design."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="tfc,tfc-auto,cnv", help=f"comma list of {', '.join(CASES)}, "
+    parser.add_argument("--cases", default="tfc,tfc-auto,cnv,cnv-full", help=f"comma list of {', '.join(CASES)}, "
                         f"or method:MODEL (e.g. irnet:tfc) for other training methods")
     parser.add_argument("--images", type=int, default=None, help="test images per case (default: TFC all, CNV 1000)")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "rtl_bench")
@@ -193,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     out_json = REPO / "bench" / "results" / "rtl_accelerator.json"
     results: dict[str, Any] = {}
     for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        estimator = "ste"
+        estimator, base = "ste", case
         if ":" in case:
             estimator, base = case.split(":", 1)
             model, train, options, default_n = CASES[base]
         else:
             model, train, options, default_n = CASES[case]
         try:
-            ckpt = checkpoint(args.work, model, train, estimator)
+            ckpt = checkpoint(args.work, model, train, estimator, name=base if base.endswith("-full") else None)
             out = build(args.work, case.replace(":", "-"), ckpt, options)
             results[case] = measure(out, args.images or default_n)
         except (SystemExit, Exception) as error:  # one case failing is reported, the others still run

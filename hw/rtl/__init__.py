@@ -8,7 +8,8 @@ Public API:
   synthesize, Resources                    yosys synth_xilinx counts (yosys.py)
 
 Not imported here (they import finn-plus, seconds to load): custom_op.py (OnebitMVAU_rtl / OnebitPool_rtl,
-FINN custom ops), stitch.py (the whole accelerator in Verilator), synth_report.py (resources_synth).
+FINN custom ops), stitch.py (the whole accelerator in Verilator), fifo_sizing.py (its FIFO depths by
+simulation), node_rates.py (every node alone, free-running), synth_report.py (resources_synth).
 """
 from hw.rtl.layout import MVAUConfig, MVAUImage, mvau_image
 from hw.rtl.nodes import MaxPoolConfig, OutputMismatch, RTLMaxPool, RTLMvau, Simulation, compare_outputs

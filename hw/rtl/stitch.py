@@ -11,7 +11,13 @@ consumer's inFIFODepths (FINN's own rule; FINN's sizes once step_set_fifo_depths
 that MVAU (see `vector_beats`; without it the chain runs ~1.5x slower than its bottleneck node). Where a
 width converter is needed: FIFO (producer's depth), converter, FIFO (consumer's depth and the vector),
 FINN's order.
-`fifo_depth=` overrides every depth.
+These rule depths are the floor: `RTLAccelerator` then sizes every FIFO by simulation (fifo_sizing.py),
+as FINN's step_set_fifo_depths does on a Vivado host: the design with deep FIFOs, its input paced at
+FINN's estimated bottleneck rate (the steady state of a chain whose DMA runs ahead), the most beats
+each FIFO ever held becomes its depth. The rule alone ran a narrow CNV 1.14x slower than its
+bottleneck: SWGs, pools and MVAUs produce and consume in bursts (a window, a row, an MVAU's input
+vector in its first output fold) that FIFOs of a few beats cannot absorb (bench/rtl_accelerator.md).
+`fifo_depth=` overrides every depth (no sizing).
 In a linear chain a small FIFO costs throughput, never correctness; a consumer that stops accepting
 (the output DMA, or a FIFO too small in a design with reconverging streams) stops the whole chain,
 which the harness reports as StreamDeadlock (no transfer for `idle_limit` cycles, or `max_cycles`
@@ -36,6 +42,7 @@ from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
 TOP = "onebit_accel"
+CONTROLS_FILE = "onebit_sim_controls.dat"   # read by the top level under Verilator (top_verilog)
 # FINN's FMPadding_rtl needs packed structs in Verilator 5.006; FINN's RTL expects registers it does not
 # reset to start at 0, as in Vivado's simulator (x-initial 0), not at Verilator's random "fast" values.
 FINN_FLAGS = ("--structs-packed", "--x-assign", "0", "--x-initial", "0")
@@ -54,6 +61,8 @@ class Stage:
     exp_cycles: int = 0
     op_type: str = ""
     tied: dict[str, str] = field(default_factory=dict)   # other input ports -> constant (AXI-lite kept idle)
+    in_beats: int = 0      # beats per image on the input / output stream (nodes only)
+    out_beats: int = 0
 
 
 @dataclass
@@ -77,7 +86,28 @@ class AcceleratorDesign:
     def bottleneck_cycles(self) -> int:
         return max(s.exp_cycles for s in self.nodes)
 
+    def stream_beats(self) -> list[int]:
+        """Beats per image on each stage's input stream (a FIFO's or converter's from its neighbours)."""
+        beats, current = [], 0
+        for i, stage in enumerate(self.stages):
+            if stage.kind in ("onebit", "finn"):
+                current = stage.in_beats
+            elif stage.kind == "fifo" and i + 1 < len(self.stages) and self.stages[i + 1].kind in ("onebit", "finn"):
+                current = self.stages[i + 1].in_beats
+            beats.append(current)
+            if stage.kind in ("onebit", "finn"):
+                current = stage.out_beats
+            elif stage.kind == "dwc":
+                nxt = next((s for s in self.stages[i + 1:] if s.kind in ("onebit", "finn")), None)
+                current = nxt.in_beats if nxt is not None else current
+        return beats
+
     def top_verilog(self) -> str:
+        """The top level. Under Verilator it also reads CONTROLS_FILE from the run folder at time 0:
+        word 0/1 pace the input (at most word 0 beats per word 1 cycles on average; 0 = free), word
+        2 + j caps the beats FIFO j may hold at that depth (0 = its DEPTH): one build with deep FIFOs
+        simulates any depths up to DEPTH (FIFO sizing, the rule, a test's small FIFO). A FIFO of
+        DEPTH d holds d beats plus its output register, so a cap d takes beats while count < d + 1."""
         def value(v):
             return f'"{v}"' if isinstance(v, str) else str(int(v))
 
@@ -92,35 +122,78 @@ class AcceleratorDesign:
         for i, w in enumerate(widths):
             lines.append(f"  logic [{w - 1}:0] s{i}_TDATA; logic s{i}_TVALID, s{i}_TREADY;")
         last = len(self.stages)
-        lines += ["  assign s0_TDATA = in0_V_TDATA;", "  assign s0_TVALID = in0_V_TVALID;",
-                  "  assign in0_V_TREADY = s0_TREADY;",
+        fifos = [i for i, stage in enumerate(self.stages) if stage.kind == "fifo"]
+        lines += ["  logic paced;", *[f"  logic g{i}, r{i}; logic [$clog2({self.stages[i].parameters['DEPTH']}+1)-1:0] c{i};"
+                                      for i in fifos],
+                  "`ifdef VERILATOR  // simulation controls (see top_verilog in hw/rtl/stitch.py)",
+                  f"  logic [63:0] controls [{2 + len(fifos)}], credit;",
+                  f'  initial $readmemh("{CONTROLS_FILE}", controls);',
+                  "  assign paced = controls[0] == 0 || credit >= controls[1];",
+                  "  always_ff @(posedge ap_clk) begin  // + word 0 every cycle, - word 1 per beat, at most 2 beats ahead",
+                  "    if (!ap_rst_n) credit <= '0;",
+                  "    else credit <= (credit >= 2 * controls[1] ? credit : credit + controls[0])",
+                  "                   - ((s0_TVALID && s0_TREADY) ? controls[1] : 64'd0);",
+                  "  end"]
+        for j, i in enumerate(fifos):
+            lines.append(f"  assign g{i} = controls[{2 + j}] == 0 || 64'(c{i}) < controls[{2 + j}] + 1;")
+        lines += ["`else", "  assign paced = 1'b1;", *[f"  assign g{i} = 1'b1;" for i in fifos], "`endif",
+                  "  assign s0_TVALID = in0_V_TVALID && paced;", "  assign in0_V_TREADY = s0_TREADY && paced;",
+                  "  assign s0_TDATA = in0_V_TDATA;",
                   f"  assign out0_V_TDATA = s{last}_TDATA;", f"  assign out0_V_TVALID = s{last}_TVALID;",
                   f"  assign s{last}_TREADY = out0_V_TREADY;"]
         for i, stage in enumerate(self.stages):
             params = ", ".join(f".{k}({value(v)})" for k, v in stage.parameters.items())
             lines.append(f"  {stage.module}{f' #({params})' if params else ''} u_{i}_{_ident(stage.name)} (")
             lines.append("    .ap_clk(ap_clk), .ap_rst_n(ap_rst_n),")
-            lines.append(f"    .in0_V_TDATA(s{i}_TDATA), .in0_V_TVALID(s{i}_TVALID), .in0_V_TREADY(s{i}_TREADY),")
+            if stage.kind == "fifo":
+                lines.append(f"    .in0_V_TDATA(s{i}_TDATA), .in0_V_TVALID(s{i}_TVALID && g{i}), .in0_V_TREADY(r{i}),")
+            else:
+                lines.append(f"    .in0_V_TDATA(s{i}_TDATA), .in0_V_TVALID(s{i}_TVALID), .in0_V_TREADY(s{i}_TREADY),")
             lines.append(f"    .out0_V_TDATA(s{i + 1}_TDATA), .out0_V_TVALID(s{i + 1}_TVALID), "
-                         f".out0_V_TREADY(s{i + 1}_TREADY){',' if stage.tied else ''}")
+                         f".out0_V_TREADY(s{i + 1}_TREADY){',' if stage.tied or stage.kind == 'fifo' else ''}")
+            if stage.kind == "fifo":
+                lines.append(f"    .count(c{i})")
             if stage.tied:
                 lines.append("    " + ", ".join(f".{port}({value})" for port, value in stage.tied.items()))
             lines.append("  );")
+            if stage.kind == "fifo":
+                lines.append(f"  assign s{i}_TREADY = r{i} && g{i};")
         # beats per stream and the handshake state at the end: a stalled chain names where it stopped
-        # and cycles where a stream's producer waits (valid, not ready): the stage after it is the slower one
+        # and cycles where a stream's producer waits (valid, not ready): the stage after it is the slower
+        # one; the most beats each FIFO held (FIFO sizing)
         lines.append("`ifdef VERILATOR  // simulation probes only")
-        lines.append(f"  longint unsigned beats [{len(widths)}], waits [{len(widths)}];")
+        lines.append(f"  longint unsigned beats [{len(widths)}], waits [{len(widths)}], most [{len(self.stages)}];")
         lines.append("  always_ff @(posedge ap_clk) begin")
-        lines.append(f"    if (!ap_rst_n) for (int i = 0; i < {len(widths)}; i++) begin beats[i] <= 0; waits[i] <= 0; end")
-        lines.append("    else begin")
+        lines.append("    if (!ap_rst_n) begin")
+        lines.append(f"      for (int i = 0; i < {len(widths)}; i++) begin beats[i] <= 0; waits[i] <= 0; end")
+        lines.append(f"      for (int i = 0; i < {len(self.stages)}; i++) most[i] <= 0;")
+        lines.append("    end else begin")
+        for i in fifos:
+            lines.append(f"      if (longint'(c{i}) > most[{i}]) most[{i}] <= longint'(c{i});")
         for i in range(len(widths)):
             lines.append(f"      if (s{i}_TVALID && s{i}_TREADY) beats[{i}] <= beats[{i}] + 1;")
             lines.append(f"      if (s{i}_TVALID && !s{i}_TREADY) waits[{i}] <= waits[{i}] + 1;")
         lines += ["    end", "  end", "  final begin"]
         for i in range(len(widths)):
             lines.append(f'    $display("STREAM {i} %0d %0d %0d %0d", beats[{i}], s{i}_TVALID, s{i}_TREADY, waits[{i}]);')
+        for i in fifos:
+            lines.append(f'    $display("STREAM FILL {i} %0d", most[{i}]);')
         lines += ["  end", "`endif", "endmodule"]
         return "\n".join(lines) + "\n"
+
+    def controls(self, depths: dict[str, int] | None = None, pace: tuple[int, int] | None = None) -> str:
+        """CONTROLS_FILE for this design's top level: FIFO caps (name -> depth; the others keep DEPTH)
+        and the input pace (beats, cycles)."""
+        depths = depths or {}
+        words = [pace[0], pace[1]] if pace else [0, 1]
+        for stage in self.stages:
+            if stage.kind == "fifo":
+                cap = int(depths.get(stage.name, 0))
+                if cap > stage.parameters["DEPTH"]:
+                    raise OnebitError(f"{stage.name}: depth {cap} is larger than the simulated FIFO's "
+                                      f"{stage.parameters['DEPTH']}")
+                words.append(cap)
+        return "\n".join(f"{w:x}" for w in words) + "\n"
 
 
 def _ident(name: str) -> str:
@@ -153,8 +226,9 @@ def vector_beats(consumer, elems: int) -> int:
     return -(-int(consumer.get_nodeattr("MW")) // int(elems))
 
 
-def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
-    """The stitched design of a final (code-generated) dataflow partition, a qonnx ModelWrapper."""
+def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str, int] | None = None) -> AcceleratorDesign:
+    """The stitched design of a final (code-generated) dataflow partition, a qonnx ModelWrapper.
+    fifo_depth: every FIFO's depth; fifo_depths: FIFO name -> depth where larger than the rule's."""
     from finn.util.fpgadataflow import is_hls_node
     from qonnx.custom_op.registry import getCustomOp
 
@@ -177,7 +251,8 @@ def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
     insts = [getCustomOp(n) for n in nodes]
 
     def fifo(name: str, width: int, depths: list[int]) -> Stage:
-        depth = fifo_depth if fifo_depth is not None else max([2, *[int(d) for d in depths]])
+        depth = fifo_depth if fifo_depth is not None else max([2, *[int(d) for d in depths],
+                                                               int((fifo_depths or {}).get(name, 0))])
         return Stage(name, "onebit_fifo", {"WIDTH": width, "DEPTH": depth}, width, width, "fifo")
 
     first = insts[0]
@@ -203,6 +278,8 @@ def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
                                    [in_depth, vector_beats(inst, in_elems)]))
         in_w, out_w = inst.get_instream_width_padded(), inst.get_outstream_width_padded()
         cycles = int(inst.get_exp_cycles())
+        beats = {"in_beats": int(np.prod(inst.get_folded_input_shape()[1:-1])),
+                 "out_beats": int(np.prod(inst.get_folded_output_shape()[1:-1]))}
         if isinstance(inst, (OnebitMVAU_rtl, OnebitPool_rtl)):
             rtl = inst.rtl_node(model)
             params = rtl.parameters()
@@ -216,7 +293,7 @@ def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
                 else:
                     notes.append(f"{node.name}: no generated {file_name} (step_hw_codegen not run); written "
                                  "from the model's weights")
-            stages.append(Stage(node.name, rtl.top, params, in_w, out_w, "onebit", cycles, node.op_type))
+            stages.append(Stage(node.name, rtl.top, params, in_w, out_w, "onebit", cycles, node.op_type, **beats))
         else:
             files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
             missing = [f for f in files if not f.is_file()]
@@ -235,7 +312,7 @@ def plan_accelerator(model, fifo_depth: int | None = None) -> AcceleratorDesign:
                 tied.update({f"{bus}_{sig}": "'0" for sig in ("AWVALID", "AWADDR", "WVALID", "WDATA", "WSTRB",
                                                             "ARVALID", "ARADDR")})
                 tied.update({f"{bus}_BREADY": "1'b1", f"{bus}_RREADY": "1'b1"})
-            stages.append(Stage(node.name, module, {}, in_w, out_w, "finn", cycles, node.op_type, tied))
+            stages.append(Stage(node.name, module, {}, in_w, out_w, "finn", cycles, node.op_type, tied, **beats))
     last = insts[-1]
     stages.append(fifo("fifo_out", last.get_outstream_width_padded(), [last.get_nodeattr("outFIFODepths")[0]]))
     return AcceleratorDesign(stages, sources, include_dirs, init_files, init_sources, [n.name for n in nodes],
@@ -270,30 +347,97 @@ class AcceleratorRun:
         return int(self.stream.image_done[0] - self.stream.first_input) if self.stream.image_done else -1
 
 
+def _build(design: AcceleratorDesign, folder: Path):
+    folder = folder.resolve()  # Verilator runs in a folder of its own
+    folder.mkdir(parents=True, exist_ok=True)
+    top = write_text_atomic(folder / f"{TOP}.sv", design.top_verilog())
+    finn_nodes = any(s.kind == "finn" for s in design.stages)
+    return top, build_simulator(TOP, {}, name="rtl_accelerator", extra_sources=[top, *design.sources],
+                                include_dirs=design.include_dirs, extra_flags=FINN_FLAGS if finn_nodes else ())
+
+
+def _write_init_files(design: AcceleratorDesign, folder: Path, overwrite: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in design.init_files.items():
+        if not overwrite and (folder / name).is_file():
+            continue
+        source = design.init_sources.get(name)
+        write_text_atomic(folder / name, source.read_text() if source is not None else text)
+
+
+def _drive(sim, design: AcceleratorDesign, packed: np.ndarray, workdir: Path, controls: str,
+           **options: Any) -> AcceleratorRun:
+    """Stream input-DMA bytes (N, ..., bytes per beat) through a built design."""
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    n = packed.shape[0]
+    in_bytes, out_bytes = design.in_width // 8, design.out_width // 8
+    if packed.shape[-1] != in_bytes:
+        raise OnebitError(f"rtl_accelerator: input beats of {packed.shape[-1]} bytes, the first node takes "
+                          f"{in_bytes}")
+    beats = packed.reshape(-1, in_bytes)
+    words = np.zeros((beats.shape[0], (in_bytes + 3) // 4 * 4), np.uint8)
+    words[:, :in_bytes] = beats
+    out_per_image = int(np.prod(design.out_folded[1:-1]))
+    total = sum(s.exp_cycles for s in design.nodes)
+    options.setdefault("max_cycles", 200_000 + 4 * (n + 2) * design.bottleneck_cycles + 4 * total)
+    options.setdefault("idle_limit", 10_000 + 2 * total)
+    workdir = workdir.resolve()  # the simulator runs there and reads its files by relative name
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(workdir / CONTROLS_FILE, controls)
+    result = run_stream(sim, words.view("<u4"), n * out_per_image, (out_bytes + 3) // 4, workdir,
+                        name="rtl_accelerator", out_per_image=out_per_image, **options)
+    out = result.words.view(np.uint8).reshape(n * out_per_image, -1)[:, :out_bytes]
+    return AcceleratorRun(out, result)
+
+
 class RTLAccelerator:
-    """A built whole-accelerator simulator; `run(packed)` is the driver's model backend."""
+    """A built whole-accelerator simulator; `run(packed)` is the driver's model backend.
+
+    One Verilator build per partition: every FIFO is simulated one image of its stream deeper than the
+    rule's depth and capped at run time (top_verilog's controls) to the depths in use: FIFO sizing,
+    the rule, or `fifo_depth` run on the same executable."""
 
     def __init__(self, model, workdir: str | Path | None = None, fifo_depth: int | None = None,
-                 artifacts: str | Path | None = None, overwrite_init_files: bool = True) -> None:
+                 artifacts: str | Path | None = None, overwrite_init_files: bool = True,
+                 fifo_sizing: str = "simulated") -> None:
         """workdir: where the simulation runs and reads the init files (default artifacts/run);
-        overwrite_init_files=False keeps init files already there (a test's corrupted copy)."""
-        self.design = plan_accelerator(model, fifo_depth)
+        overwrite_init_files=False keeps init files already there (a test's corrupted copy);
+        fifo_sizing: "simulated" (size_fifos, the default) or "rule" (the rule depths only); a
+        fifo_depth sets every FIFO's depth instead."""
+        if fifo_sizing not in ("simulated", "rule"):
+            raise OnebitError(f"fifo_sizing must be 'simulated' or 'rule', got {fifo_sizing!r}")
+        if fifo_depth is not None and fifo_depth < 2:
+            raise OnebitError(f"fifo_depth must be at least 2, got {fifo_depth}")
         folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="onebit-accel-"))
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.top_file = write_text_atomic(folder / f"{TOP}.sv", self.design.top_verilog())
-        finn_nodes = any(s.kind == "finn" for s in self.design.stages)
-        self.sim = build_simulator(TOP, {}, name="rtl_accelerator", extra_sources=[self.top_file, *self.design.sources],
-                                   include_dirs=self.design.include_dirs,
-                                   extra_flags=FINN_FLAGS if finn_nodes else ())
+        rule = plan_accelerator(model)
+        beats = rule.stream_beats()
+        deep = {s.name: max(s.parameters["DEPTH"] + beats[i] + 2, fifo_depth or 0)
+                for i, s in enumerate(rule.stages) if s.kind == "fifo"}
+        self.simulated = plan_accelerator(model, fifo_depths=deep)   # what Verilator builds
+        self.top_file, self.sim = _build(self.simulated, folder)
+        self.sizing: dict[str, Any] | None = None
+        if fifo_depth is None and fifo_sizing == "simulated":
+            from hw.rtl.fifo_sizing import size_fifos  # it drives this module's builds
+
+            self.sizing = size_fifos(self.sim, self.simulated, rule, folder)
+        # the design in use: its FIFO depths are the caps of every run
+        self.design = plan_accelerator(model, fifo_depth, self.sizing["depths"] if self.sizing else None)
         self.workdir = Path(workdir) if workdir is not None else folder / "run"
         self.write_init_files(self.workdir, overwrite_init_files)
         self.last: AcceleratorRun | None = None
+
+    @property
+    def depths(self) -> dict[str, int]:
+        return {s.name: s.parameters["DEPTH"] for s in self.design.stages if s.kind == "fifo"}
 
     def where_stopped(self, probes: list[str], n_images: int) -> str:
         """From the per-stream beat counts of a stalled run: the first stage that holds beats it does not pass on."""
         counts = {}
         for line in probes:
+            if not line.split()[1].isdigit():
+                continue
             _, index, beats, valid, ready = line.split()[:5]
             counts[int(index)] = (int(beats), int(valid), int(ready))
         if len(counts) != len(self.design.stages) + 1:
@@ -311,13 +455,7 @@ class RTLAccelerator:
 
     def write_init_files(self, folder: str | Path, overwrite: bool = True) -> None:
         """The nodes' init files as the build generated them (the files Vivado would read), else from the model."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in self.design.init_files.items():
-            if not overwrite and (folder / name).is_file():
-                continue
-            source = self.design.init_sources.get(name)
-            write_text_atomic(folder / name, source.read_text() if source is not None else text)
+        _write_init_files(self.design, Path(folder), overwrite)
 
     def init_file_differences(self, folder: str | Path | None = None) -> dict[str, str]:
         """node -> which of its init files in the run folder differ from the model's weights/thresholds."""
@@ -338,25 +476,10 @@ class RTLAccelerator:
 
     def run(self, packed: np.ndarray, **options: Any) -> np.ndarray:
         """Input-DMA bytes (N, ..., bytes per beat) -> output-DMA bytes (N, ..., bytes per beat)."""
-        packed = np.ascontiguousarray(packed, dtype=np.uint8)
-        design = self.design
         n = packed.shape[0]
-        in_bytes, out_bytes = design.in_width // 8, design.out_width // 8
-        if packed.shape[-1] != in_bytes:
-            raise OnebitError(f"rtl_accelerator: input beats of {packed.shape[-1]} bytes, the first node takes "
-                              f"{in_bytes}")
-        beats = packed.reshape(-1, in_bytes)
-        words = np.zeros((beats.shape[0], (in_bytes + 3) // 4 * 4), np.uint8)
-        words[:, :in_bytes] = beats
-        out_per_image = int(np.prod(design.out_folded[1:-1]))
-        total = sum(s.exp_cycles for s in design.nodes)
-        options.setdefault("max_cycles", 200_000 + 4 * (n + 2) * design.bottleneck_cycles + 4 * total)
-        options.setdefault("idle_limit", 10_000 + 2 * total)
         try:
-            result = run_stream(self.sim, words.view("<u4"), n * out_per_image, (out_bytes + 3) // 4, self.workdir,
-                                name="rtl_accelerator", out_per_image=out_per_image, **options)
+            self.last = _drive(self.sim, self.design, packed, self.workdir, self.simulated.controls(self.depths),
+                               **options)
         except StreamDeadlock as error:
             raise StreamDeadlock(f"{error}; {self.where_stopped(error.probes, n)}") from None
-        out = result.words.view(np.uint8).reshape(n * out_per_image, -1)[:, :out_bytes]
-        self.last = AcceleratorRun(out, result)
-        return out.reshape(n, *design.out_folded[1:-1], out_bytes)
+        return self.last.packed.reshape(n, *self.design.out_folded[1:-1], self.design.out_width // 8)

@@ -2,6 +2,10 @@
 counted from `stat -json`. Cached under $ONEBIT_CACHE/yosys by the hash of sources, parameters,
 init-file contents, family and yosys version (a synthesis takes seconds to minutes).
 
+$ONEBIT_YOSYS_TIMEOUT (seconds, unset = no limit) bounds each synthesis: one that runs longer is an
+OnebitError naming the node (reported as that node's error in `resources_synth`, not cached, so a later
+run without the limit synthesizes it). A full-width CNV's widest MVAUs take hours of yosys on two cores.
+
 Yosys maps to the same primitives Vivado would (LUT1..6, CARRY4/8, FDRE, RAMB18/36, LUTRAM) but
 does not place, route or close timing, and its optimisation differs from Vivado's: the counts are
 a post-synthesis estimate, not Vivado's utilisation report.
@@ -9,6 +13,7 @@ a post-synthesis estimate, not Vivado's utilisation report.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -67,6 +72,20 @@ def parse_stat(cells: dict[str, int], family: str) -> Resources:
     return Resources(lut, lutram, ff, carry, bram18, dsp, family, dict(sorted(cells.items())))
 
 
+def synthesis_timeout() -> float | None:
+    """Seconds one yosys run may take ($ONEBIT_YOSYS_TIMEOUT), None = no limit."""
+    value = os.environ.get("ONEBIT_YOSYS_TIMEOUT", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise OnebitError(f"ONEBIT_YOSYS_TIMEOUT={value!r} is not a number of seconds; set e.g. 600 or unset it") from None
+    if seconds <= 0:
+        raise OnebitError(f"ONEBIT_YOSYS_TIMEOUT={value!r} must be positive; unset it for no limit")
+    return seconds
+
+
 def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str, str] | None = None,
                family: str = "xc7", name: str | None = None, extra_sources: list[Path] = ()) -> Resources:
     """Synthesize `top` (a module in hw/rtl/sv or extra_sources) with `parameters` for `family` ('xc7' or
@@ -93,7 +112,13 @@ def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str,
                   f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf",
                   "tee -q -o stat.json stat -json"]
         (tmp / "synth.ys").write_text("\n".join(script) + "\n")
-        proc = subprocess.run(["yosys", "-q", "-l", "yosys.log", "synth.ys"], capture_output=True, text=True, cwd=tmp)
+        limit = synthesis_timeout()
+        try:
+            proc = subprocess.run(["yosys", "-q", "-l", "yosys.log", "synth.ys"], capture_output=True, text=True,
+                                  cwd=tmp, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise OnebitError(f"{what}: yosys synthesis of {top} did not finish within {limit:g} s "
+                              "(ONEBIT_YOSYS_TIMEOUT); unset it to synthesize without a limit") from None
         if proc.returncode != 0 or not (tmp / "stat.json").is_file():
             errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
             raise OnebitError(f"{what}: yosys synthesis of {top} failed: {errors[0] if errors else proc.returncode}")
