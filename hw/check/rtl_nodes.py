@@ -34,7 +34,6 @@ import numpy as np
 
 from hw.check.levels import (LevelContext, LevelOutcome, cache_root, mismatch_rows, python_node_output, random_frames,
                              selected_nodes)
-from onebit.errors import OnebitError
 
 HARNESS = Path(__file__).resolve().parent / "verilator" / "axis_harness.cpp"
 # FINN's SystemVerilog trips many lint warnings that Vivado accepts; FMPadding_rtl's packed structs need
@@ -205,8 +204,6 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
     from qonnx.custom_op.registry import getCustomOp
 
     inst = getCustomOp(node)
-    if hasattr(inst, "rtl_node"):
-        return _simulate_onebit_node(model, node, inst, frames, seed)
     interfaces = inst.get_verilog_top_module_intf_names()
     if len(interfaces["s_axis"]) != 1 or len(interfaces["m_axis"]) != 1 or interfaces.get("aximm"):
         raise SimulationError(f"{len(interfaces['s_axis'])} input / {len(interfaces['m_axis'])} output streams: "
@@ -254,34 +251,6 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
                   "build_seconds": round(build_seconds, 1), "sim_seconds": round(sim_seconds, 2),
                   "simulator": str(binary)})
     return outputs, stats
-
-
-def _simulate_onebit_node(model, node, inst, frames: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
-    """onebit's own RTL nodes (hw/rtl: OnebitMVAU_rtl, OnebitPool_rtl) through their own stream harness.
-
-    Why not the generic one: their stream order is not FINN's tensor order (the max pool reads its window
-    as the depthwise generator streams it, channel fold major), which hw/rtl's node classes know. The MVAU
-    runs on the init files the build wrote (so a corrupted one is caught), with the same random stalls.
-    """
-    from hw.rtl.nodes import RTLMvau
-
-    rtl = inst.rtl_node(model=model)
-    options = {"in_stall": P_STALL, "out_stall": P_BACKPRESSURE, "seed": seed}
-    normal_out = tuple(inst.get_normal_output_shape(0))
-    started = time.perf_counter()
-    try:
-        if isinstance(rtl, RTLMvau):
-            code_dir = Path(inst.get_nodeattr("code_gen_dir_ipgen") or "")
-            # the init files the build generated (a corrupted one is caught); the model's own where there are none
-            init_dir = code_dir if rtl.init_files() and all((code_dir / n).is_file() for n in rtl.init_files()) else None
-            sim = rtl.simulate(frames.reshape(-1, int(inst.get_nodeattr("MW"))), init_dir=init_dir, **options)
-        else:
-            sim = rtl.simulate(frames, **options)
-    except OnebitError as error:  # deadlock, missing init file: the node's row says so
-        raise SimulationError(str(error).splitlines()[0][:300]) from None
-    return sim.outputs.reshape(len(frames), *normal_out[1:]).astype(np.float32), {
-        "cycles": int(sim.stream.cycles), "verilator_build": "onebit's node harness (hw/rtl, cached per design)",
-        "build_seconds": 0.0, "sim_seconds": round(time.perf_counter() - started, 2)}
 
 
 def reference_outputs(model, node, frames: np.ndarray) -> np.ndarray:
