@@ -97,7 +97,8 @@ def measure(out: Path, n: int) -> dict[str, Any]:
         est = row.get("LUT") or 0
         mvaus.append({"node": name, "PE": row.get("PE"), "SIMD": row.get("SIMD"), "yosys_lut": counts["lut_total"],
                       "yosys_lutram_luts": counts["lutram_luts"], "yosys_ff": counts["ff"], "yosys_bram18": counts["bram18"],
-                      "finn_hls_lut_estimate": est, "ratio": counts["lut_total"] / est if est else None})
+                      "finn_hls_lut_estimate": est, "ratio": counts["lut_total"] / est if est else None,
+                      "yosys_dot_instances": (counts.get("instances") or {}).get("onebit_dot")})
     cycles, bottleneck = result["cycles_per_image"], result["estimated_bottleneck_cycles"]
     n_last = min(len(images), 500)  # the wait counters are those of the last chunk's run
     levels = report["verification"]["levels"]
@@ -243,9 +244,15 @@ def synth_note(results: dict[str, Any]) -> str:
                 pe, simd = r.get("folding", {}).get(node, ("?", "?"))
                 why = errors.get(node, "no count in that build's report")
                 missing.append(f"{name} {node} (PE {pe} x SIMD {simd}: {why[:100]})")
-    if not missing:
-        return "- Every MVAU of every case has a yosys count."
-    return "- MVAUs without a yosys count in this run (left out of the LUT table): " + "; ".join(missing) + "."
+    flat = [name for name, r in results.items() if ":" not in name and r.get("mvau_luts")
+            and any(m.get("yosys_dot_instances") is None for m in r["mvau_luts"])]
+    note = ("- Every MVAU of every case has a yosys count." if not missing else
+            "- MVAUs without a yosys count in this run (left out of the LUT table): " + "; ".join(missing) + ".")
+    if flat:
+        note += (f" The LUT rows of {', '.join(flat)} come from an earlier flat synthesis (before each PE's dot "
+                 f"product became its own module); `python bench/rtl_accelerator.py --cases {','.join(flat)}` "
+                 "refreshes them.")
+    return note
 
 
 def main(argv: list[str] | None = None) -> int:

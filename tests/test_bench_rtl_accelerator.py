@@ -28,7 +28,13 @@ def test_note_names_exactly_the_mvaus_without_a_yosys_count(results):
     full["tfc"]["mvau_luts"] += [{"node": n, "PE": 1, "SIMD": 1, "yosys_lut": 1, "yosys_ff": 1, "yosys_bram18": 0,
                                   "finn_hls_lut_estimate": 2, "ratio": 0.5}
                                  for n in mvaus if n not in {m["node"] for m in full["tfc"]["mvau_luts"]}]
+    for m in full["tfc"]["mvau_luts"]:
+        m["yosys_dot_instances"] = m["PE"]
     assert "Every MVAU of every case has a yosys count." in bench.markdown(full)
+    assert "flat synthesis" not in bench.markdown(full)
+    older = copy.deepcopy(full)  # counted before each PE's dot product became its own module
+    older["tfc"]["mvau_luts"][-1]["yosys_dot_instances"] = None
+    assert "The LUT rows of tfc come from an earlier flat synthesis" in bench.markdown(older)
 
     gap = copy.deepcopy(full)
     dropped = gap["tfc"]["mvau_luts"].pop(0)["node"]
