@@ -213,20 +213,23 @@ def methods_table(results: dict[str, Any]) -> list[str]:
                   f"(`--mvau rtl{' ' + ' '.join(options) if options else ''}`); all test images streamed through the "
                   "stitched design in Verilator.", "",
                   "| method | case | images | mismatches vs PyTorch / accel model | accuracy | cycles/image "
-                  "(measured / FINN estimate) | MVAU yosys LUT (sum) / FINN HLS estimate |", "|---|---|---|---|---|---|---|"]
+                  "(measured / FINN estimate) | MVAU PE x SIMD | MVAU yosys LUT (sum) / FINN HLS estimate |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name in ([base] if base in results else []) + sorted(names, key=lambda n: METHODS.index(method_of(n)[0])
                                                                 if method_of(n)[0] in METHODS else 99):
             r, method = results[name], method_of(name)[0]
             label = METHOD_NAMES.get(method, method)
             if "error" in r:
-                lines.append(f"| {label} | {name} | not run: {r['error']} | | | | |")
+                lines.append(f"| {label} | {name} | not run: {r['error']} | | | | | |")
                 continue
             luts = r.get("mvau_luts", [])
             lut = sum(m["yosys_lut"] for m in luts)
             est = sum(m["finn_hls_lut_estimate"] or 0 for m in luts)
+            folds = ", ".join(f"{pe}x{simd}" for node, (pe, simd) in r.get("folding", {}).items()
+                              if node.startswith(("OnebitMVAU", "MVAU")))
             lines.append(f"| {label} | {name} | {r['images']:,} | {r['mismatches_vs_pytorch_trained']} / "
                          f"{r['mismatches_vs_accel_model']} | {r['accuracy']:.2%} | {r['cycles_per_image']:.0f} / "
-                         f"{r['estimated_bottleneck_cycles']} ({r['cycles_ratio']:.3f}x) | "
+                         f"{r['estimated_bottleneck_cycles']} ({r['cycles_ratio']:.3f}x) | {folds} | "
                          + (f"{lut} / {est:.0f} ({lut / est:.2f}) |" if est else "- |"))
     return lines
 
