@@ -37,7 +37,11 @@ module onebit_dot #(
             assign terms[i*TW +: TW] = w[i] ? xe : ~xe;   // ~xe = -xe - 1
         end
         onebit_addtree #(.N(SIMD), .IW(TW), .SIGNED(1)) u_tree (.terms(terms), .sum(tree));
-        onebit_popcount #(.N(SIMD)) u_neg (.bits(~w), .count(negatives));
+        // negatives = SIMD - popcount(w): Verilator 5.006 miscounted popcount(~w) by one where w is a
+        // lane of a weight word wider than 64 bits (PE 16 x SIMD 9: lane 7; tests/hw/rtl/test_rtl_mvau_lanes.py)
+        logic [$clog2(SIMD+1)-1:0] positives;
+        onebit_popcount #(.N(SIMD)) u_pos (.bits(w), .count(positives));
+        assign negatives = ($clog2(SIMD+1))'(SIMD) - positives;
         // Exact modulo 2**DW, and the true sum fits DW bits, so the result is exact.
         assign dot = DW'($signed(tree)) + DW'(negatives);
     end
