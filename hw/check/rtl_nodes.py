@@ -196,9 +196,13 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
 
     idt, odt = inst.get_input_datatype(0), inst.get_output_datatype(0)
     folded_in, folded_out = inst.get_folded_input_shape(0), inst.get_folded_output_shape(0)
+    # a node whose stream order is not FINN's folded shape (onebit's max pool reads the depthwise window
+    # generator's (channel fold, window element, PE) order) says how to reorder the normal layout
+    reorder = getattr(inst, "stream_order_input", None)
     beats: list[int] = []
     for frame in frames:
-        beats += [int(b) for b in npy_to_rtlsim_input(frame.reshape(folded_in), idt, in_width)]
+        ordered = reorder(frame) if reorder is not None else frame
+        beats += [int(b) for b in npy_to_rtlsim_input(ordered.reshape(folded_in), idt, in_width)]
     out_per_frame = int(np.prod(folded_out[:-1]))
     started = time.perf_counter()
     out, stats = run_simulator(binary, beats, in_width, out_per_frame * len(frames), out_width, seed=seed)
