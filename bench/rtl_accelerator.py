@@ -33,7 +33,8 @@ if str(REPO) not in sys.path:
 from onebit.atomic import write_text_atomic  # noqa: E402
 
 CASES = {  # name: (model, train options, build options, default image count)
-    "tfc": ("tfc", [], [], 10_000),
+    # FINN's SetFolding at 10,000 FPS (the default folding before auto-fold became it): the rows stay comparable
+    "tfc": ("tfc", [], ["--target-fps", "10000"], 10_000),
     "tfc-auto": ("tfc", [], ["--auto-fold"], 10_000),
     # CNV with narrow channels (the tests' structure: 6 conv, 2 pools, 3 FC) and a short training
     "cnv": ("cnv", ["--limit-train", "5000", "--arch", "channels=[16,16,32,32,64,64]", "--arch", "fc=[64,64]"],
@@ -47,7 +48,9 @@ FULL_SYNTH_LIMIT_S = 120  # ONEBIT_YOSYS_TIMEOUT for cnv-full's build: a node ov
 AUTO_SYNTH_LIMIT_S = 900  # tfc-auto's first layer (PE 32 x SIMD 16 add/subtract lanes) ran over 15 minutes
 CASE_ENV = {"cnv-full": {"ONEBIT_YOSYS_TIMEOUT": str(FULL_SYNTH_LIMIT_S)},
             "tfc-auto": {"ONEBIT_YOSYS_TIMEOUT": str(AUTO_SYNTH_LIMIT_S)}}
-METHODS = ("irnet", "binaryduo", "rbonn", "hyper")
+METHODS = ("irnet", "binaryduo", "rbonn", "hyper")  # method:CASE trains CASE's model with that estimator
+METHOD_NAMES = {"ste": "STE (BNN-PYNQ)", "irnet": "IR-Net", "binaryduo": "BinaryDuo", "rbonn": "RBONN",
+                "hyper": "Hyper-BinaryNet"}
 
 
 def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
@@ -126,7 +129,8 @@ def measure(out: Path, n: int) -> dict[str, Any]:
         est = row.get("LUT") or 0
         mvaus.append({"node": name, "PE": row.get("PE"), "SIMD": row.get("SIMD"), "yosys_lut": counts["lut_total"],
                       "yosys_lutram_luts": counts["lutram_luts"], "yosys_ff": counts["ff"], "yosys_bram18": counts["bram18"],
-                      "finn_hls_lut_estimate": est, "ratio": counts["lut_total"] / est if est else None})
+                      "finn_hls_lut_estimate": est, "ratio": counts["lut_total"] / est if est else None,
+                      "yosys_dot_instances": (counts.get("instances") or {}).get("onebit_dot")})
     cycles, bottleneck = result["cycles_per_image"], result["estimated_bottleneck_cycles"]
     n_last = min(len(images), 500)  # the wait counters are those of the last chunk's run
     levels = report["verification"]["levels"]
@@ -216,6 +220,8 @@ def markdown(results: dict[str, Any]) -> str:
              "first-image latency (cycles, measured / estimate) | FPS at clock (measured / estimate) | sim time |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
+        if ":" in name:  # method:CASE rows: the methods table below
+            continue
         if "error" in r:
             lines.append(f"| {name} | not run: {r['error']} | | | | | | |")
             continue
@@ -228,13 +234,14 @@ def markdown(results: dict[str, Any]) -> str:
               "| case | node | PE | SIMD | yosys LUT (logic + LUTRAM) | FINN HLS estimate | ratio | yosys FF | BRAM18 |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        for m in r.get("mvau_luts", []):
+        for m in r.get("mvau_luts", []) if ":" not in name else []:
             ratio = f"{m['ratio']:.2f}" if m["ratio"] is not None else "-"
             lines.append(f"| {name} | {m['node']} | {m['PE']} | {m['SIMD']} | {m['yosys_lut']} | "
                          f"{m['finn_hls_lut_estimate']:.0f} | {ratio} | {m['yosys_ff']} | {m['yosys_bram18']} |")
     for name, r in results.items():
         if "error" not in r:
             lines += gap_section(name, r)
+    lines += methods_table(results)
     lines += ["", "## Notes", "",
               "- cycles/image: mean distance between consecutive images' last output beats after the first image "
               "(steady state), with FIFO depths sized by simulation (hw/rtl/fifo_sizing.py: the input paced "
@@ -245,18 +252,81 @@ def markdown(results: dict[str, Any]) -> str:
               "the sum of the nodes' cycles (critical path), which the pipelined nodes overlap.",
               "- yosys counts are post-synthesis estimates (no place and route, no timing closure); FINN's are its "
               "analytical HLS estimates. Whole-design rows include the FIFOs.",
-              "- An MVAU missing from the LUT table had no yosys count in this run" + (
-                  ": tfc-auto's first layer (UINT8 x +-1, PE 32 x SIMD 16 = 512 add/subtract lanes) did not finish "
-                  "within 15 minutes on the 2 shared cores (interrupted)"
-                  if "mvau_synth_errors" not in results.get("tfc-auto", {"mvau_synth_errors": 1}) else "") + "".join(
-                  f"; {name}: " + "; ".join(r["mvau_synth_errors"].values())
-                  for name, r in results.items() if r.get("mvau_synth_errors")) + ".",
+              "- yosys synthesizes each PE's dot product once, as its own module, and counts it once per PE "
+              "(hw/rtl/yosys.py): flattened, a wide add/subtract layer's adder trees become one full-adder "
+              "network that ABC's SAT sweeping does not finish (TFC's first layer at PE 32 x SIMD 16 ran past "
+              "15 minutes; 94 s this way, measured once on the 2 shared cores).",
+              synth_note(results),
               f"- cnv-full's build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} s, tfc-auto's with "
               f"{AUTO_SYNTH_LIMIT_S} s when it is built again (hw/rtl/yosys.py), so an MVAU "
               "whose synthesis takes longer has no count (listed above) instead of holding the bench for hours; "
               "cnv-full's build also leaves out the rtl_nodes level (--levels none: every node's own Verilator run at full "
               "width), the rtl_accelerator level of this bench covers the whole design."]
     return "\n".join(lines) + "\n"
+
+
+def method_of(case: str) -> tuple[str, str]:
+    """'irnet:tfc' -> ('irnet', 'tfc'); a plain case is the STE checkpoint."""
+    return tuple(case.split(":", 1)) if ":" in case else ("ste", case)  # type: ignore[return-value]
+
+
+def methods_table(results: dict[str, Any]) -> list[str]:
+    """One checkpoint per training method beside the STE case it shares model and build options with."""
+    lines: list[str] = []
+    for base in CASES:
+        names = [n for n in results if ":" in n and method_of(n)[1] == base]
+        if not names:
+            continue
+        model, train, options = CASES[base][:3]
+        lines += ["", f"## One checkpoint of each training method: {model.upper()}-w1a1 (rtl_accelerator)", "",
+                  f"`python -m quant_models.train --model {model} --estimator METHOD --epochs 1 --seed 0"
+                  f"{' ' + ' '.join(train) if train else ''}`, built like the `{base}` case above "
+                  f"(`--mvau rtl{' ' + ' '.join(options) if options else ''}`); all test images streamed through the "
+                  "stitched design in Verilator.", "",
+                  "| method | case | images | mismatches vs collapsed integer model / accel model | accuracy | cycles/image "
+                  "(measured / FINN estimate) | MVAU PE x SIMD | MVAU yosys LUT (sum) / FINN HLS estimate |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name in ([base] if base in results else []) + sorted(names, key=lambda n: METHODS.index(method_of(n)[0])
+                                                                if method_of(n)[0] in METHODS else 99):
+            r, method = results[name], method_of(name)[0]
+            label = METHOD_NAMES.get(method, method)
+            if "error" in r:
+                lines.append(f"| {label} | {name} | not run: {r['error']} | | | | | |")
+                continue
+            luts = r.get("mvau_luts", [])
+            lut = sum(m["yosys_lut"] for m in luts)
+            est = sum(m["finn_hls_lut_estimate"] or 0 for m in luts)
+            folds = ", ".join(f"{pe}x{simd}" for node, (pe, simd) in r.get("folding", {}).items()
+                              if node.startswith(("OnebitMVAU", "MVAU")))
+            lines.append(f"| {label} | {name} | {r['images']:,} | {r['mismatches_vs_pytorch_trained']} / "
+                         f"{r['mismatches_vs_accel_model']} | {r['accuracy']:.2%} | {r['cycles_per_image']:.0f} / "
+                         f"{r['estimated_bottleneck_cycles']} ({r['cycles_ratio']:.3f}x) | {folds} | "
+                         + (f"{lut} / {est:.0f} ({lut / est:.2f}) |" if est else "- |"))
+    return lines
+
+
+def synth_note(results: dict[str, Any]) -> str:
+    """Which MVAUs of this run's cases have no yosys count, from the data (the table leaves them out)."""
+    missing = []
+    for name, r in results.items():
+        if "error" in r:
+            continue
+        have = {m["node"] for m in r.get("mvau_luts", [])}
+        errors = r.get("mvau_synth_errors", {})
+        for node in [x["node"] for x in r.get("nodes", []) if "MVAU" in x["op_type"]]:
+            if node not in have:
+                pe, simd = r.get("folding", {}).get(node, ("?", "?"))
+                why = errors.get(node, "no count in that build's report")
+                missing.append(f"{name} {node} (PE {pe} x SIMD {simd}: {why[:100]})")
+    flat = [name for name, r in results.items() if ":" not in name and r.get("mvau_luts")
+            and any(m.get("yosys_dot_instances") is None for m in r["mvau_luts"])]
+    note = ("- Every MVAU of every case has a yosys count." if not missing else
+            "- MVAUs without a yosys count in this run (left out of the LUT table): " + "; ".join(missing) + ".")
+    if flat:
+        note += (f" The LUT rows of {', '.join(flat)} come from an earlier flat synthesis (before each PE's dot "
+                 f"product became its own module); `python bench/rtl_accelerator.py --cases {','.join(flat)}` "
+                 "refreshes them.")
+    return note
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,11 +220,15 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
 
     idt, odt = inst.get_input_datatype(0), inst.get_output_datatype(0)
     folded_in, folded_out = inst.get_folded_input_shape(0), inst.get_folded_output_shape(0)
+    # a node whose stream order is not FINN's folded shape (onebit's max pool reads the depthwise window
+    # generator's (channel fold, window element, PE) order) says how to reorder the normal layout
+    reorder = getattr(inst, "stream_order_input", None)
+    ordered = reorder(frames) if reorder is not None else frames
     beats_per_frame = int(np.prod(folded_in[:-1]))
-    beats = pack_elements(frames.reshape(len(frames) * beats_per_frame, int(folded_in[-1])), idt.bitwidth(), idt,
+    beats = pack_elements(ordered.reshape(len(frames) * beats_per_frame, int(folded_in[-1])), idt.bitwidth(), idt,
                           in_width)
     probe_in = min(beats_per_frame, PACKING_PROBE_BEATS)  # FINN's packing costs ~1 ms per beat: a prefix suffices
-    first = frames[0].reshape(beats_per_frame, int(folded_in[-1]))[:probe_in]
+    first = ordered[0].reshape(beats_per_frame, int(folded_in[-1]))[:probe_in]
     finn_first = [int(b) for b in npy_to_rtlsim_input(first, idt, in_width)]
     if [int.from_bytes(b.tobytes(), "little") for b in beats[:probe_in]] != finn_first:
         raise SimulationError("onebit's input packing disagrees with FINN's npy_to_rtlsim_input")

@@ -168,6 +168,11 @@ class OnebitPool_rtl(_OnebitRTL, Pool):
     def rtl_node(self, model=None, context=None) -> RTLMaxPool:
         return RTLMaxPool(MaxPoolConfig.from_finn(self, self.onnx_node.name))
 
+    def stream_order_input(self, x: np.ndarray) -> np.ndarray:
+        """FINN's normal input layout (im2col order) -> the order of the input stream (hw.rtl.nodes
+        RTLMaxPool.stream_order); what a harness packing FINN's folded shape beat by beat must feed."""
+        return self.rtl_node().stream_order(x)
+
     def execute_node(self, context, graph) -> None:
         if self.get_nodeattr("exec_mode") != "rtlsim":
             return Pool.execute_node(self, context, graph)

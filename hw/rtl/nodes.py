@@ -184,18 +184,28 @@ class RTLMaxPool(_Node):
         return {"CHANNELS": self.cfg.channels, "PE": self.cfg.pe, "K2": self.cfg.k2, "BITS": bits,
                 "SIGNED": int(signed)}
 
+    def stream_order(self, windows: np.ndarray) -> np.ndarray:
+        """(..., K2*Channels) in FINN's im2col order (window element major, channel minor) -> the same
+        values, same shape, in the order the depthwise window generator streams them and onebit_maxpool
+        reads them: (channel fold, window element, PE lane) (FINN's Pool docstring: the hlslib layout)."""
+        cfg = self.cfg
+        x = np.asarray(windows)
+        if x.shape[-1:] != (cfg.k2 * cfg.channels,):
+            raise OnebitError(f"{self.name}: input last dimension must be K2*Channels = {cfg.k2 * cfg.channels}")
+        lead = x.shape[:-1]
+        cf = cfg.channels // cfg.pe
+        return x.reshape(*lead, cfg.k2, cf, cfg.pe).swapaxes(-3, -2).reshape(x.shape)
+
     def simulate(self, windows: np.ndarray, **stream_options: Any) -> Simulation:
         """windows: (..., K2*Channels) in FINN's im2col order (window element major, channel minor),
         as Pool's execute_node takes them -> (..., Channels) maxima. Reordered here into the stream
         order of the depthwise window generator: (channel fold, window element, PE lane)."""
         cfg = self.cfg
         x = _check_values(windows, cfg.dtype, self.name)
-        if x.shape[-1:] != (cfg.k2 * cfg.channels,):
-            raise OnebitError(f"{self.name}: input last dimension must be K2*Channels = {cfg.k2 * cfg.channels}")
         lead = x.shape[:-1]
         n = int(np.prod(lead)) if lead else 1
         cf = cfg.channels // cfg.pe
-        stream = x.reshape(n, cfg.k2, cf, cfg.pe).transpose(0, 2, 1, 3).reshape(n * cf * cfg.k2, cfg.pe)
+        stream = self.stream_order(x).reshape(n * cf * cfg.k2, cfg.pe)
         values, result = self._run(stream, cfg.dtype, cfg.pe, cfg.dtype, n * cf, cf, n * cf * cfg.k2, None,
                                    stream_options)
         return Simulation(values.reshape(*lead, cfg.channels), result)

@@ -9,6 +9,14 @@ run without the limit synthesizes it). A full-width CNV's widest MVAUs take hour
 Yosys maps to the same primitives Vivado would (LUT1..6, CARRY4/8, FDRE, RAMB18/36, LUTRAM) but
 does not place, route or close timing, and its optimisation differs from Vivado's: the counts are
 a post-synthesis estimate, not Vivado's utilisation report.
+
+The design is flattened except for the modules of PER_INSTANCE (an MVAU's per-PE dot product): those
+are synthesized once per parameter set and counted once per instance. A PE's dot product depends only
+on the shared input slice and its own weights, so nothing is lost between PEs, and flat synthesis of
+wide add/subtract layers does not finish: yosys' alumacc merges each PE's adder tree into one $macc,
+maccmap turns it into a full-adder compressor tree, and ABC's SAT sweeping (&fraig, scorr) of PE such
+XOR networks over the same inputs grows far faster than PE (a UINT8 layer at PE 32 x SIMD 16 ran past
+15 minutes; one PE's dot takes seconds).
 """
 from __future__ import annotations
 
@@ -28,6 +36,8 @@ FAMILIES = {"xc7": "Zynq-7000 / 7-series (Pynq-Z1, Pynq-Z2)", "xcup": "UltraScal
 LUTRAM_LUTS = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM32X1D": 2, "RAM64X1D": 2,
                "RAM128X1D": 4, "RAM256X1S": 4, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2,
                "RAM512X1S": 8, "SRL16E": 1, "SRLC32E": 1, "SRLC16E": 1}
+# Modules synthesized on their own (yosys keep_hierarchy) and counted per instance; see the docstring.
+PER_INSTANCE = ("onebit_dot",)
 
 
 def family_for_part(part: str) -> str:
@@ -52,6 +62,7 @@ class Resources:
     dsp: int
     family: str
     cells: dict[str, int] = field(default_factory=dict)
+    instances: dict[str, int] = field(default_factory=dict)  # PER_INSTANCE module -> instances counted
 
     @property
     def lut_total(self) -> int:
@@ -61,7 +72,8 @@ class Resources:
         return {**asdict(self), "lut_total": self.lut_total}
 
 
-def parse_stat(cells: dict[str, int], family: str) -> Resources:
+def parse_stat(cells: dict[str, int], family: str, instances: dict[str, int] | None = None) -> Resources:
+    cells = {c: n for c, n in cells.items() if not c.startswith("$paramod")}  # submodule instances: counted inside
     lut = sum(n for c, n in cells.items() if c.startswith("LUT") and c[3:].isdigit())
     lutram = sum(LUTRAM_LUTS.get(c, 0) * n for c, n in cells.items())
     ff = sum(n for c, n in cells.items() if c in ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1"))
@@ -69,7 +81,18 @@ def parse_stat(cells: dict[str, int], family: str) -> Resources:
     bram18 = sum(n for c, n in cells.items() if c.startswith("RAMB18")) + \
         2 * sum(n for c, n in cells.items() if c.startswith("RAMB36"))
     dsp = sum(n for c, n in cells.items() if c.startswith("DSP48"))
-    return Resources(lut, lutram, ff, carry, bram18, dsp, family, dict(sorted(cells.items())))
+    return Resources(lut, lutram, ff, carry, bram18, dsp, family, dict(sorted(cells.items())), dict(instances or {}))
+
+
+def _instances(stat: dict, top: str) -> dict[str, int]:
+    """How many instances of each kept (PER_INSTANCE) module the top holds, from `stat -json`."""
+    cells = stat.get("modules", {}).get(f"\\{top}", {}).get("num_cells_by_type", {})
+    found: dict[str, int] = {}
+    for cell, n in cells.items():
+        for module in PER_INSTANCE:
+            if cell.startswith("$paramod") and cell.endswith(f"\\{module}"):
+                found[module] = found.get(module, 0) + n
+    return found
 
 
 def synthesis_timeout() -> float | None:
@@ -96,7 +119,7 @@ def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str,
     init_files = dict(init_files or {})
     params = tuple(sorted(parameters.items()))
     sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
-    key = content_key("yosys-synth-1", tool_version("yosys"), top, params, family, sorted(init_files.items()),
+    key = content_key("yosys-synth-2", tool_version("yosys"), top, params, family, sorted(init_files.items()),
                       files=sources)
     cached = cache_root() / "yosys" / f"{top}-{key}.json"
     if cached.is_file():
@@ -109,8 +132,10 @@ def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str,
         chparams = " ".join(f"-set {k} {sv_literal(v)}" for k, v in params)
         script = [f"read_verilog -defer -sv {' '.join(str(s) for s in sources)}",
                   f"chparam {chparams} {top}" if params else "",
+                  f"hierarchy -top {top}",
+                  *[f"setattr -mod -set keep_hierarchy 1 *{m}" for m in PER_INSTANCE],
                   f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf",
-                  "tee -q -o stat.json stat -json"]
+                  f"tee -q -o stat.json stat -json -top {top}"]
         (tmp / "synth.ys").write_text("\n".join(script) + "\n")
         limit = synthesis_timeout()
         try:
@@ -123,8 +148,8 @@ def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str,
             errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
             raise OnebitError(f"{what}: yosys synthesis of {top} failed: {errors[0] if errors else proc.returncode}")
         stat = json.loads((tmp / "stat.json").read_text())
-    cells = stat.get("design", stat).get("num_cells_by_type", {})
-    result = parse_stat(cells, family)
+    cells = stat.get("design", stat).get("num_cells_by_type", {})  # the whole hierarchy's (stat -top)
+    result = parse_stat(cells, family, _instances(stat, top))
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cached, json.dumps(asdict(result), indent=1))
     return result

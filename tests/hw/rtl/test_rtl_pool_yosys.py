@@ -68,6 +68,25 @@ def test_yosys_counts_of_a_small_mvau():
         node.resources("xc9")
 
 
+@yosys
+def test_yosys_synthesizes_each_pe_dot_product_once_and_counts_it_per_pe():
+    # A wide UINT8 x +-1 layer (TFC's first layer auto-folded to PE 32 x SIMD 16) did not finish flat in
+    # 15 minutes: every PE's adder tree became one full-adder network for ABC. Each PE's dot product is
+    # now its own module, synthesized once and counted PE times.
+    rng = np.random.default_rng(2)
+    cfg = MVAUConfig(mw=16, mh=8, pe=4, simd=8, idt="UINT8", wdt="BIPOLAR", odt="BINARY", name="MVAU_uint8")
+    node = RTLMvau(cfg, rng.choice([-1, 1], (16, 8)), np.sort(rng.integers(-512, 512, (8, 1)), axis=1))
+    mvau = node.resources("xc7")
+    assert mvau.instances == {"onebit_dot": 4}
+    p = node.parameters()
+    dot = synthesize("onebit_dot", {"SIMD": 8, "IBITS": 8, "ISIGNED": 0, "XNOR": 0}, family="xc7")
+    assert dot.lut > 20 and dot.instances == {}  # an 8-lane add/subtract tree: tens of LUTs
+    # the four instances are all counted, beside the counters, accumulators and thresholds of the MVAU
+    assert mvau.lut >= p["PE"] * dot.lut, (mvau.cells, dot.cells)
+    assert mvau.carry >= p["PE"] * dot.carry
+    assert "$paramod" not in " ".join(mvau.cells)
+
+
 @verilator
 @pytest.mark.rtl_sweep  # the stitched accelerator test (tests/hw/rtl/test_rtl_accelerator.py) covers FIFOs
 def test_rtl_fifo_passes_beats_in_order_under_stalls(tmp_path):
