@@ -64,7 +64,9 @@ def export_qonnx(plain: OnebitNet, meta: dict[str, Any] | None, path: str | Path
             # Brevitas/torch.onnx print pages of progress and deprecation notes; keep the console for results.
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_onnx_logger():
                 warnings.simplefilter("ignore")
-                brevitas_export_qonnx(view, example, export_path=str(tmp))
+                # TorchScript exporter: the same QONNX ops (MatMul where dynamo writes Gemm, which FINN's tidy-up
+                # turns into MatMul anyway) in 0.4 s instead of 2.9 s of CPU for a TFC, without importing dynamo
+                brevitas_export_qonnx(view, example, export_path=str(tmp), dynamo=False)
                 cleanup(str(tmp), out_file=str(tmp))
         finally:
             # torch's exporter also writes the initializers to `<tmp>.data`; cleanup() inlines them into
