@@ -41,15 +41,16 @@ class FoldingFileError(OnebitError):
     """A folding file entry that does not fit the graph (the message names layer, attribute, legal values)."""
 
 
-def _base(op_type: str) -> str:
+def base_op(op_type: str) -> str:
+    """`MVAU_hls` -> `MVAU`: the attribute semantics are the same for the HLS and RTL flavours."""
     for suffix in ("_hls", "_rtl"):
         if op_type.endswith(suffix):
             return op_type[: -len(suffix)]
     return op_type
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, int(n) + 1) if n % d == 0]
 
 
 def _legal(values: list[int]) -> str:
@@ -100,12 +101,12 @@ def check_folding_config(model, config: dict[str, Any], source: str) -> None:
             if allowed and value not in allowed:
                 raise FoldingFileError(f"folding file {source}: layer {layer} {attr} = {value!r}; legal values: "
                                        f"{', '.join(map(str, sorted(allowed, key=str)))}")
-            dimension = DIVIDES.get(_base(node.op_type), {}).get(attr)
+            dimension = DIVIDES.get(base_op(node.op_type), {}).get(attr)
             if dimension is not None and dimension in types:
                 size = int(inst.get_nodeattr(dimension))
                 if size % value:
                     raise FoldingFileError(f"folding file {source}: layer {layer} ({node.op_type}) {attr} = {value} does "
-                                           f"not divide {dimension} = {size}; legal values: {_legal(_divisors(size))}")
+                                           f"not divide {dimension} = {size}; legal values: {_legal(divisors(size))}")
 
 
 def checked_apply_folding(apply_step: Callable, path: str | Path) -> Callable:

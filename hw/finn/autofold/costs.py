@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
+from hw.finn.folding_check import base_op, divisors
 from onebit.errors import OnebitError
 
 from .streams import INPUT_DMA, OUTPUT_DMA, dma_cycles
@@ -78,18 +79,6 @@ _SIMD_LIMIT_ATTR = {
     "FMPadding": "NumChannels",
     "FMPadding_Pixel": "NumChannels",
 }
-
-
-def base_op(op_type: str) -> str:
-    """`MVAU_hls` -> `MVAU`: the attribute semantics are the same for the HLS and RTL flavours."""
-    for suffix in ("_hls", "_rtl"):
-        if op_type.endswith(suffix):
-            return op_type[: -len(suffix)]
-    return op_type
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, int(n) + 1) if n % d == 0]
 
 
 @dataclass
@@ -177,9 +166,9 @@ def _mvau_settings(node, instance, swg_node, swg) -> list[dict[str, dict[str, in
     wbits = instance.get_input_datatype(1).bitwidth()
     hls = node.op_type.endswith("_hls")
     rtl_swg = swg is not None and swg_node.op_type == "ConvolutionInputGenerator_rtl"
-    pes = [pe for pe in _divisors(mh)]
+    pes = [pe for pe in divisors(mh)]
     settings = []
-    for simd in _divisors(mw):
+    for simd in divisors(mw):
         if swg_ch is not None and swg_ch % simd:
             continue  # the SWG delivers SIMD channels of one pixel: SIMD must divide them
         for pe in pes:
@@ -230,7 +219,7 @@ def build_groups(model: "ModelWrapper") -> list[Group]:
         elif "PE" in types:
             group = Group(node.name, members, "pe")
             swg_ch = int(swg.get_nodeattr("IFMChannels")) if swg else None
-            for pe in _divisors(_pe_limit(instance, base)):
+            for pe in divisors(_pe_limit(instance, base)):
                 if swg_ch is not None and swg_ch % pe:
                     continue
                 setting = {node.name: {"PE": pe}}
@@ -239,7 +228,7 @@ def build_groups(model: "ModelWrapper") -> list[Group]:
                 group.settings.append(setting)
         elif "SIMD" in types:
             group = Group(node.name, members, "simd")
-            for simd in _divisors(_simd_limit(instance, base)):
+            for simd in divisors(_simd_limit(instance, base)):
                 group.settings.append({node.name: {"SIMD": simd}})
         else:
             group = Group(node.name, members, "fixed", settings=[{}])
