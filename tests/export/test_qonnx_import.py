@@ -62,15 +62,20 @@ class SmallBinaryMLP(nn.Module):
 def brevitas_onnx(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = SmallBinaryMLP()
+    # a flat input: the image shape is declared
+    return _calibrated_export(net, (1, 784), tmp_path_factory.mktemp("brevitas") / "model.onnx")
+
+
+def _calibrated_export(net: torch.nn.Module, example_shape: tuple[int, ...], path: Path) -> Path:
+    """`net` with BatchNorm statistics from [0, 1] inputs (as a trained model would have), exported to QONNX."""
     net.train()
-    with torch.no_grad():  # BatchNorm statistics from [0, 1] inputs, as a trained model would have
+    with torch.no_grad():
         for _ in range(3):
             net(torch.rand(64, 1, 28, 28))
     net.eval()
-    path = tmp_path_factory.mktemp("brevitas") / "model.onnx"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        export_qonnx(net, torch.rand(1, 784), export_path=str(path))  # a flat input: the image shape is declared
+        export_qonnx(net, torch.rand(*example_shape), export_path=str(path))
     path.with_name(path.name + ".data").unlink(missing_ok=True)
     return path
 
@@ -212,17 +217,7 @@ def bnn_pynq_tfc(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     net, _ = model_with_cfg("tfc_1w1a", pretrained=False)
-    net.train()
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.rand(64, 1, 28, 28))
-    net.eval()
-    path = tmp_path_factory.mktemp("bnn_pynq") / "TFC_1W1A.onnx"
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        export_qonnx(net, torch.rand(1, 1, 28, 28), export_path=str(path))
-    path.with_name(path.name + ".data").unlink(missing_ok=True)
-    return path
+    return _calibrated_export(net, (1, 1, 28, 28), tmp_path_factory.mktemp("bnn_pynq") / "TFC_1W1A.onnx")
 
 
 def test_bnn_pynq_tfc_raw_pixels_refused(bnn_pynq_tfc: Path, tmp_path: Path) -> None:
