@@ -3,7 +3,7 @@
 `python export/to_finn.py model.onnx --input-scale 1/255 ...`: a QONNX model from elsewhere (Brevitas
 export_qonnx, QONNX zoo) through the same build, verified against itself (export/qonnx_import.py).
 
-The command of docs/design.md §3. The pipeline itself lives in hw/finn/build.py (`run_pipeline`), because the
+The command of docs/design.md §3. The pipeline itself lives in hw/pipeline.py (`run_pipeline`), because the
 FINN build is the hw stage and a stage may only import earlier ones; this entry point dispatches to it at
 run time, exactly as `onebit export` does (the same options as `onebit build`).
 
@@ -30,16 +30,11 @@ from onebit.errors import cli_errors  # noqa: E402
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from hw.pipeline import command_line
 
-    from hw.pipeline import add_pipeline_arguments, run_pipeline
-
-    parser = argparse.ArgumentParser(
-        prog="python export/to_finn.py",
-        description="export a onebit checkpoint (or a QONNX model.onnx with its input declared) to FINN: collapse, "
-                    "QONNX, FINN build, bit-exact verification")
-    add_pipeline_arguments(parser)
-    return run_pipeline(parser.parse_args(argv))
+    return command_line("python export/to_finn.py",
+                        "export a onebit checkpoint (or a QONNX model.onnx with its input declared) to FINN: collapse, "
+                        "QONNX, FINN build, bit-exact verification", argv)
 
 
 if __name__ == "__main__":

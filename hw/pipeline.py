@@ -8,6 +8,7 @@ them imports it (tests/test_layout.py keeps it so).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -17,12 +18,13 @@ from typing import Any
 if __package__ in (None, ""):  # `python hw/pipeline.py ...` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hw.boards import get_board
-from hw.finn.build import BuildResult, build_accelerator
-from hw.finn.folding import add_folding_arguments, spec_from_args
+from hw.boards import Board, get_board
+from hw.finn.build import TOOL_STEPS, BuildResult, build_accelerator
+from hw.finn.folding import spec_from_args
+from hw.options import DEFAULT_PYTHON_SAMPLES, OPTIONS_FILE, BuildOptions, OptionsError, options_from_command_line, resolved
 from onebit import faults, interrupts
-from onebit.atomic import write_atomic
-from onebit.buildfolder import BuildFolder
+from onebit.atomic import write_atomic, write_text_atomic
+from onebit.buildfolder import BuildFolder, sha256_file
 from onebit.errors import OnebitError, cli_errors
 
 # Top-level entries a build writes (FINN's own extras are adopted when they appear); onebit/buildfolder.py
@@ -30,9 +32,11 @@ from onebit.errors import OnebitError, cli_errors
 # describe the previous build (its report, validation results and deployment package).
 OUTPUTS = ("model.pt", "model_qonnx.onnx", "finn", "hw", "report", "build.log", "folding.json", "skipped.txt",
            "driver", "validation", "report.json", "report.md", "resources.png", "deploy", "deploy.zip",
-           "intermediate_models", "template_specialize_layers_config.json", "import.json")
+           "intermediate_models", "template_specialize_layers_config.json", "import.json", OPTIONS_FILE,
+           "dataflow_build_config.json")
 REPLACED = ("report.json", "report.md", "validation", "deploy", "deploy.zip", "import.json")
-DEFAULT_PYTHON_SAMPLES = 200  # keeps a CNV build's FINN Python levels near half a minute on 2 cores
+TOOL_STEP_NAMES = [name for name, _ in TOOL_STEPS]
+__all__ = ["DEFAULT_PYTHON_SAMPLES", "BuildOptions", "build", "run_pipeline", "main"]
 
 
 def finish_build_folder(result: BuildResult) -> dict[str, Any]:
@@ -71,74 +75,103 @@ def finish_build_folder(result: BuildResult) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# command line: the whole pipeline
+# the whole pipeline, from one BuildOptions (hw/options.py)
 
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a model.pt written by onebit (quant_models.train), or a "
-                        "QONNX model.onnx (Brevitas export_qonnx, QONNX zoo) with its input declared")
-    parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
-    parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
-    add_folding_arguments(parser)
-    parser.add_argument("--mvau", choices=("hls", "rtl"), default="hls",
-                        help="matrix-vector and max-pool nodes: FINN's HLS (default) or onebit's own RTL (hw/rtl), "
-                             "which Verilator simulates as a whole accelerator and yosys sizes without Xilinx tools")
-    parser.add_argument("--verify-samples", type=int, default=0, metavar="N",
-                        help="test images verified at the PyTorch levels (default 0 = the whole test set)")
-    parser.add_argument("--python-samples", type=int, default=DEFAULT_PYTHON_SAMPLES, metavar="M",
-                        help="of those, the first M verified by qonnx's and FINN's Python execution (slow: "
-                        f"~0.1-0.3 s per CNV image; default {DEFAULT_PYTHON_SAMPLES}, 0 = all N)")
-    parser.add_argument("--data-root", default=None,
-                        help="dataset folder for verification (default: the one recorded at training, else as "
-                             "quant_models.data resolves it)")
-    parser.add_argument("--levels", default=None, metavar="A,B",
-                        help="hardware levels after the Python levels: rtl_nodes (Verilator), cppsim (FINN cppsim, "
-                             "needs finn-hlslib), rtl_accelerator (--mvau rtl builds), all or none (default: every "
-                             "level whose tools are found)")
-    parser.add_argument("--node-samples", type=int, default=100, metavar="N",
-                        help="test images through every generated node in the hardware levels (default 100)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from export.input_declaration import add_import_arguments
-
-    add_import_arguments(parser)  # --dataset, and --input-scale/-offset/-shape/-layout, --sidecar for .onnx
+def add_pipeline_arguments(parser: argparse.ArgumentParser, suppress_defaults: bool = False) -> None:
+    """Every BuildOptions field as a flag, plus --config FILE and --list-steps."""
+    BuildOptions.add_arguments(parser, suppress_defaults=suppress_defaults)
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help=f"build options from FILE (a build folder's {OPTIONS_FILE}, or JSON/YAML with the same "
+                             "keys); flags given here override its values")
+    parser.add_argument("--list-steps", action="store_true",
+                        help="print this build's step list (for --stop-after/--start-from) and exit")
 
 
-def run_pipeline(args: argparse.Namespace) -> int:
-    """checkpoint -> collapse -> QONNX -> FINN build -> verification -> report; returns the exit code."""
-    from export.input_declaration import is_qonnx_path, refuse_import_options
+def build(options: BuildOptions | str | Path, **overrides: Any) -> dict[str, Any]:
+    """The Python API (`from onebit import build, BuildOptions`): build, verify, report; returns report.json's
+    dict (report["artifacts"]["build_dir"] is the build folder), or for --stop-after a dict with "stopped_after",
+    "next_step" and "build_dir". Raises OnebitError for bad input; a failed verification is report["verification"]["ok"]
+    False (the report says where)."""
+    if not isinstance(options, BuildOptions):
+        options = BuildOptions(checkpoint=options)
+    if overrides:
+        options = options.replace(**overrides)
+    from export.input_declaration import is_qonnx_path
+
+    if options.checkpoint is None:
+        raise OptionsError("no model given: BuildOptions(checkpoint='model.pt') (or a model.onnx)")
+    options = resolved(options)
+    return _run_imported(options) if is_qonnx_path(options.checkpoint) else _run_checkpoint(options)
+
+
+def run_pipeline(options: BuildOptions | argparse.Namespace) -> int:
+    """checkpoint -> collapse -> QONNX -> FINN build -> verification -> report; prints the summary, returns the
+    exit code (0 also for a build stopped on request with --stop-after)."""
     from hw.report import print_summary
-    from quant_models.checkpoint import load_checkpoint
-    from quant_models.custom_data import with_dataset
 
-    if is_qonnx_path(args.checkpoint):
-        return run_imported_pipeline(args)
-    refuse_import_options(args)
-    board = get_board(args.board)
-    folding = spec_from_args(args)
-    if args.verify_samples < 0:
-        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
-    if args.python_samples < 0:
-        raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
-    args.hardware_levels = _hardware_levels(args)  # a bad --levels fails now, not after the FINN build
-    trained, meta = load_checkpoint(args.checkpoint)
-    meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
-    if getattr(args, "data_root", None):
-        meta["dataset"] = {**(meta.get("dataset") or {}), "root": str(Path(args.data_root).expanduser().resolve())}
-    from hw.check.verify import load_test_set
-
-    load_test_set(meta, 1)  # an unknown dataset or missing files fail now, not after the FINN build
-    out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
-    with BuildFolder(out_dir, "onebit build") as folder:  # writable, locked, dead runs' temporaries gone
-        folder.claim(OUTPUTS, replace=REPLACED)  # refuses, before anything changes, if a file is not onebit's
-        from hw.deploy import remove_deployment_package
-
-        remove_deployment_package(out_dir)  # the previous build's package (keeps a FINN bitstream)
-        folder.remove(REPLACED)  # its report (report.json marks a finished build) and validation results
-        report = _build(args, folder, trained, meta, board, folding)
+    if isinstance(options, argparse.Namespace):
+        options = BuildOptions.from_namespace(options)
+    report = build(options)
+    if "stopped_after" in report:
+        print(f"stopped after {report['stopped_after']} (--stop-after): the build is not finished (no report). "
+              f"Continue with: {report['continue']}")
+        return 0
     print_summary(report)
     return 0 if report["verification"]["ok"] else 1
 
 
-def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[str, Any], board, folding) -> dict[str, Any]:
+def _board(options: BuildOptions) -> Board:
+    """The board preset, at --clock-mhz where given: FINN's synthesis clock, folding, I/O bound and estimates."""
+    board = get_board(options.board)
+    return dataclasses.replace(board, clock_ns=1000.0 / options.clock_mhz) if options.clock_mhz else board
+
+
+def _folding(options: BuildOptions):
+    return spec_from_args(options)  # reads and checks a folding file; auto-fold's presence
+
+
+def _start_build_folder(folder: BuildFolder, options: BuildOptions) -> None:
+    """Claim what a build writes, remove the previous build's report and package, record the options."""
+    folder.claim(OUTPUTS, replace=REPLACED)  # refuses, before anything changes, if a file is not onebit's
+    from hw.deploy import remove_deployment_package
+
+    remove_deployment_package(folder.path)  # the previous build's package (keeps a FINN bitstream)
+    folder.remove(REPLACED)  # its report (report.json marks a finished build) and validation results
+    write_text_atomic(folder.path / OPTIONS_FILE, options.to_json())
+    folder.record([OPTIONS_FILE])
+
+
+def _stopped(options: BuildOptions, folder: BuildFolder, before: set[str], result: BuildResult) -> dict[str, Any]:
+    folder.adopt_new(before)
+    folder.record()
+    follow = (f"onebit build --config {options.out / OPTIONS_FILE} --start-from {result.extras['next_step']}")
+    return {"stopped_after": result.extras["stopped_after"], "next_step": result.extras["next_step"],
+            "build_dir": str(options.out), "continue": follow}
+
+
+def _run_checkpoint(options: BuildOptions) -> dict[str, Any]:
+    from export.input_declaration import refuse_import_options
+    from quant_models.checkpoint import load_checkpoint
+    from quant_models.custom_data import with_dataset
+
+    refuse_import_options(options)
+    board = _board(options)
+    folding = _folding(options)
+    hardware_levels = _hardware_levels(options)  # a bad --levels fails now, not after the FINN build
+    trained, meta = load_checkpoint(options.checkpoint)
+    meta = with_dataset(meta, options.dataset)  # --dataset: verify on other data
+    if options.data_root:
+        meta["dataset"] = {**(meta.get("dataset") or {}), "root": str(Path(options.data_root).expanduser().resolve())}
+    from hw.check.verify import load_test_set
+
+    load_test_set(meta, 1)  # an unknown dataset or missing files fail now, not after the FINN build
+    with BuildFolder(options.out, "onebit build") as folder:  # writable, locked, dead runs' temporaries gone
+        _start_build_folder(folder, options)
+        return _build(options, folder, trained, meta, board, folding, hardware_levels)
+
+
+def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, Any], board, folding,
+           hardware_levels: list[str] | None) -> dict[str, Any]:
     from export.collapse import collapse
     from export.qonnx import export_qonnx
     from hw.check.finished import build_integrity
@@ -150,20 +183,28 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     out_dir = folder.path
     before = folder.entries()
     started = time.perf_counter()
-    if not (out_dir / "model.pt").exists() or not (out_dir / "model.pt").samefile(args.checkpoint):
-        write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
+    checkpoint_sha256 = sha256_file(options.checkpoint)
+    if not (out_dir / "model.pt").exists() or not (out_dir / "model.pt").samefile(options.checkpoint):
+        write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(options.checkpoint, tmp))
     plain, collapse_report = collapse(trained, meta)
-    torch_levels = start_torch_levels(trained, out_dir / "model.pt", meta, args.verify_samples)
+    qonnx_path = out_dir / "model_qonnx.onnx"
+    if not options.start_from:  # a resumed build reuses the QONNX model its saved steps were built from
+        export_qonnx(plain, meta, qonnx_path)
+    elif not qonnx_path.is_file():
+        raise OnebitError(f"--start-from: {qonnx_path} is missing; rerun without --start-from")
+    faults.point("build:after_qonnx")
+    result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not options.no_progress,
+                               mvau=options.mvau, start_from=options.start_from, stop_after=options.stop_after,
+                               fingerprint={"model_sha256": checkpoint_sha256})
+    if "stopped_after" in result.extras:
+        return _stopped(options, folder, before, result)
+    torch_levels = start_torch_levels(trained, out_dir / "model.pt", meta, options.verify_samples)
     try:
-        qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
-        faults.point("build:after_qonnx")
-        result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress,
-                                   mvau=getattr(args, "mvau", "hls"))
         finish_build_folder(result)
         faults.point("build:after_finn")
-        verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
-                                    progress=not args.no_progress, python_samples=args.python_samples,
-                                    hardware_levels=args.hardware_levels, node_samples=args.node_samples,
+        verification = verify_build(trained, plain, meta, result, samples=options.verify_samples,
+                                    progress=not options.no_progress, python_samples=options.python_samples,
+                                    hardware_levels=hardware_levels, node_samples=options.node_samples,
                                     torch_levels=torch_levels)
     finally:
         if torch_levels is not None:
@@ -171,10 +212,11 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     collapse_report.update(verification.pop("collapse_check", {}))
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started, marker=False)
+    report["options"] = options.values()
     report["integrity"] = build_integrity(out_dir)  # sha256 of what validation reads (hw/check/finished.py)
     faults.point("build:before_deploy")
     if verification["ok"]:  # after the report: the board README quotes its accuracy and FPS
-        make_deployment_package(out_dir, report=report, progress=not args.no_progress,
+        make_deployment_package(out_dir, report=report, progress=not options.no_progress,
                                 data_root=(meta.get("dataset") or {}).get("root"))
     else:  # a package whose expected outputs the accelerator does not reproduce would mislead
         remove_deployment_package(out_dir)
@@ -186,7 +228,7 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     return report
 
 
-def run_imported_pipeline(args: argparse.Namespace) -> int:
+def _run_imported(options: BuildOptions) -> dict[str, Any]:
     """A QONNX model from elsewhere: declared pre-processing merged in front, score tail recorded
     (export/qonnx_import.py) -> the same FINN build -> every level against the QONNX reference
     (hw/check/imported.py) -> report -> deployment package."""
@@ -194,77 +236,106 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     from export.qonnx_import import prepare_import, write_import_record
     from hw.check.imported import verify_imported_build
     from hw.check.verify import load_test_set
-    from hw.deploy import make_deployment_package, remove_deployment_package
+    from hw.deploy import make_deployment_package
     from hw.check.finished import build_integrity
-    from hw.report import print_summary, write_report, write_report_json
+    from hw.report import write_report, write_report_json
     from quant_models.custom_data import normalize_spec
 
-    board = get_board(args.board)
-    folding = spec_from_args(args)
-    if args.verify_samples < 0:
-        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
-    hardware_levels = _hardware_levels(args)
-    decl, sidecar = declare_input(args.checkpoint, args.input_scale, args.input_offset, args.input_shape,
-                                  args.input_layout, args.sidecar)
-    dataset = args.dataset or sidecar.get("dataset")
+    board = _board(options)
+    folding = _folding(options)
+    hardware_levels = _hardware_levels(options)
+    decl, sidecar = declare_input(options.checkpoint, options.input_scale, options.input_offset, options.input_shape,
+                                  options.input_layout, options.sidecar)
+    dataset = options.dataset or sidecar.get("dataset")
     if not dataset:
-        raise OnebitError(f"{args.checkpoint}: no dataset to verify on; pass --dataset (mnist, fashion-mnist, "
+        raise OnebitError(f"{options.checkpoint}: no dataset to verify on; pass --dataset (mnist, fashion-mnist, "
                           "cifar10, folder:PATH, npz:PATH) or put \"dataset\" in the sidecar")
-    meta = {"arch": {"name": f"imported {Path(args.checkpoint).name}"}, "estimator": None,
+    meta = {"arch": {"name": f"imported {Path(options.checkpoint).name}"}, "estimator": None,
             "dataset": {"name": normalize_spec(dataset)}}
-    images, labels, dataset_name = load_test_set(meta, args.verify_samples)  # bad data fails before the build
-    out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
+    images, labels, dataset_name = load_test_set(meta, options.verify_samples)  # bad data fails before the build
+    out_dir = options.out
     with BuildFolder(out_dir, "onebit build") as folder:  # the same folder rules as a checkpoint's build
-        folder.claim(OUTPUTS, replace=REPLACED)
-        remove_deployment_package(out_dir)
-        folder.remove(REPLACED)  # import.json marks the folder as an imported model's build: written anew below
+        _start_build_folder(folder, options)  # import.json marks the folder as an imported model's build: written anew below
         before = folder.entries()
         started = time.perf_counter()
-        record = prepare_import(args.checkpoint, decl, out_dir)
+        record = prepare_import(options.checkpoint, decl, out_dir)
         record["dataset"] = meta["dataset"]["name"]
         if list(images.shape[1:]) != record["input"]["image_shape"]:
             raise OnebitError(f"dataset {dataset_name} has images {list(images.shape[1:])}, the model takes "
                               f"{record['input']['image_shape']} (C,H,W); pass --dataset of that shape or --input-shape")
         result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding,
-                                   progress=not args.no_progress, mvau=getattr(args, "mvau", "hls"))
+                                   progress=not options.no_progress, mvau=options.mvau,
+                                   start_from=options.start_from, stop_after=options.stop_after,
+                                   fingerprint={"model_sha256": sha256_file(options.checkpoint)})
+        if "stopped_after" in result.extras:
+            return _stopped(options, folder, before, result)
         record["score_layer_alpha"] = result.score_affine.get("alpha")
         write_import_record(out_dir, record)
         finish_build_folder(result)
         verification = verify_imported_build(result, record, images, labels, dataset_name,
-                                             progress=not args.no_progress, hardware_levels=hardware_levels,
-                                             node_samples=args.node_samples)
+                                             progress=not options.no_progress, hardware_levels=hardware_levels,
+                                             node_samples=options.node_samples)
         report = write_report(result, meta, {"import": record}, verification,
                               seconds=time.perf_counter() - started, marker=False)
+        report["options"] = options.values()
         report["integrity"] = build_integrity(out_dir)
         if verification["ok"]:
-            make_deployment_package(out_dir, report=report, progress=not args.no_progress)
+            make_deployment_package(out_dir, report=report, progress=not options.no_progress)
         folder.adopt_new(before)
         folder.record()
         interrupts.check()
         write_report_json(out_dir, report)  # last: its presence marks a finished build
-    print_summary(report)
-    return 0 if verification["ok"] else 1
+    return report
 
 
-def _hardware_levels(args: argparse.Namespace) -> list[str] | None:
+def _hardware_levels(options: BuildOptions) -> list[str] | None:
     from hw.check.levels import parse_levels
     from hw.check.verify import LEVELS
 
-    if getattr(args, "node_samples", 100) < 1:
-        raise OnebitError(f"--node-samples must be >= 1, got {args.node_samples}")
     try:
-        return parse_levels(getattr(args, "levels", None), LEVELS)
+        return parse_levels(options.levels, LEVELS)
     except ValueError as error:
         raise OnebitError(f"--levels: {error}") from None
 
 
+def list_steps(options: BuildOptions) -> str:
+    """The step list a build with these options runs (folding choice, --mvau; tool steps marked)."""
+    from hw.finn.build import ONEBIT_STEP_NAMES, build_steps
+    from hw.finn.folding import FoldingSpec
+    from hw.finn.steps import describe
+
+    import tempfile
+
+    from hw.finn.env import prepare_finn
+
+    mode = "file" if options.folding else "target_fps" if options.target_fps else "auto"
+    with tempfile.TemporaryDirectory(prefix="onebit-steps-") as scratch:
+        prepare_finn(scratch)  # finn-plus' settings, which the tool probe reads
+    steps, skipped = build_steps(FoldingSpec(mode, file=options.folding, target_fps=options.target_fps), options.mvau)
+    needs = dict(TOOL_STEPS)
+    not_here = {row["step"]: "needs " + ", ".join(needs[row["step"]]) + "; see skipped.txt" for row in skipped}
+    ordered = [step for step in steps if step not in TOOL_STEP_NAMES] + TOOL_STEP_NAMES  # FINN's order
+    return describe(ordered, set(ONEBIT_STEP_NAMES), not_here)
+
+
+def command_line(prog: str, description: str, argv: list[str] | None) -> int:
+    """`onebit build` / `onebit export` / `python export/to_finn.py`: argparse -> BuildOptions -> the pipeline."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_pipeline_arguments(parser, suppress_defaults=True)  # flags not given do not override --config's values
+    interrupts.install()  # a Ctrl-C during the heavy imports must not be swallowed (onebit/interrupts.py)
+    args = parser.parse_args(argv)
+    if args.list_steps:
+        if getattr(args, "checkpoint", None) is None and args.config is None:
+            args.checkpoint = "model.pt"  # the step list does not depend on the model
+        print(list_steps(options_from_command_line(args)))
+        return 0
+    return run_pipeline(options_from_command_line(args))
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="onebit build", description="FINN build of a onebit checkpoint for a board, with bit-exact verification")
-    add_pipeline_arguments(parser)
-    interrupts.install()  # a Ctrl-C during the heavy imports must not be swallowed (onebit/interrupts.py)
-    return run_pipeline(parser.parse_args(argv))
+    return command_line("onebit build", "FINN build of a onebit checkpoint (or a QONNX model.onnx) for a board, with "
+                        "bit-exact verification", argv)
 
 
 if __name__ == "__main__":

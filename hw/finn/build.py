@@ -235,7 +235,7 @@ def _step_list(folding: FoldingSpec, mvau: str = "hls") -> list[str]:
     return FRONTEND_HEAD + middle + tail
 
 
-def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, tools: ToolStatus):
+def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, tools: ToolStatus, keep_autofold: bool = False):
     """FINN's DataflowBuildConfig for this build, passed through finn-plus' own DataflowBuildConfig.construct_from
     (which insists on target_fps or an existing folding_config_file)."""
     from finn.builder.build_dataflow_config import (AutoFIFOSizingMethod, DataflowBuildConfig,
@@ -252,7 +252,8 @@ def _make_config(out_dir: Path, board: Board, folding: FoldingSpec, tools: ToolS
         # The auto-fold step sets PE/SIMD itself (no FINN step reads this file); it writes its choice here
         # (_autofold_step), so the config names the folding the accelerator really has.
         folding_file = out_dir / "finn" / AUTOFOLD_FOLDING
-        write_text_atomic(folding_file, json.dumps({"Defaults": {}}, indent=2))
+        if not (keep_autofold and folding_file.is_file()):  # a resumed build keeps the folding it chose
+            write_text_atomic(folding_file, json.dumps({"Defaults": {}}, indent=2))
     cfg = DataflowBuildConfig(
         output_dir=str(out_dir),
         synth_clk_period_ns=board.clock_ns,
@@ -285,22 +286,44 @@ def _autofold_step(fold: Callable, out_dir: Path) -> Callable:
     return step
 
 
+def build_steps(folding: FoldingSpec, mvau: str = "hls",
+                tools: ToolStatus | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """This build's step list (FINN's names, onebit's `step_onebit_*`) and the tool steps skipped here."""
+    tools = tool_status() if tools is None else tools
+    skipped = _skipped_steps(tools)
+    skipped_names = {row["step"] for row in skipped}
+    return _step_list(folding, mvau) + [name for name, _ in TOOL_STEPS if name not in skipped_names], skipped
+
+
+ONEBIT_STEP_NAMES = frozenset(list(_ONEBIT_STEPS) + ["step_onebit_auto_fold", "step_onebit_rtl_nodes"])
+DATAFLOW_CONFIG = "dataflow_build_config.json"
+
+
 def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
-                      progress: bool = True, mvau: str = "hls") -> BuildResult:
+                      progress: bool = True, mvau: str = "hls", start_from: str | None = None,
+                      stop_after: str | None = None, fingerprint: dict[str, Any] | None = None) -> BuildResult:
     """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`.
-    mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py)."""
+    mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py).
+    start_from / stop_after: run part of the step list (hw/finn/steps.py); a stopped build's result has
+    `stopped_after` set and no folding.json/skipped.txt written. fingerprint: what the caller's models depend
+    on beyond board, clock, folding and mvau (e.g. the checkpoint's sha256), checked on --start-from."""
     from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw.finn.steps import StepRecord, plan
 
     out_dir = Path(out_dir).resolve()
     (out_dir / "finn").mkdir(parents=True, exist_ok=True)
     # FINN's scratch (HLS/RTL code-gen folders, partition models) is the build folder's hw/.
     finn_steps = import_finn_steps(out_dir / "hw")
     tools = tool_status()
-    cfg = _make_config(out_dir, board, folding, tools)
-
-    steps = _step_list(folding, mvau)
-    skipped = _skipped_steps(tools)
-    steps += [name for name, _ in TOOL_STEPS if name not in {row["step"] for row in skipped}]
+    if mvau not in ("hls", "rtl"):
+        raise OnebitError(f"mvau must be 'hls' or 'rtl', got '{mvau}'")
+    steps, skipped = build_steps(folding, mvau, tools)
+    first, end = plan(steps, {row["step"]: row["missing"] for row in skipped}, start_from, stop_after)
+    cfg = _make_config(out_dir, board, folding, tools, keep_autofold=first > steps.index("step_onebit_auto_fold")
+                       if "step_onebit_auto_fold" in steps else False)
+    # FINN's own record of its configuration, as finn-plus' DataflowBuildConfig serialises it.
+    write_text_atomic(out_dir / DATAFLOW_CONFIG, json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
 
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
@@ -308,8 +331,6 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
         from hw.finn.rtl_mvau import STEP_NAME, step_onebit_rtl_nodes
 
         lookup[STEP_NAME] = step_onebit_rtl_nodes
-    elif mvau != "hls":
-        raise OnebitError(f"mvau must be 'hls' or 'rtl', got '{mvau}'")
     if folding.mode == "file":  # names, attributes and divisors checked against the graph first
         from hw.finn.folding_check import checked_apply_folding
 
@@ -325,11 +346,20 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
             fold = lambda model, cfg: auto_fold(model, board)  # noqa: E731
         lookup["step_onebit_auto_fold"] = _autofold_step(fold, out_dir)
 
-    model = ModelWrapper(str(qonnx_path))
+    from onebit.buildfolder import sha256_file
+
+    record = StepRecord(out_dir, {"board": board.name, "clock_ns": board.clock_ns, "folding": folding.mode,
+                                  "target_fps": folding.target_fps, "margin": folding.margin,
+                                  "folding_file_sha256": sha256_file(folding.file) if folding.file else None,
+                                  "mvau": mvau, "steps": steps, **(fingerprint or {})}, sha256_file(qonnx_path))
     seconds: dict[str, float] = {}
     previous = Path(qonnx_path)
+    if first > 0:
+        previous, seconds = record.resume(steps, first)
+    record.save()
+    model = ModelWrapper(str(previous))
     log_path = out_dir / "build.log"
-    bar = _progress(steps, progress)
+    bar = _progress(steps[first:end], progress)
     with open(log_path, "a") as log_file, _finn_logging_to(log_file):
         for step in bar:
             if hasattr(bar, "set_postfix_str"):
@@ -347,6 +377,14 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
             seconds[step] = round(time.perf_counter() - started, 3)
             previous = out_dir / "finn" / f"{step}.onnx"
             write_atomic(previous, lambda tmp: model.save(str(tmp)))  # never a half-written model (disk full)
+            record.add(step, previous, seconds[step])
+    stopped_after = steps[end - 1] if end < len(steps) else None
+    record.finish(stopped_after)
+    if stopped_after is not None:
+        result = BuildResult(out_dir=out_dir, board=board, folding=folding, steps_run=steps[:end], step_seconds=seconds,
+                             skipped=skipped, tools=tools, final_model=previous, score_affine={})
+        result.extras.update(stopped_after=stopped_after, next_step=steps[end], steps_reused=steps[:first])
+        return result
     # After ZynqBuild/VitisBuild the model is the partitioned parent: onebit reads its dataflow child.
     final_model, parent = resolve_final_model(previous, out_dir)
     if parent is not None:
@@ -358,6 +396,8 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     if parent is not None:
         result.extras["partitioned_parent_model"] = str(parent)
     result.extras["mvau"] = mvau
+    if first > 0:
+        result.extras["steps_reused"] = steps[:first]
     write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
     write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result

@@ -14,10 +14,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("quant_models.train", "train a 1-bit model and write a self-describing model.pt"),
     "export": ("export.to_finn", "checkpoint -> QONNX -> FINN build, with verification"),
     "build": ("hw.pipeline", "FINN build of a checkpoint for a board (full flow where Vivado exists)"),
+    "steps": ("hw.pipeline", "list a build's steps, for --stop-after/--start-from (= onebit build --list-steps)"),
     "validate": ("hw.check.validate", "run a test set through software and the accelerator, compare"),
     "bench": ("bench.run_all", "run the benchmarks, results under bench/results/"),
     "demo": ("onebit.cli.demo", "the main job end to end: train TFC-w1a1 on Fashion-MNIST, build, verify"),
 }
+
+PREFIX_ARGS = {"steps": ["--list-steps"]}  # `onebit steps [build options]` is `onebit build --list-steps [...]`
 
 
 def _usage() -> str:
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupts.install()  # before the stage's heavy imports, which could swallow a Ctrl-C
     module = importlib.import_module(SUBCOMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    return int(module.main(PREFIX_ARGS.get(command, []) + rest) or 0)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hw.boards import get_board
-    from hw.pipeline import add_pipeline_arguments, run_pipeline
+    from hw.options import BuildOptions
+    from hw.pipeline import run_pipeline
     from quant_models.train import TrainConfig, train
 
     get_board(args.board)  # fail before training on a bad board name
@@ -44,12 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     trained_seconds = time.perf_counter() - started
     print(f"      test accuracy {meta['metrics']['test_accuracy']:.2%} after {trained_seconds:.0f} s")
     print(f"[2/2] export + FINN build for {args.board} + verification on all test images")
-    build_parser = argparse.ArgumentParser()
-    add_pipeline_arguments(build_parser)
-    build_args = build_parser.parse_args([str(checkpoint), "--board", args.board, "--out", str(args.out),
-                                          "--verify-samples", "0", "--python-samples", "0"]
-                                         + (["--no-progress"] if args.no_progress else []))
-    code = run_pipeline(build_args)
+    code = run_pipeline(BuildOptions(checkpoint, board=args.board, out=args.out, verify_samples=0, python_samples=0,
+                                     no_progress=args.no_progress))
     total = time.perf_counter() - started
     print(f"demo finished in {total:.0f} s (training {trained_seconds:.0f} s); "
           f"{'all levels bit-exact' if code == 0 else 'MISMATCHES: see validation/mismatches.md'}")
