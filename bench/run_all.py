@@ -25,14 +25,15 @@ from onebit.errors import OnebitError, cli_errors  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 REFERENCE_RUNS = {  # name: (training options, build options)
-    "tfc": (dict(model="tfc", epochs=10), ["--verify-samples", "0"]),
-    "cnv": (dict(model="cnv", epochs=1, limit_train=10000), ["--verify-samples", "1000"]),
+    "tfc": (dict(model="tfc", epochs=10), dict(verify_samples=0)),
+    "cnv": (dict(model="cnv", epochs=1, limit_train=10000), dict(verify_samples=1000)),
 }
 
 
 def reference_build(name: str, work: Path) -> Path:
     """The build folder of a reference checkpoint, trained and built here if it is not there yet."""
-    from hw.pipeline import main as build_main
+    from hw.options import BuildOptions
+    from hw.pipeline import run_pipeline
     from quant_models.train import TrainConfig, train
 
     build_dir = work / f"{name}-build"
@@ -42,7 +43,7 @@ def reference_build(name: str, work: Path) -> Path:
     options, build_options = REFERENCE_RUNS[name]
     if not checkpoint.is_file():
         train(TrainConfig(estimator="ste", out=str(checkpoint), **options))
-    code = build_main([str(checkpoint), "--board", "Pynq-Z1", "--out", str(build_dir), *build_options])
+    code = run_pipeline(BuildOptions(checkpoint, board="Pynq-Z1", out=build_dir, **build_options))
     if code != 0:
         raise OnebitError(f"the reference build of {name} failed (exit {code}); see {build_dir}/report.md")
     return build_dir

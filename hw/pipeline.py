@@ -137,8 +137,23 @@ def _start_build_folder(folder: BuildFolder, options: BuildOptions) -> None:
 
     remove_deployment_package(folder.path)  # the previous build's package (keeps a FINN bitstream)
     folder.remove(REPLACED)  # its report (report.json marks a finished build) and validation results
+    if not options.start_from:  # a resume writes them once the saved steps are accepted (_record_options)
+        _record_options(folder, options)
+
+
+def _record_options(folder: BuildFolder, options: BuildOptions) -> None:
     write_text_atomic(folder.path / OPTIONS_FILE, options.to_json())
     folder.record([OPTIONS_FILE])
+
+
+def _check_resumed_model(out_dir: Path, checkpoint_sha256: str) -> None:
+    """Before model.pt is replaced: --start-from with another checkpoint than the saved steps were built from."""
+    from hw.finn.steps import StepError, read_record
+
+    built_from = ((read_record(out_dir) or {}).get("fingerprint") or {}).get("model_sha256")
+    if built_from is not None and built_from != checkpoint_sha256:
+        raise StepError(f"--start-from: the saved steps in {out_dir} were built from another model (sha256 of the "
+                        "checkpoint differs); rerun without --start-from")
 
 
 def _stopped(options: BuildOptions, folder: BuildFolder, before: set[str], result: BuildResult) -> dict[str, Any]:
@@ -184,22 +199,28 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
     before = folder.entries()
     started = time.perf_counter()
     checkpoint_sha256 = sha256_file(options.checkpoint)
+    if options.start_from:
+        _check_resumed_model(out_dir, checkpoint_sha256)
     if not (out_dir / "model.pt").exists() or not (out_dir / "model.pt").samefile(options.checkpoint):
         write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(options.checkpoint, tmp))
     plain, collapse_report = collapse(trained, meta)
-    qonnx_path = out_dir / "model_qonnx.onnx"
-    if not options.start_from:  # a resumed build reuses the QONNX model its saved steps were built from
-        export_qonnx(plain, meta, qonnx_path)
-    elif not qonnx_path.is_file():
-        raise OnebitError(f"--start-from: {qonnx_path} is missing; rerun without --start-from")
-    faults.point("build:after_qonnx")
-    result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not options.no_progress,
-                               mvau=options.mvau, start_from=options.start_from, stop_after=options.stop_after,
-                               fingerprint={"model_sha256": checkpoint_sha256})
-    if "stopped_after" in result.extras:
-        return _stopped(options, folder, before, result)
-    torch_levels = start_torch_levels(trained, out_dir / "model.pt", meta, options.verify_samples)
+    verifying = options.stop_after is None
+    torch_levels = (start_torch_levels(trained, out_dir / "model.pt", meta, options.verify_samples)
+                    if verifying else None)  # a CNN's PyTorch levels run in a second process during the FINN build
     try:
+        qonnx_path = out_dir / "model_qonnx.onnx"
+        if not options.start_from:  # a resumed build reuses the QONNX model its saved steps were built from
+            export_qonnx(plain, meta, qonnx_path)
+        elif not qonnx_path.is_file():
+            raise OnebitError(f"--start-from: {qonnx_path} is missing; rerun without --start-from")
+        faults.point("build:after_qonnx")
+        result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not options.no_progress,
+                                   mvau=options.mvau, start_from=options.start_from, stop_after=options.stop_after,
+                                   fingerprint={"model_sha256": checkpoint_sha256})
+        if options.start_from:
+            _record_options(folder, options)
+        if "stopped_after" in result.extras:
+            return _stopped(options, folder, before, result)
         finish_build_folder(result)
         faults.point("build:after_finn")
         verification = verify_build(trained, plain, meta, result, samples=options.verify_samples,
@@ -267,6 +288,8 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
                                    progress=not options.no_progress, mvau=options.mvau,
                                    start_from=options.start_from, stop_after=options.stop_after,
                                    fingerprint={"model_sha256": sha256_file(options.checkpoint)})
+        if options.start_from:
+            _record_options(folder, options)
         if "stopped_after" in result.extras:
             return _stopped(options, folder, before, result)
         record["score_layer_alpha"] = result.score_affine.get("alpha")

@@ -26,12 +26,28 @@ def build_integrity(build_dir: str | Path) -> dict[str, str]:
     return integrity_record(build_dir, INTEGRITY_PATTERNS)
 
 
+def stopped_message(build_dir: str | Path) -> str | None:
+    """For a build stopped on request (--stop-after, hw/finn/steps.py): what it is and how to continue."""
+    from hw.finn.steps import read_record
+
+    record = read_record(build_dir)
+    if not record or not record.get("stopped_after") or (Path(build_dir) / "report.json").is_file():
+        return None
+    steps = (record.get("fingerprint") or {}).get("steps") or []
+    stopped = record["stopped_after"]
+    following = steps[steps.index(stopped) + 1] if stopped in steps[:-1] else None
+    how = (f"continue with `onebit build --config {Path(build_dir) / 'onebit_options.json'} --start-from {following}`"
+           if following else "rerun `onebit build`")
+    return f"{build_dir}: the build was stopped after {stopped} (--stop-after), so it is not finished; {how}"
+
+
 def finished_report(build_dir: str | Path) -> dict[str, Any]:
     """report.json of a finished build, or OnebitError saying the build did not finish."""
     build_dir = Path(build_dir)
     path = build_dir / "report.json"
     if not path.is_file():
-        raise OnebitError(f"{build_dir}: no report.json, so the build did not finish (interrupted or failed); "
+        raise OnebitError(stopped_message(build_dir) or
+                          f"{build_dir}: no report.json, so the build did not finish (interrupted or failed); "
                           f"rerun `onebit build` with --out {build_dir}")
     try:
         report = json.loads(path.read_text())
@@ -66,4 +82,4 @@ def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict
     return checked
 
 
-__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "check_build_integrity", "finished_report", "inside"]
+__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "stopped_message", "check_build_integrity", "finished_report", "inside"]

@@ -39,6 +39,10 @@ def on_pynq_board() -> bool:
 def check_build_dir(build_dir: Path) -> None:
     if not build_dir.is_dir():
         raise OnebitError(f"{build_dir}: no such build folder; run `onebit build model.pt --out {build_dir}` first")
+    from hw.check.finished import stopped_message
+
+    if (stopped := stopped_message(build_dir)) is not None:  # --stop-after: say how to continue
+        raise OnebitError(stopped)
     if not (build_dir / "driver" / "io.json").is_file():
         raise OnebitError(f"{build_dir}: no driver/io.json (the I/O description); the build did not finish, "
                           "rerun `onebit build`")
