@@ -45,20 +45,9 @@ class FoldingSpec:
         return f"FINN SetFolding for {self.target_fps} FPS"
 
 
-def add_folding_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--folding", type=Path, metavar="FILE", help="FINN folding config JSON (e.g. a build's folding.json)")
-    group.add_argument("--target-fps", type=int, metavar="N",
-                       help="FINN's folding heuristic (SetFolding) for N frames/s at the board clock")
-    group.add_argument("--auto-fold", action="store_true",
-                       help="the default: best FPS the board can feed (DMAs included) within its LUT/BRAM budget, "
-                       "with the fewest LUT (hw.finn.autofold)")
-    parser.add_argument("--margin", type=float, metavar="F", default=None,
-                        help="auto-fold's usable fraction of the board's LUT/BRAM (0 < F <= 1, default 0.8)")
-
-
-def spec_from_args(args: argparse.Namespace) -> FoldingSpec:
-    """--folding FILE, --target-fps N, or (default, also --auto-fold) auto-fold to the board's budget."""
+def spec_from_args(args: argparse.Namespace | Any) -> FoldingSpec:
+    """--folding FILE, --target-fps N, or (default, also --auto-fold) auto-fold to the board's budget, from a
+    BuildOptions (hw/options.py, where the flags are declared) or a Namespace with the same attributes."""
     margin = getattr(args, "margin", None)
     chosen = "--folding" if getattr(args, "folding", None) is not None else (
         "--target-fps" if getattr(args, "target_fps", None) is not None else None)
