@@ -26,6 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onebit.errors import cli_errors  # noqa: E402
+from onebit.invocation import program_name
 
 
 @cli_errors
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from hw.pipeline import add_pipeline_arguments, run_pipeline
 
     parser = argparse.ArgumentParser(
-        prog="python export/to_finn.py",
+        prog=program_name("python export/to_finn.py"),
         description="export a onebit checkpoint (or a QONNX model.onnx with its input declared) to FINN: collapse, "
                     "QONNX, FINN build, bit-exact verification")
     add_pipeline_arguments(parser)

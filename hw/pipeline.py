@@ -17,13 +17,14 @@ from typing import Any
 if __package__ in (None, ""):  # `python hw/pipeline.py ...` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hw.boards import get_board
+from hw.boards import BOARDS, get_board
 from hw.finn.build import BuildResult, build_accelerator
 from hw.finn.folding import add_folding_arguments, spec_from_args
 from onebit import faults, interrupts
 from onebit.atomic import write_atomic
 from onebit.buildfolder import BuildFolder
 from onebit.errors import OnebitError, cli_errors
+from onebit.invocation import program_name
 
 # Top-level entries a build writes (FINN's own extras are adopted when they appear); onebit/buildfolder.py
 # refuses to start when one of them exists and is not onebit's. A rebuild removes REPLACED first: they
@@ -76,7 +77,7 @@ def finish_build_folder(result: BuildResult) -> dict[str, Any]:
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a model.pt written by onebit (quant_models.train), or a "
                         "QONNX model.onnx (Brevitas export_qonnx, QONNX zoo) with its input declared")
-    parser.add_argument("--board", default="Pynq-Z1", help="board preset (default Pynq-Z1; see hw/boards.py)")
+    parser.add_argument("--board", default="Pynq-Z1", help=f"board preset: {', '.join(BOARDS)} (default Pynq-Z1)")
     parser.add_argument("--out", type=Path, default=None, help="build folder (default build/<checkpoint name>)")
     add_folding_arguments(parser)
     parser.add_argument("--mvau", choices=("hls", "rtl"), default="hls",
@@ -261,7 +262,7 @@ def _hardware_levels(args: argparse.Namespace) -> list[str] | None:
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="onebit build", description="FINN build of a onebit checkpoint for a board, with bit-exact verification")
+        prog=program_name("onebit build"), description="FINN build of a onebit checkpoint for a board, with bit-exact verification")
     add_pipeline_arguments(parser)
     interrupts.install()  # a Ctrl-C during the heavy imports must not be swallowed (onebit/interrupts.py)
     return run_pipeline(parser.parse_args(argv))

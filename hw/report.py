@@ -60,7 +60,10 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
     network = _read_json(result.out_dir / "report" / "estimate_network_performance.json")
     max_cycles = bottleneck["cycles"] if bottleneck else 0
     fps = board.clock_mhz * 1e6 / max_cycles if max_cycles else None
-    latency_cycles = network.get("critical_path_cycles", sum(r["cycles"] for r in rows))
+    # One latency figure everywhere (autofold_report.md too): FINN's critical path plus the DMAs' cycles.
+    dma_cycles = sum(r["cycles"] for r in rows if str(r["op_type"]).startswith("IODMA"))
+    latency_cycles = (network["critical_path_cycles"] + dma_cycles if "critical_path_cycles" in network
+                      else sum(r["cycles"] for r in rows))
     budget = board.budget()
     report = {
         "format": "onebit-build-report", "version": 1,
@@ -87,7 +90,7 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
         "accelerator_io": {
             "input": {"datatype": "UINT8", "pixels": "raw 0..255",
                       "layout": _input_layout(result)},
-            "output": {"stream": "popcount p of the score layer (UINT, one per class)",
+            "output": {"stream": "popcount p of the score layer, one per class (0 <= p <= n)",
                        "to_scores": "z = 2*p - n", "n": result.score_affine.get("n"),
                        "datatype": _output_datatype(result)},
         },
@@ -155,12 +158,47 @@ def _output_datatype(result: BuildResult) -> str | None:
     return str(model.get_tensor_datatype(model.graph.output[0].name).name)
 
 
+def skipped_steps_markdown(skipped: list[dict[str, str]]) -> list[str]:
+    """Each missing tool once, with the steps that need it (not the same sentence for every step)."""
+    if not skipped:
+        return ["- none"]
+    steps_of: dict[str, list[str]] = {}
+    for step in skipped:
+        for missing in _top_level_items(str(step["missing"])):
+            steps_of.setdefault(missing, []).append(step["step"])
+    return [f"- missing {missing}: {', '.join(steps)}" for missing, steps in steps_of.items()]
+
+
+def _top_level_items(text: str) -> list[str]:
+    """'A (x; y); B (z)' -> ['A (x; y)', 'B (z)']: split at '; ' outside parentheses."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and text.startswith("; ", i):
+            items.append(text[start:i])
+            start = i + 2
+    return [item for item in (*items, text[start:]) if item]
+
+
+def _relative(value: Any, build_dir: str) -> Any:
+    """A path inside the build folder as a relative one (a build folder is what a user carries around)."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    try:
+        return str(Path(value).relative_to(build_dir)) or "."
+    except ValueError:
+        return value
+
+
 def layer_table_text(rows: list[dict[str, Any]]) -> str:
-    header = f"{'layer':<22} {'op':<14} {'PE':>4} {'SIMD':>5} {'cycles':>8} {'LUT':>8} {'BRAM18':>7}"
+    # Name columns as wide as their longest entry (FINN's op names run to StreamingDataWidthConverter).
+    layer_w = max([len("layer"), *(len(str(r["layer"])) for r in rows)])
+    op_w = max([len("op"), *(len(str(r["op_type"])) for r in rows)])
+    header = f"{'layer':<{layer_w}} {'op':<{op_w}} {'PE':>4} {'SIMD':>5} {'cycles':>8} {'LUT':>8} {'BRAM18':>7}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['layer']:<22} {r['op_type']:<14} {str(r['PE'] or '-'):>4} {str(r['SIMD'] or '-'):>5} "
-                     f"{r['cycles']:>8} {r['LUT']:>8.0f} {r['BRAM_18K']:>7.0f}")
+        lines.append(f"{r['layer']:<{layer_w}} {r['op_type']:<{op_w}} {str(r['PE'] or '-'):>4} "
+                     f"{str(r['SIMD'] or '-'):>5} {r['cycles']:>8} {r['LUT']:>8.0f} {r['BRAM_18K']:>7.0f}")
     return "\n".join(lines)
 
 
@@ -203,8 +241,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"Resources by yosys: not run ({synth['reason']}).", ""]
     io = report["accelerator_io"]
     lines += ["## Accelerator I/O", "", f"- input: {io['input']['datatype']} {io['input']['pixels']}, {io['input']['layout']}",
-              f"- output: {io['output']['stream']} ({io['output']['datatype']}); class scores {io['output']['to_scores']}, "
-              f"n = {io['output']['n']}", ""]
+              f"- output: {io['output']['stream']}, in {io['output']['datatype']} words on the stream; class scores "
+              f"{io['output']['to_scores']}, n = {io['output']['n']}", ""]
     imported = (report.get("collapse") or {}).get("import")
     if imported:  # a QONNX model from elsewhere (export/qonnx_import.py)
         tail, spec = ver.get("score_tail") or imported["score_tail"], imported["input"]
@@ -215,9 +253,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"- score tail removed from the hardware: {', '.join(tail['nodes']) or 'none'}; "
                   f"integer form on the accelerator z = 2p - n; float form {tail.get('float_form_from_z', tail['form'])} "
                   f"(positive scalar scale: same argmax)", ""]
-    lines += ["## Skipped FINN steps", ""]
-    lines += [f"- {s['step']}: missing {s['missing']}" for s in report["skipped_steps"]] or ["- none"]
-    lines += ["", "## Artifacts", ""] + [f"- {k}: {v}" for k, v in report["artifacts"].items()]
+    lines += ["## Skipped FINN steps", ""] + skipped_steps_markdown(report["skipped_steps"])
+    lines += ["", "## Artifacts (paths relative to the build folder)", ""]
+    lines += [f"- {k}: {_relative(v, report['artifacts']['build_dir'])}" for k, v in report["artifacts"].items()
+              if k != "build_dir"]
     return "\n".join(lines) + "\n"
 
 

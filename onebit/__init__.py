@@ -5,3 +5,5 @@ import nothing of the project; onebit/cli/ (the `onebit` command and the demo) i
 the stages and is imported by none. Keeping them apart keeps every import arrow pointing one way
 (tests/test_layout.py).
 """
+
+__version__ = "0.2.0"  # pyproject.toml reads it from here (one place); `onebit --version`, report.json
