@@ -8,6 +8,7 @@ them imports it (tests/test_layout.py keeps it so).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -20,11 +21,14 @@ if __package__ in (None, ""):  # `python hw/pipeline.py ...` from the repository
 from hw.boards import BOARDS, get_board
 from hw.finn.build import BuildResult, build_accelerator
 from hw.finn.folding import add_folding_arguments, spec_from_args
-from onebit import faults, interrupts
+from onebit import __version__, faults, interrupts
 from onebit.atomic import write_atomic
 from onebit.buildfolder import BuildFolder
 from onebit.errors import OnebitError, cli_errors
 from onebit.invocation import program_name
+from onebit.log import build_log, get_logger
+
+LOG = get_logger("build")
 
 # Top-level entries a build writes (FINN's own extras are adopted when they appear); onebit/buildfolder.py
 # refuses to start when one of them exists and is not onebit's. A rebuild removes REPLACED first: they
@@ -134,8 +138,10 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
         remove_deployment_package(out_dir)  # the previous build's package (keeps a FINN bitstream)
         folder.remove(REPLACED)  # its report (report.json marks a finished build) and validation results
-        report = _build(args, folder, trained, meta, board, folding)
-    print_summary(report)
+        with build_log(out_dir / "build.log"):  # onebit's messages beside FINN's, timestamped
+            LOG.info("onebit %s build of %s for %s into %s", __version__, args.checkpoint, board.name, out_dir)
+            report = _build(args, folder, trained, meta, board, folding)
+            print_summary(report)
     return 0 if report["verification"]["ok"] else 1
 
 
@@ -153,15 +159,19 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     started = time.perf_counter()
     if not (out_dir / "model.pt").exists() or not (out_dir / "model.pt").samefile(args.checkpoint):
         write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(args.checkpoint, tmp))
+    LOG.info("collapse to binary weights and integer thresholds")
     plain, collapse_report = collapse(trained, meta)
     torch_levels = start_torch_levels(trained, out_dir / "model.pt", meta, args.verify_samples)
     try:
         qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
+        LOG.info("QONNX export: %s; FINN build (%s)", qonnx_path.name, folding.describe())
         faults.point("build:after_qonnx")
         result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress,
                                    mvau=getattr(args, "mvau", "hls"))
         finish_build_folder(result)
         faults.point("build:after_finn")
+        LOG.info("FINN build done (%d steps run, %d skipped); verification", len(result.steps_run),
+                 len(result.skipped))
         verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
                                     progress=not args.no_progress, python_samples=args.python_samples,
                                     hardware_levels=args.hardware_levels, node_samples=args.node_samples,
@@ -174,6 +184,8 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
                           seconds=time.perf_counter() - started, marker=False)
     report["integrity"] = build_integrity(out_dir)  # sha256 of what validation reads (hw/check/finished.py)
     faults.point("build:before_deploy")
+    LOG.info("verification %s; first divergent level: %s", "passed" if verification["ok"] else "FAILED",
+             verification.get("first_divergent_level") or "none")
     if verification["ok"]:  # after the report: the board README quotes its accuracy and FPS
         make_deployment_package(out_dir, report=report, progress=not args.no_progress,
                                 data_root=(meta.get("dataset") or {}).get("root"))
@@ -215,12 +227,15 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
             "dataset": {"name": normalize_spec(dataset)}}
     images, labels, dataset_name = load_test_set(meta, args.verify_samples)  # bad data fails before the build
     out_dir = (args.out or Path("build") / Path(args.checkpoint).stem).resolve()
-    with BuildFolder(out_dir, "onebit build") as folder:  # the same folder rules as a checkpoint's build
+    with BuildFolder(out_dir, "onebit build") as folder, contextlib.ExitStack() as stack:  # the same folder rules
         folder.claim(OUTPUTS, replace=REPLACED)
         remove_deployment_package(out_dir)
         folder.remove(REPLACED)  # import.json marks the folder as an imported model's build: written anew below
         before = folder.entries()
         started = time.perf_counter()
+        stack.enter_context(build_log(out_dir / "build.log"))  # onebit's messages beside FINN's
+        LOG.info("onebit %s build of the imported %s for %s into %s", __version__, args.checkpoint, board.name,
+                 out_dir)
         record = prepare_import(args.checkpoint, decl, out_dir)
         record["dataset"] = meta["dataset"]["name"]
         if list(images.shape[1:]) != record["input"]["image_shape"]:
@@ -243,7 +258,7 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
         folder.record()
         interrupts.check()
         write_report_json(out_dir, report)  # last: its presence marks a finished build
-    print_summary(report)
+        print_summary(report)
     return 0 if verification["ok"] else 1
 
 

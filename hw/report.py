@@ -271,36 +271,39 @@ def over_budget_warning(report: dict[str, Any]) -> str | None:
 
 
 def print_summary(report: dict[str, Any]) -> None:
+    """The console summary of a build; every line also goes to the build log (onebit/log.py)."""
+    from onebit.log import say
+
     est, res, ver = report["estimate"], report["resources"], report["verification"]
-    print(layer_table_text(report["layers"]))
+    say(layer_table_text(report["layers"]))
     if est["fps"]:
-        print(f"\nbottleneck {report['bottleneck']['layer']}: {report['bottleneck']['cycles']} cycles -> "
-              f"estimated {est['fps']:,.0f} FPS, latency {est['latency_us']:.1f} us at {est['clock_mhz']:.0f} MHz "
-              f"on {report['board']['name']}")
+        say(f"\nbottleneck {report['bottleneck']['layer']}: {report['bottleneck']['cycles']} cycles -> "
+            f"estimated {est['fps']:,.0f} FPS, latency {est['latency_us']:.1f} us at {est['clock_mhz']:.0f} MHz "
+            f"on {report['board']['name']}")
     t, b = res["total"], res["budget"]
-    print(f"resources: LUT {t['LUT']:,.0f}/{b['LUT']:,}  BRAM_18K {t['BRAM_18K']:,.0f}/{b['BRAM_18K']:,}  "
-          f"DSP {t['DSP']:,.0f}/{b['DSP']:,}")
+    say(f"resources: LUT {t['LUT']:,.0f}/{b['LUT']:,}  BRAM_18K {t['BRAM_18K']:,.0f}/{b['BRAM_18K']:,}  "
+        f"DSP {t['DSP']:,.0f}/{b['DSP']:,}")
     warning = over_budget_warning(report)
     if warning:
-        print(warning)
+        say(warning)
     acc = report["accuracy"]
-    print(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
+    say(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
     for level, e in ver["levels"].items():  # in the order they ran
         if e.get("executed") and e["argmax_mismatches"] is None:  # node levels: node outputs compared
-            print(f"  {level:<18} {e['integer_mismatches']} mismatching node outputs on {e['samples']} images "
-                  f"+ random inputs, {len(e.get('nodes') or [])} nodes ({e['seconds']} s)")
+            say(f"  {level:<18} {e['integer_mismatches']} mismatching node outputs on {e['samples']} images "
+                f"+ random inputs, {len(e.get('nodes') or [])} nodes ({e['seconds']} s)")
         elif e.get("executed"):
-            print(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
-                  f"({e['seconds']} s)")
+            say(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
+                f"on {e['samples']} images ({e['seconds']} s)")
         else:
-            print(f"  {level:<18} not executed: {e['reason']}")
+            say(f"  {level:<18} not executed: {e['reason']}")
     drift = ver.get("collapse_drift") or {}
     if drift.get("integer_mismatches"):
-        print(f"  collapse drift (pytorch_trained vs the collapsed model, not a failure): "
-              f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
-    print(f"first divergent level: {ver['first_divergent_level'] or 'none'}; "
-          f"{len(report['skipped_steps'])} FINN steps skipped (see skipped.txt)")
-    print(f"build folder: {report['artifacts']['build_dir']} (report.md, report.json)")
+        say(f"  collapse drift (pytorch_trained vs the collapsed model, not a failure): "
+            f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
+    say(f"first divergent level: {ver['first_divergent_level'] or 'none'}; "
+        f"{len(report['skipped_steps'])} FINN steps skipped (see skipped.txt)")
+    say(f"build folder: {report['artifacts']['build_dir']} (report.md, report.json)")
 
 
 def _resources_png(path: Path, rows: list[dict[str, Any]], board: str) -> Path | None:
