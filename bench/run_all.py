@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from onebit.errors import OnebitError, cli_errors  # noqa: E402
+from onebit.invocation import program_name
 
 RESULTS = REPO / "bench" / "results"
 REFERENCE_RUNS = {  # name: (training options, build options)
@@ -51,7 +52,7 @@ def reference_build(name: str, work: Path) -> Path:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="onebit bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=program_name("onebit bench"), description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "build" / "bench",
                         help="folder for the reference checkpoints and builds (default build/bench)")
     parser.add_argument("--full", action="store_true", help="the full estimator benchmark (hours on CPU)")

@@ -26,6 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onebit.errors import cli_errors  # noqa: E402
+from onebit.invocation import program_name
 
 
 @cli_errors

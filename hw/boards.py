@@ -104,6 +104,11 @@ def get_board(name: str) -> Board:
             return board
     if key in _ALIASES:
         return BOARDS[_ALIASES[key]]
+    import difflib
+
+    names = {board.name.lower(): board.name for board in BOARDS.values()} | {k: BOARDS[v].name for k, v in _ALIASES.items()}
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    hint = f"did you mean {names[close[0]]}? " if close else ""
     raise UnknownBoardError(
-        f"unknown board '{name}'; known boards: {', '.join(BOARDS)} (pass one of them to --board)"
+        f"unknown board '{name}'; {hint}known boards: {', '.join(BOARDS)} (pass one of them to --board)"
     )

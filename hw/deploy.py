@@ -49,6 +49,7 @@ if __package__ in (None, ""):  # `python hw/deploy.py ...` from the repository r
 from onebit import faults
 from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError, cli_errors
+from onebit.invocation import program_name
 
 FORMAT = "onebit-deploy"
 VERSION = 1
@@ -56,7 +57,9 @@ DEFAULT_SAMPLES = 100
 BITFILE = "finn-accel.bit"  # FINN's names (build_dataflow_steps.copy_and_rename_bitfiles)
 HWH = "finn-accel.hwh"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+# A checkout has them beside hw/; an installed package (pyproject's data-files) under <prefix>/share/onebit.
+NOTEBOOKS_DIR = next((d for d in (REPO_ROOT / "notebooks", Path(sys.prefix) / "share" / "onebit" / "notebooks")
+                      if d.is_dir()), REPO_ROOT / "notebooks")
 # The PYNQ images the boards run (pynq.io board pages); the driver needs only numpy and pynq from them.
 PYNQ_IMAGES = {
     "Pynq-Z1": "the PYNQ-Z1 image v3.0.1 or later from pynq.io",
@@ -435,9 +438,9 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
     stages = ["bitstream", "driver", "notebooks", "validation set", "readme", "manifest", "zip"]
     bar = None
     if progress:
-        from tqdm import tqdm
+        from onebit.progress import bar as progress_bar
 
-        bar = tqdm(total=len(stages), desc="deployment package", unit="part", file=sys.stderr)
+        bar = progress_bar(total=len(stages), desc="deployment package", unit="part", leave=True)
     try:
         tmp.mkdir(parents=True)
         missing: list[dict[str, str]] = []
@@ -532,7 +535,7 @@ def _tick(bar) -> None:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw.deploy",
+    parser = argparse.ArgumentParser(prog=program_name("python -m hw.deploy"),
                                      description="(Re)make the deployment package deploy/ + deploy.zip of a finished build")
     parser.add_argument("build_dir", type=Path, help="a build folder written by `onebit build`")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hw.boards import get_board
+from hw.boards import BOARDS, get_board
 from onebit.errors import OnebitError
 
 SCHEMA = "onebit-build-options"
@@ -63,7 +63,7 @@ class BuildOptions:
     checkpoint: Path | None = option(
         None, "a model.pt written by onebit (quant_models.train), or a QONNX model.onnx (Brevitas export_qonnx, "
         "QONNX zoo) with its input declared; may come from --config", positional=True)
-    board: str = option("Pynq-Z1", "board preset (default Pynq-Z1; see hw/boards.py)")
+    board: str = option("Pynq-Z1", f"board preset: {', '.join(BOARDS)} (default Pynq-Z1)")
     clock_mhz: float | None = option(
         None, "accelerator clock in MHz (default: the board's, 100 on Zynq-7000, 200 on UltraScale+): FINN's "
         "synthesis clock; folding, the I/O bound, FPS and latency estimates follow it", metavar="F")

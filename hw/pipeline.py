@@ -8,6 +8,7 @@ them imports it (tests/test_layout.py keeps it so).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import shutil
 import sys
@@ -22,10 +23,14 @@ from hw.boards import Board, get_board
 from hw.finn.build import TOOL_STEPS, BuildResult, build_accelerator
 from hw.finn.folding import spec_from_args
 from hw.options import DEFAULT_PYTHON_SAMPLES, OPTIONS_FILE, BuildOptions, OptionsError, options_from_command_line, resolved
-from onebit import faults, interrupts
+from onebit import __version__, faults, interrupts
 from onebit.atomic import write_atomic, write_text_atomic
 from onebit.buildfolder import BuildFolder, sha256_file
 from onebit.errors import OnebitError, cli_errors
+from onebit.invocation import program_name
+from onebit.log import build_log, get_logger
+
+LOG = get_logger("build")
 
 # Top-level entries a build writes (FINN's own extras are adopted when they appear); onebit/buildfolder.py
 # refuses to start when one of them exists and is not onebit's. A rebuild removes REPLACED first: they
@@ -116,7 +121,8 @@ def run_pipeline(options: BuildOptions | argparse.Namespace) -> int:
         print(f"stopped after {report['stopped_after']} (--stop-after): the build is not finished (no report). "
               f"Continue with: {report['continue']}")
         return 0
-    print_summary(report)
+    with build_log(Path(report["artifacts"]["build_dir"]) / "build.log"):  # the summary in the log too
+        print_summary(report)
     return 0 if report["verification"]["ok"] else 1
 
 
@@ -182,7 +188,9 @@ def _run_checkpoint(options: BuildOptions) -> dict[str, Any]:
     load_test_set(meta, 1)  # an unknown dataset or missing files fail now, not after the FINN build
     with BuildFolder(options.out, "onebit build") as folder:  # writable, locked, dead runs' temporaries gone
         _start_build_folder(folder, options)
-        return _build(options, folder, trained, meta, board, folding, hardware_levels)
+        with build_log(folder.path / "build.log"):  # onebit's messages beside FINN's, timestamped
+            LOG.info("onebit %s build of %s for %s into %s", __version__, options.checkpoint, board.name, folder.path)
+            return _build(options, folder, trained, meta, board, folding, hardware_levels)
 
 
 def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, Any], board, folding,
@@ -203,6 +211,7 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
         _check_resumed_model(out_dir, checkpoint_sha256)
     if not (out_dir / "model.pt").exists() or not (out_dir / "model.pt").samefile(options.checkpoint):
         write_atomic(out_dir / "model.pt", lambda tmp: shutil.copy2(options.checkpoint, tmp))
+    LOG.info("collapse to binary weights and integer thresholds")
     plain, collapse_report = collapse(trained, meta)
     verifying = options.stop_after is None
     torch_levels = (start_torch_levels(trained, out_dir / "model.pt", meta, options.verify_samples)
@@ -214,6 +223,7 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
         elif not qonnx_path.is_file():
             raise OnebitError(f"--start-from: {qonnx_path} is missing; rerun without --start-from")
         faults.point("build:after_qonnx")
+        LOG.info("FINN build (%s)", folding.describe())
         result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not options.no_progress,
                                    mvau=options.mvau, start_from=options.start_from, stop_after=options.stop_after,
                                    fingerprint={"model_sha256": checkpoint_sha256})
@@ -223,6 +233,8 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
             return _stopped(options, folder, before, result)
         finish_build_folder(result)
         faults.point("build:after_finn")
+        LOG.info("FINN build done (%d steps run, %d skipped); verification", len(result.steps_run),
+                 len(result.skipped))
         verification = verify_build(trained, plain, meta, result, samples=options.verify_samples,
                                     progress=not options.no_progress, python_samples=options.python_samples,
                                     hardware_levels=hardware_levels, node_samples=options.node_samples,
@@ -236,6 +248,8 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
     report["options"] = options.values()
     report["integrity"] = build_integrity(out_dir)  # sha256 of what validation reads (hw/check/finished.py)
     faults.point("build:before_deploy")
+    LOG.info("verification %s; first divergent level: %s", "passed" if verification["ok"] else "FAILED",
+             verification.get("first_divergent_level") or "none")
     if verification["ok"]:  # after the report: the board README quotes its accuracy and FPS
         make_deployment_package(out_dir, report=report, progress=not options.no_progress,
                                 data_root=(meta.get("dataset") or {}).get("root"))
@@ -275,8 +289,11 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
             "dataset": {"name": normalize_spec(dataset)}}
     images, labels, dataset_name = load_test_set(meta, options.verify_samples)  # bad data fails before the build
     out_dir = options.out
-    with BuildFolder(out_dir, "onebit build") as folder:  # the same folder rules as a checkpoint's build
+    with BuildFolder(out_dir, "onebit build") as folder, contextlib.ExitStack() as stack:  # the same folder rules
         _start_build_folder(folder, options)  # import.json marks the folder as an imported model's build: written anew below
+        stack.enter_context(build_log(out_dir / "build.log"))  # onebit's messages beside FINN's
+        LOG.info("onebit %s build of the imported %s for %s into %s", __version__, options.checkpoint, board.name,
+                 out_dir)
         before = folder.entries()
         started = time.perf_counter()
         record = prepare_import(options.checkpoint, decl, out_dir)
@@ -343,7 +360,7 @@ def list_steps(options: BuildOptions) -> str:
 
 def command_line(prog: str, description: str, argv: list[str] | None) -> int:
     """`onebit build` / `onebit export` / `python export/to_finn.py`: argparse -> BuildOptions -> the pipeline."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(prog=program_name(prog), description=description)
     add_pipeline_arguments(parser, suppress_defaults=True)  # flags not given do not override --config's values
     interrupts.install()  # a Ctrl-C during the heavy imports must not be swallowed (onebit/interrupts.py)
     args = parser.parse_args(argv)

@@ -60,7 +60,10 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
     network = _read_json(result.out_dir / "report" / "estimate_network_performance.json")
     max_cycles = bottleneck["cycles"] if bottleneck else 0
     fps = board.clock_mhz * 1e6 / max_cycles if max_cycles else None
-    latency_cycles = network.get("critical_path_cycles", sum(r["cycles"] for r in rows))
+    # One latency figure everywhere (autofold_report.md too): FINN's critical path plus the DMAs' cycles.
+    dma_cycles = sum(r["cycles"] for r in rows if str(r["op_type"]).startswith("IODMA"))
+    latency_cycles = (network["critical_path_cycles"] + dma_cycles if "critical_path_cycles" in network
+                      else sum(r["cycles"] for r in rows))
     budget = board.budget()
     report = {
         "format": "onebit-build-report", "version": 1,
@@ -87,7 +90,7 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
         "accelerator_io": {
             "input": {"datatype": "UINT8", "pixels": "raw 0..255",
                       "layout": _input_layout(result)},
-            "output": {"stream": "popcount p of the score layer (UINT, one per class)",
+            "output": {"stream": "popcount p of the score layer, one per class (0 <= p <= n)",
                        "to_scores": "z = 2*p - n", "n": result.score_affine.get("n"),
                        "datatype": _output_datatype(result)},
         },
@@ -155,12 +158,47 @@ def _output_datatype(result: BuildResult) -> str | None:
     return str(model.get_tensor_datatype(model.graph.output[0].name).name)
 
 
+def skipped_steps_markdown(skipped: list[dict[str, str]]) -> list[str]:
+    """Each missing tool once, with the steps that need it (not the same sentence for every step)."""
+    if not skipped:
+        return ["- none"]
+    steps_of: dict[str, list[str]] = {}
+    for step in skipped:
+        for missing in _top_level_items(str(step["missing"])):
+            steps_of.setdefault(missing, []).append(step["step"])
+    return [f"- missing {missing}: {', '.join(steps)}" for missing, steps in steps_of.items()]
+
+
+def _top_level_items(text: str) -> list[str]:
+    """'A (x; y); B (z)' -> ['A (x; y)', 'B (z)']: split at '; ' outside parentheses."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and text.startswith("; ", i):
+            items.append(text[start:i])
+            start = i + 2
+    return [item for item in (*items, text[start:]) if item]
+
+
+def _relative(value: Any, build_dir: str) -> Any:
+    """A path inside the build folder as a relative one (a build folder is what a user carries around)."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    try:
+        return str(Path(value).relative_to(build_dir)) or "."
+    except ValueError:
+        return value
+
+
 def layer_table_text(rows: list[dict[str, Any]]) -> str:
-    header = f"{'layer':<22} {'op':<14} {'PE':>4} {'SIMD':>5} {'cycles':>8} {'LUT':>8} {'BRAM18':>7}"
+    # Name columns as wide as their longest entry (FINN's op names run to StreamingDataWidthConverter).
+    layer_w = max([len("layer"), *(len(str(r["layer"])) for r in rows)])
+    op_w = max([len("op"), *(len(str(r["op_type"])) for r in rows)])
+    header = f"{'layer':<{layer_w}} {'op':<{op_w}} {'PE':>4} {'SIMD':>5} {'cycles':>8} {'LUT':>8} {'BRAM18':>7}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['layer']:<22} {r['op_type']:<14} {str(r['PE'] or '-'):>4} {str(r['SIMD'] or '-'):>5} "
-                     f"{r['cycles']:>8} {r['LUT']:>8.0f} {r['BRAM_18K']:>7.0f}")
+        lines.append(f"{r['layer']:<{layer_w}} {r['op_type']:<{op_w}} {str(r['PE'] or '-'):>4} "
+                     f"{str(r['SIMD'] or '-'):>5} {r['cycles']:>8} {r['LUT']:>8.0f} {r['BRAM_18K']:>7.0f}")
     return "\n".join(lines)
 
 
@@ -203,8 +241,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"Resources by yosys: not run ({synth['reason']}).", ""]
     io = report["accelerator_io"]
     lines += ["## Accelerator I/O", "", f"- input: {io['input']['datatype']} {io['input']['pixels']}, {io['input']['layout']}",
-              f"- output: {io['output']['stream']} ({io['output']['datatype']}); class scores {io['output']['to_scores']}, "
-              f"n = {io['output']['n']}", ""]
+              f"- output: {io['output']['stream']}, in {io['output']['datatype']} words on the stream; class scores "
+              f"{io['output']['to_scores']}, n = {io['output']['n']}", ""]
     imported = (report.get("collapse") or {}).get("import")
     if imported:  # a QONNX model from elsewhere (export/qonnx_import.py)
         tail, spec = ver.get("score_tail") or imported["score_tail"], imported["input"]
@@ -215,9 +253,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"- score tail removed from the hardware: {', '.join(tail['nodes']) or 'none'}; "
                   f"integer form on the accelerator z = 2p - n; float form {tail.get('float_form_from_z', tail['form'])} "
                   f"(positive scalar scale: same argmax)", ""]
-    lines += ["## Skipped FINN steps", ""]
-    lines += [f"- {s['step']}: missing {s['missing']}" for s in report["skipped_steps"]] or ["- none"]
-    lines += ["", "## Artifacts", ""] + [f"- {k}: {v}" for k, v in report["artifacts"].items()]
+    lines += ["## Skipped FINN steps", ""] + skipped_steps_markdown(report["skipped_steps"])
+    lines += ["", "## Artifacts (paths relative to the build folder)", ""]
+    lines += [f"- {k}: {_relative(v, report['artifacts']['build_dir'])}" for k, v in report["artifacts"].items()
+              if k != "build_dir"]
     return "\n".join(lines) + "\n"
 
 
@@ -232,36 +271,39 @@ def over_budget_warning(report: dict[str, Any]) -> str | None:
 
 
 def print_summary(report: dict[str, Any]) -> None:
+    """The console summary of a build; every line also goes to the build log (onebit/log.py)."""
+    from onebit.log import say
+
     est, res, ver = report["estimate"], report["resources"], report["verification"]
-    print(layer_table_text(report["layers"]))
+    say(layer_table_text(report["layers"]))
     if est["fps"]:
-        print(f"\nbottleneck {report['bottleneck']['layer']}: {report['bottleneck']['cycles']} cycles -> "
-              f"estimated {est['fps']:,.0f} FPS, latency {est['latency_us']:.1f} us at {est['clock_mhz']:.0f} MHz "
-              f"on {report['board']['name']}")
+        say(f"\nbottleneck {report['bottleneck']['layer']}: {report['bottleneck']['cycles']} cycles -> "
+            f"estimated {est['fps']:,.0f} FPS, latency {est['latency_us']:.1f} us at {est['clock_mhz']:.0f} MHz "
+            f"on {report['board']['name']}")
     t, b = res["total"], res["budget"]
-    print(f"resources: LUT {t['LUT']:,.0f}/{b['LUT']:,}  BRAM_18K {t['BRAM_18K']:,.0f}/{b['BRAM_18K']:,}  "
-          f"DSP {t['DSP']:,.0f}/{b['DSP']:,}")
+    say(f"resources: LUT {t['LUT']:,.0f}/{b['LUT']:,}  BRAM_18K {t['BRAM_18K']:,.0f}/{b['BRAM_18K']:,}  "
+        f"DSP {t['DSP']:,.0f}/{b['DSP']:,}")
     warning = over_budget_warning(report)
     if warning:
-        print(warning)
+        say(warning)
     acc = report["accuracy"]
-    print(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
+    say(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
     for level, e in ver["levels"].items():  # in the order they ran
         if e.get("executed") and e["argmax_mismatches"] is None:  # node levels: node outputs compared
-            print(f"  {level:<18} {e['integer_mismatches']} mismatching node outputs on {e['samples']} images "
-                  f"+ random inputs, {len(e.get('nodes') or [])} nodes ({e['seconds']} s)")
+            say(f"  {level:<18} {e['integer_mismatches']} mismatching node outputs on {e['samples']} images "
+                f"+ random inputs, {len(e.get('nodes') or [])} nodes ({e['seconds']} s)")
         elif e.get("executed"):
-            print(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
-                  f"({e['seconds']} s)")
+            say(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
+                f"on {e['samples']} images ({e['seconds']} s)")
         else:
-            print(f"  {level:<18} not executed: {e['reason']}")
+            say(f"  {level:<18} not executed: {e['reason']}")
     drift = ver.get("collapse_drift") or {}
     if drift.get("integer_mismatches"):
-        print(f"  collapse drift (pytorch_trained vs the collapsed model, not a failure): "
-              f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
-    print(f"first divergent level: {ver['first_divergent_level'] or 'none'}; "
-          f"{len(report['skipped_steps'])} FINN steps skipped (see skipped.txt)")
-    print(f"build folder: {report['artifacts']['build_dir']} (report.md, report.json)")
+        say(f"  collapse drift (pytorch_trained vs the collapsed model, not a failure): "
+            f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
+    say(f"first divergent level: {ver['first_divergent_level'] or 'none'}; "
+        f"{len(report['skipped_steps'])} FINN steps skipped (see skipped.txt)")
+    say(f"build folder: {report['artifacts']['build_dir']} (report.md, report.json)")
 
 
 def _resources_png(path: Path, rows: list[dict[str, Any]], board: str) -> Path | None:

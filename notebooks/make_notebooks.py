@@ -52,8 +52,12 @@ import matplotlib.pyplot as plt
 
 build = Path(BUILD_DIR).expanduser().resolve()
 if not (build / "driver" / "io.json").is_file():
-    raise FileNotFoundError(f"{build} holds no driver/io.json; set ONEBIT_BUILD_DIR (or BUILD_DIR above) to a "
-                            "build folder or its deploy/ folder")
+    # The kernel runs in the notebook's folder: a relative path is resolved from there, not from the shell's.
+    relative = "" if Path(BUILD_DIR).expanduser().is_absolute() else (
+        f" (the relative path {BUILD_DIR!r} was resolved from the notebook's folder {Path.cwd()}; give an "
+        "absolute one, e.g. ONEBIT_BUILD_DIR=$PWD/build/tfc)")
+    raise FileNotFoundError(f"{build} holds no driver/io.json{relative}; set ONEBIT_BUILD_DIR (or BUILD_DIR above) "
+                            "to a build folder or its deploy/ folder")
 # A build folder that has its deployment package uses the package (bitfile path, validation set).
 package = build / "deploy" if (build / "deploy" / "manifest.json").is_file() else build
 # The FINN build folder (the model backend needs its FINN model): a package's parent, when it is one.
@@ -103,15 +107,25 @@ print(f"input {spec.idt} {list(spec.image_shape)} -> output {spec.odt} x {spec.n
 LOAD_DATA = '''\
 # Test images, labels and the software reference (integer class scores of the collapsed PyTorch model).
 validation_set = package / "validation" / "validation_set.npz"
+data = None
 if validation_set.is_file():
     with np.load(validation_set, allow_pickle=False) as stored:
         data = {key: stored[key] for key in stored.files}
+    if len(data["labels"]) < N and backend != "board" and (finn_build / "model.pt").is_file():
+        # Off-board with the build's checkpoint, N is honoured: the test set and PyTorch give the reference.
+        print(f"the package's validation set holds {len(data['labels'])} images, N = {N}: "
+              "using the test set and the checkpoint instead")
+        data = None
+    elif len(data["labels"]) < N:
+        print(f"the package's validation set holds {len(data['labels'])} images, N = {N}: using all "
+              f"{len(data['labels'])} (a larger one: python -m hw.deploy BUILD --samples {N})")
+if data is not None:
     images, labels, expected = data["images"][:N], data["labels"][:N], data["scores"][:N]
     # class_names is optional in the package (design.md 5 lists images, labels, scores, classes)
     class_names = ([str(name) for name in data["class_names"]] if "class_names" in data
                    else [str(k) for k in range(spec.num_classes)])
     reference = f"validation set of the package ({len(images)} of {len(data['labels'])} images)"
-elif backend == "board":
+elif backend == "board" or not (finn_build / "model.pt").is_file():
     raise FileNotFoundError(f"{validation_set} is missing; the board has no PyTorch to make the reference, "
                             "copy the whole deploy/ folder (hw/deploy.py writes it)")
 else:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build", "BuildOptions"]
+__all__ = ["build", "BuildOptions", "__version__"]
+__version__ = "0.2.0"  # pyproject.toml reads it from here (one place); `onebit --version`, build logs
 
 
 def __getattr__(name: str) -> Any:

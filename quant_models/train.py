@@ -29,12 +29,12 @@ interrupts.install()  # before torch/Brevitas imports, which can swallow a Ctrl-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
-from onebit import faults
+from onebit import faults, progress
 from onebit.atomic import save_figure_atomic, write_atomic
 from onebit.buildfolder import clean_stale_temporaries_of
 from onebit.errors import OnebitError, cli_errors
+from onebit.invocation import program_name
 from quant_models.checkpoint import check_state_dict, save_checkpoint
 from quant_models.custom_data import content_hash
 from quant_models.data import ImageDataset, load_dataset
@@ -126,13 +126,8 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
         model.train()
         order = torch.randperm(len(train_set), generator=order_generator)
         loss_sum, correct, seen = 0.0, 0, 0
-        batches = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not config.progress,
-            leave=False,
-            unit="batch",
-        )
+        batches = progress.bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                               enabled=config.progress)
         for batch in batches:
             index = order[batch * config.batch_size : (batch + 1) * config.batch_size].to(train_x.device)
             x = train_x[index].to(device, torch.float32)
@@ -170,12 +165,8 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
             "images_per_second": seen / max(train_seconds, 1e-9),
         }
         history.append(record)
-        if config.progress:
-            tqdm.write(
-                f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}  "
-                f"train {record['train_accuracy']:.4f}  test {test_accuracy:.4f}  ({record['seconds']:.1f} s)",
-                file=sys.stderr,
-            )
+        progress.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}  "
+                       f"train {record['train_accuracy']:.4f}  test {test_accuracy:.4f}  ({record['seconds']:.1f} s)")
         if config.state:
             _save_state(config, model, optimizer, estimator, order_generator, epoch + 1, step, history,
                         elapsed_before + time.perf_counter() - started)
@@ -417,7 +408,7 @@ def _estimator_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m quant_models.train",
+        prog=program_name("python -m quant_models.train"),
         description="Train a w1a1 network (binary weights and activations) and write a self-describing model.pt.",
         epilog=_estimator_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -442,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="model.pt", help="checkpoint path (default: model.pt)")
     parser.add_argument("--state", default=None, metavar="PATH",
                         help="resumable training state, saved after every epoch; an existing PATH is resumed")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    # --no-progress is the spelling of every onebit command; --quiet is the older one, kept working unlisted.
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bars (the per-epoch lines stay)")
     return parser
 
 
@@ -467,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_train=args.limit_train,
         limit_test=args.limit_test,
         out=args.out,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         state=args.state,
     )
     model, meta = train(config)

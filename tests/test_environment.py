@@ -62,3 +62,38 @@ def test_key_versions():
 
     assert hasattr(numpy, "bitwise_count"), "numpy>=2 is needed for the accelerator model"
 
+
+
+def test_the_wheel_holds_what_an_installed_onebit_runs_on(tmp_path):
+    """`pip install .` must give a package that runs: the run-time data files and the notebooks are in the
+    wheel, the repository's bench/ is not, and every declared dependency is pinned as in the lock."""
+    import subprocess
+    import sys
+    import tomllib
+    import zipfile
+
+    import shutil
+
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("onebit", "quant_models", "export", "hw", "notebooks", "bench"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("onebit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"hw/rtl/sv/onebit_mvau.sv", "hw/check/verilator/axis_harness.cpp",
+            "hw/check/cppsim_shims/hls_stream.h", "onebit/cli/__init__.py"} <= set(names)
+    assert any(n.endswith(".data/data/share/onebit/notebooks/2_validate.ipynb") for n in names)
+    assert not any(n.startswith(("bench/", "tests/")) for n in names)
+    locked = dict(line.strip().split("==", 1) for line in LOCK.read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))
+    locked = {re.sub(r"[-_.]+", "-", k.lower()): v for k, v in locked.items()}
+    for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name, sep, version = requirement.partition("==")
+        if sep and name != "torch":  # torch comes from setup_env.sh (+cpu), not the lock
+            assert locked.get(re.sub(r"[-_.]+", "-", name.lower())) == version, requirement

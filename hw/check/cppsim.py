@@ -265,7 +265,8 @@ class CppsimLevel:
 
     def run(self, ctx: LevelContext) -> LevelOutcome:
         from qonnx.custom_op.registry import getCustomOp
-        from tqdm import tqdm
+
+        from onebit.progress import bar as progress_bar
 
         model, nodes = selected_nodes(ctx, hls_nodes_of)
         n_images = len(ctx.images)
@@ -275,7 +276,7 @@ class CppsimLevel:
         real = ctx.node_inputs([n.input[0] for n in nodes])
         rows, bad_images, total_bad, failed = [], set(), 0, 0
         with cppsim_environment(hlslib) as hls_root:
-            for index, node in enumerate(tqdm(nodes, desc="cppsim", unit="node", disable=not ctx.progress, leave=False)):
+            for index, node in enumerate(progress_bar(nodes, desc="cppsim", unit="node", enabled=ctx.progress)):
                 inst = getCustomOp(node)
                 shape = tuple(model.get_tensor_shape(node.input[0]))
                 frames = np.concatenate([

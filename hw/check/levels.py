@@ -167,7 +167,8 @@ def capture_node_inputs(hw_layers_model: Path, images: np.ndarray, tensors: list
     """
     from finn.core.onnx_exec import execute_onnx
     from qonnx.core.modelwrapper import ModelWrapper
-    from tqdm import tqdm
+
+    from onebit.progress import bar as progress_bar
 
     model = ModelWrapper(str(hw_layers_model))
     known = {t for n in model.graph.node for t in (*n.input, *n.output)} | {i.name for i in model.graph.input}
@@ -178,7 +179,7 @@ def capture_node_inputs(hw_layers_model: Path, images: np.ndarray, tensors: list
     name, x = graph_input(model, images)
     values: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
     with fast_python_execution():
-        for i in tqdm(range(len(x)), desc="capture node inputs", unit="img", disable=not progress, leave=False):
+        for i in progress_bar(range(len(x)), desc="capture node inputs", unit="img", enabled=progress):
             context = execute_onnx(model, {name: x[i:i + 1]}, return_full_exec_context=True)
             for t in tensors:
                 values[t].append(np.asarray(context[t]))

@@ -82,10 +82,10 @@ def execute_padded(model, frames: np.ndarray, batch: int, shaped: Callable[[np.n
 def chunked(function: Callable[[np.ndarray], np.ndarray], images: np.ndarray, chunk: int, progress: bool,
             label: str) -> np.ndarray:
     """function over `images` in chunks of `chunk`, with a progress bar."""
-    from tqdm import tqdm
+    from onebit.progress import bar as progress_bar
 
     outputs = []
-    with tqdm(total=len(images), desc=f"verify {label}", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(images), desc=f"verify {label}", unit="img", enabled=progress) as bar:
         for start in range(0, len(images), chunk):
             outputs.append(function(images[start:start + chunk]))
             bar.update(len(outputs[-1]))
@@ -107,7 +107,7 @@ def parallel_map(function: Callable[[np.ndarray], np.ndarray], images: np.ndarra
     """
     import multiprocessing
 
-    from tqdm import tqdm
+    from onebit.progress import bar as progress_bar
 
     global _WORKER_FUNCTION
     _WORKER_FUNCTION = function
@@ -115,7 +115,7 @@ def parallel_map(function: Callable[[np.ndarray], np.ndarray], images: np.ndarra
     outputs = []
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool, \
-                tqdm(total=len(images), desc=f"verify {label}", unit="img", disable=not progress, leave=False) as bar:
+                progress_bar(total=len(images), desc=f"verify {label}", unit="img", enabled=progress) as bar:
             for out in pool.imap(_worker_call, chunks):
                 outputs.append(out)
                 bar.update(len(out))

@@ -41,7 +41,8 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
     `raw` outputs, `mismatching` image indices against the accelerator model, per-node rows and cycles.
     init_dir: read the nodes' init files from there (default: copies of the build's generated files)."""
     from qonnx.core.modelwrapper import ModelWrapper
-    from tqdm import tqdm
+
+    from onebit.progress import bar as progress_bar
 
     from hw.check.accel_model import AcceleratorModel, final_model_path
     from hw.driver.accelerator import Accelerator
@@ -73,7 +74,7 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
     driver = Accelerator(spec, backend="model", model=backend, batch_size=chunk)
     reference = Accelerator(spec, backend="model", model=AcceleratorModel.from_file(path), batch_size=chunk)
     raw, scores, expected = [], [], []
-    for start in tqdm(range(0, len(images), chunk), desc=NAME, unit="chunk", disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(images), chunk), desc=NAME, unit="chunk", enabled=progress):
         part = images[start:start + chunk]
         prediction = driver.predict(part)
         raw.append(prediction.raw)

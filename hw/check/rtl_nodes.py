@@ -292,7 +292,8 @@ class RtlNodesLevel:
 
     def run(self, ctx: LevelContext) -> LevelOutcome:
         from qonnx.custom_op.registry import getCustomOp
-        from tqdm import tqdm
+
+        from onebit.progress import bar as progress_bar
 
         model, nodes = selected_nodes(ctx, rtl_nodes_of)
         n_images = len(ctx.images)
@@ -302,8 +303,8 @@ class RtlNodesLevel:
         real = ctx.node_inputs([n.input[0] for n in nodes])
         cache_dir = ctx.options.get("cache_dir")
         rows, bad_images, total_bad = [], set(), 0
-        for index, node in enumerate(tqdm(nodes, desc="rtl_nodes (Verilator)", unit="node",
-                                          disable=not ctx.progress, leave=False)):
+        for index, node in enumerate(progress_bar(nodes, desc="rtl_nodes (Verilator)", unit="node",
+                                                  enabled=ctx.progress)):
             inst = getCustomOp(node)
             shape = tuple(model.get_tensor_shape(node.input[0]))
             frames_real = real[node.input[0]].reshape(n_images, *shape[1:])

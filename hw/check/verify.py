@@ -259,7 +259,7 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         "collapse_check": {"trained_vs_collapsed_integer_mismatches": levels["pytorch_trained"]["integer_mismatches"],
                            "trained_vs_collapsed_argmax_mismatches": levels["pytorch_trained"]["argmax_mismatches"]},
     }
-    _write_validation(build.out_dir, result, scores, labels)
+    _write_validation(build.out_dir, result, scores, labels, (meta.get("dataset") or {}).get("classes"))
     return result
 
 
@@ -305,13 +305,16 @@ def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
     return rows + node_table(levels)
 
 
-def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels) -> None:
-    write_validation(out_dir, result, scores.get(REFERENCE), labels, "collapsed integer model")
+def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels,
+                      classes: list[str] | None) -> None:
+    write_validation(out_dir, result, scores.get(REFERENCE), labels, "collapsed integer model", classes)
 
 
 def write_validation(out_dir: Path, result: dict[str, Any], reference: np.ndarray | None, labels,
-                     title: str) -> None:
-    """validation/: the per-level table, the verification dict and the reference's confusion matrix."""
+                     title: str, classes: list[str] | None = None) -> None:
+    """validation/: the per-level table, the verification dict and the reference's confusion matrix
+    (confusion.png, with the dataset's class names; `onebit validate` redraws the same file for the
+    accelerator's answers)."""
     folder = Path(out_dir) / "validation"
     folder.mkdir(exist_ok=True)
     write_text_atomic(folder / "mismatches.md", "\n".join(mismatch_table(result["levels"])) + "\n")
@@ -321,7 +324,8 @@ def write_validation(out_dir: Path, result: dict[str, Any], reference: np.ndarra
         predicted = reference.argmax(1)
         k = int(max(labels.max(), predicted.max())) + 1
         matrix = confusion_matrix(labels, predicted, k)
-        plot_confusion(matrix, [str(c) for c in range(k)],
+        names = [str(c) for c in classes][:k] if classes and len(classes) >= k else [str(c) for c in range(k)]
+        plot_confusion(matrix, names,
                        f"{title} (accuracy {np.trace(matrix) / matrix.sum():.2%})", folder / "confusion.png")
 
 

@@ -340,7 +340,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
 
         if hasattr(autofold, "make_autofold_step"):  # writes its own report next to ours
             margin = {} if folding.margin is None else {"margin": folding.margin}
-            fold = autofold.make_autofold_step(board, **margin)
+            fold = autofold.make_autofold_step(board, **margin, progress=progress)
         else:
             auto_fold = auto_fold_function()
             fold = lambda model, cfg: auto_fold(model, board)  # noqa: E731
@@ -436,9 +436,9 @@ def _skipped_text(skipped: list[dict[str, str]]) -> str:
 def _progress(steps: list[str], enabled: bool):
     if not enabled:
         return steps
-    from tqdm import tqdm
+    from onebit.progress import bar
 
-    return tqdm(steps, desc="FINN build", unit="step", file=sys.stderr)
+    return bar(steps, desc="FINN build", unit="step", leave=True)
 
 
 class _finn_logging_to:

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 from onebit.errors import OnebitError, cli_errors
+from onebit.invocation import program_name
 
 DEFAULT_EPOCHS = 5  # ~1 min/epoch on 2 cores; >= 80 % test accuracy (measured numbers in the report)
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="onebit demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=program_name("onebit demo"), description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/demo"), help="build folder (default build/demo)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"training epochs (default {DEFAULT_EPOCHS})")
     parser.add_argument("--board", default="Pynq-Z1")

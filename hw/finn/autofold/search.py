@@ -195,9 +195,8 @@ def fold_for_board(
     Returns a folded copy of the model and the result (FINN folding config + per-layer report).
     Raises AutoFoldError if even the fully folded design does not fit.
     """
-    from tqdm import tqdm
-
     from hw.boards import get_board
+    from onebit.progress import bar as progress_bar
 
     board = get_board(board) if isinstance(board, str) else board
     budget = Budget.from_board(board, margin)
@@ -213,7 +212,7 @@ def fold_for_board(
 
     path: list[dict[str, Any]] = []
     chosen = None
-    for step, target in enumerate(tqdm(targets, desc="auto-fold", unit="target", disable=not progress, leave=False)):
+    for step, target in enumerate(progress_bar(targets, desc="auto-fold", unit="target", enabled=progress)):
         lut_state = orders.state("lut", target)
         totals = state_resources(groups, lut_state)
         point = {"target_cycles": int(target), "cycles": int(state_cycles(groups, lut_state)),
@@ -309,7 +308,7 @@ def fastest_valid_folding(model: "ModelWrapper", fpga_part: str) -> dict[str, An
 
 
 def make_autofold_step(board: "Board | str", margin: float | Mapping[str, float] = DEFAULT_MARGIN,
-                       out_dir: str | Path | None = None):
+                       out_dir: str | Path | None = None, progress: bool = True):
     """A FINN builder step (model, cfg) -> model that auto-folds and writes the report into cfg.output_dir.
 
     Put it in place of step_target_fps_parallelization/step_apply_folding_config in a step list.
@@ -317,6 +316,6 @@ def make_autofold_step(board: "Board | str", margin: float | Mapping[str, float]
 
     def step_onebit_auto_fold(model, cfg):
         return auto_fold(model, board, margin=margin, clock_mhz=1000.0 / float(cfg.synth_clk_period_ns),
-                         report_dir=out_dir or cfg.output_dir, progress=True)
+                         report_dir=out_dir or cfg.output_dir, progress=progress)
 
     return step_onebit_auto_fold
