@@ -322,8 +322,6 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     first, end = plan(steps, {row["step"]: row["missing"] for row in skipped}, start_from, stop_after)
     cfg = _make_config(out_dir, board, folding, tools, keep_autofold=first > steps.index("step_onebit_auto_fold")
                        if "step_onebit_auto_fold" in steps else False)
-    # FINN's own record of its configuration, as finn-plus' DataflowBuildConfig serialises it.
-    write_text_atomic(out_dir / DATAFLOW_CONFIG, json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
 
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
@@ -357,6 +355,8 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     if first > 0:
         previous, seconds = record.resume(steps, first)
     record.save()
+    # FINN's own record of its configuration, as finn-plus' DataflowBuildConfig serialises it.
+    write_text_atomic(out_dir / DATAFLOW_CONFIG, json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
     model = ModelWrapper(str(previous))
     log_path = out_dir / "build.log"
     bar = _progress(steps[first:end], progress)
