@@ -77,8 +77,11 @@ def _build_command(run: Run, folder: Path, checkpoint: str) -> list[str]:
 
     options = BuildOptions.from_dict({**run.params, "checkpoint": checkpoint}, where=run.id)
     write_text_atomic(folder / "build_options.json", options.to_json())
+    # the options file holds what describes the build; per-run controls (--stop-after) go on the command line
+    per_run = [f"--{name.replace('_', '-')}={value}" for name, value in options.values(saved_only=False).items()
+               if name not in options.values() and value not in (None, False)]
     return [sys.executable, "-m", "onebit", "build", "--config", str(folder / "build_options.json"),
-            "--out", str(folder / "build"), "--no-progress"]
+            "--out", str(folder / "build"), "--no-progress", *per_run]
 
 
 def _result_file(kind: str, folder: Path) -> Path | None:

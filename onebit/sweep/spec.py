@@ -84,7 +84,8 @@ def _key(varying: dict[str, Any], params: dict[str, Any]) -> str:
     """A readable folder name from the grid values, plus a short hash of every parameter (two runs with the
     same varying values but other fixed ones never share a folder)."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    words = [f"{k}-{v}" for k, v in varying.items()]
+    # a path names the run by its file name (the hash keeps runs of two same-named files apart)
+    words = [f"{k}-{Path(v).stem if isinstance(v, str) and '/' in v else v}" for k, v in varying.items()]
     readable = re.sub(r"[^A-Za-z0-9._-]+", "", "_".join(words).replace("/", "-"))[:80]
     return f"{readable}_{digest}" if readable else digest
 
