@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # The order data flows in; a room may import itself and any room before it. hw.driver is the board-side
 # package: it may import nothing of onebit (it is copied onto the board alone).
 ROOMS = ["onebit", "quant_models", "export", "hw.driver", "hw.boards", "hw.rtl", "hw.finn", "hw.check",
-         "hw.report", "hw.deploy", "hw.options", "hw.pipeline", "hw", "onebit.cli", "export.to_finn"]
+         "hw.report", "hw.deploy", "hw.options", "hw.pipeline", "hw", "onebit.sweep", "onebit.cli",
+         "export.to_finn"]
 # export/to_finn.py is a command like onebit/cli/ (`python export/to_finn.py` = `onebit export`): a thin
 # script over hw.pipeline that lives in export/ because that is where users look for it.
 STANDALONE = {"hw.driver"}

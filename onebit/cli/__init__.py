@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "steps": ("hw.pipeline", "list a build's steps, for --stop-after/--start-from (= onebit build --list-steps)"),
     "validate": ("hw.check.validate", "run a test set through software and the accelerator, compare"),
     "bench": ("bench.run_all", "run the benchmarks, results under bench/results/"),
+    "sweep": ("onebit.sweep", "grids of trainings and builds as Ray tasks (local or a cluster), one results table"),
     "demo": ("onebit.cli.demo", "the main job end to end: train TFC-w1a1 on Fashion-MNIST, build, verify"),
 }
 

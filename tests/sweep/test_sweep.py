@@ -1,0 +1,117 @@
+"""`onebit sweep` on local Ray with 2 CPUs: a grid with a failing run, a driver killed mid-sweep and resumed,
+and each finished build equal to the same build done alone (issue 26)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("ray")
+
+SPEC = """\
+name: tiny
+train:
+  model: tfc
+  epochs: 1
+  limit_train: 300
+  limit_test: 100
+  seed: [0]
+build:
+  board: [Pynq-Z1, ZCU104]
+  verify_samples: 50
+  python_samples: 20
+runs:
+  - build: {checkpoint: missing.pt, board: KV260}   # made to fail: no such checkpoint
+"""
+
+
+def _sweep(spec: Path, out: Path, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "onebit", "sweep", str(spec), "--out", str(out), "--num-cpus", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **popen)
+
+
+def _status(out: Path) -> dict[str, str]:
+    found = {}
+    for run_file in out.glob("*/*/run.json"):
+        record = json.loads(run_file.read_text())
+        found[f"{record['kind']}/{record['key']}"] = record["status"]
+    return found
+
+
+def _key_figures(report: dict) -> dict:
+    return {"estimate": {k: report["estimate"][k] for k in ("fps", "latency_cycles")},
+            "folding": [(r["layer"], r["PE"], r["SIMD"], r["cycles"]) for r in report["layers"]],
+            "resources": report["resources"]["total"], "accuracy": report["accuracy"],
+            "levels": {name: (e.get("samples"), e.get("integer_mismatches"), e.get("argmax_mismatches"))
+                       for name, e in report["verification"]["levels"].items()}}
+
+
+def test_sweep_resumes_after_the_driver_is_killed_and_keeps_the_failure(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    out = tmp_path / "sweep"
+    driver = _sweep(spec, out)
+    deadline = time.time() + 600
+    # kill the driver once the training has finished and before every build has
+    while time.time() < deadline and _status(out).get("train/seed-0_f9277ad6") != "finished":
+        assert driver.poll() is None, driver.stdout.read()
+        time.sleep(0.5)
+    statuses = _status(out)
+    assert statuses.get("train/seed-0_f9277ad6") == "finished", statuses
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    half = _status(out)
+    assert sum(1 for k, s in half.items() if k.startswith("build/seed") and s == "finished") < 2, half
+
+    rerun = _sweep(spec, out)
+    text, _ = rerun.communicate(timeout=900)
+    assert rerun.returncode == 1, text  # one run failed on purpose
+    assert "1 finished earlier" in text or "2 finished earlier" in text, text
+    assert "train/seed-0_f9277ad6" not in text.split("to run", 1)[1], text  # the training was not redone
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["run"]: row for row in results["rows"]}
+    assert results["summary"]["finished"] == 3 and results["summary"]["failed"] == 1, results["summary"]
+    failing = rows["build/checkpoint-missing.pt_board-KV260_" + next(
+        k.rsplit("_", 1)[1] for k in rows if k.startswith("build/checkpoint-missing.pt"))]
+    assert failing["status"] == "failed" and "missing.pt: no such file" in failing["error"]
+    for board in ("Pynq-Z1", "ZCU104"):
+        (row,) = [r for r in rows.values() if r["varying"].get("board") == board and r["kind"] == "build"]
+        assert row["status"].startswith("finished") and row["mismatches"] == 0 and row["fps"] > 0, row
+    assert (out / "results.md").read_text().count("| build/") == 3
+    assert (out / "fps_vs_lut.png").stat().st_size > 1000 and (out / "results.csv").is_file()
+
+    # a finished run's report equals the same build done alone, from the options the sweep ran it with
+    (run_dir,) = [p for p in (out / "build").iterdir() if "board-ZCU104" in p.name]
+    alone = tmp_path / "alone"
+    done = subprocess.run([sys.executable, "-m", "onebit", "build", "--config", str(run_dir / "build_options.json"),
+                           "--out", str(alone), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    swept = json.loads((run_dir / "build" / "report.json").read_text())
+    assert _key_figures(swept) == _key_figures(json.loads((alone / "report.json").read_text()))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("build: {checkpoint: m.pt, board: [Pynq-Z1, Pynq-Z9]}", "unknown board 'Pynq-Z9'"),
+    ("bogus: 1", "unknown section(s) bogus"),
+    ("build: {board: Pynq-Z1}", "needs 'checkpoint'"),
+    ("train: {model: tfc, epochz: 3}", "unknown training option(s) epochz"),
+    ("build: {checkpoint: m.pt, out: x}", "out is set by the sweep"),
+    ("build: {checkpoint: m.pt, board: []}", "'board' is an empty list"),
+    ("[1, 2]", "a sweep spec is a mapping"),
+])
+def test_bad_specs_are_one_line(tmp_path, capsys, text, expected):
+    from onebit.sweep import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(text)
+    assert main([str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
