@@ -82,6 +82,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mvau", choices=("hls", "rtl"), default="hls",
                         help="matrix-vector and max-pool nodes: FINN's HLS (default) or onebit's own RTL (hw/rtl), "
                              "which Verilator simulates as a whole accelerator and yosys sizes without Xilinx tools")
+    parser.add_argument("--input-packing", choices=("auto", "host", "none"), default="auto",
+                        help="binary-input networks (--input-bits 1): host = the host thresholds the pixels and packs "
+                             "8 to a byte, the DMA carries 1 bit per pixel; none = the accelerator thresholds the "
+                             "byte pixels; auto (default) = host for binary-input MLPs, none otherwise")
     parser.add_argument("--verify-samples", type=int, default=0, metavar="N",
                         help="test images verified at the PyTorch levels (default 0 = the whole test set)")
     parser.add_argument("--python-samples", type=int, default=DEFAULT_PYTHON_SAMPLES, metavar="M",
@@ -158,7 +162,8 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
         qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
         faults.point("build:after_qonnx")
         result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress,
-                                   mvau=getattr(args, "mvau", "hls"))
+                                   mvau=getattr(args, "mvau", "hls"),
+                                   input_packing=getattr(args, "input_packing", "auto"))
         finish_build_folder(result)
         faults.point("build:after_finn")
         verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
@@ -204,6 +209,9 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     if args.verify_samples < 0:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
     hardware_levels = _hardware_levels(args)
+    if getattr(args, "input_packing", "auto") == "host":
+        raise OnebitError("--input-packing host is for onebit checkpoints (trained with --input-bits 1); an imported "
+                          "QONNX model builds with the accelerator reading its pixels (--input-packing none)")
     decl, sidecar = declare_input(args.checkpoint, args.input_scale, args.input_offset, args.input_shape,
                                   args.input_layout, args.sidecar)
     dataset = args.dataset or sidecar.get("dataset")
@@ -226,7 +234,8 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
             raise OnebitError(f"dataset {dataset_name} has images {list(images.shape[1:])}, the model takes "
                               f"{record['input']['image_shape']} (C,H,W); pass --dataset of that shape or --input-shape")
         result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding,
-                                   progress=not args.no_progress, mvau=getattr(args, "mvau", "hls"))
+                                   progress=not args.no_progress, mvau=getattr(args, "mvau", "hls"),
+                                   input_packing="none")
         record["score_layer_alpha"] = result.score_affine.get("alpha")
         write_import_record(out_dir, record)
         finish_build_folder(result)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hw.check.levels import host_input
 from hw.check.python_exec import chunked, execute_padded, fast_python_execution, parallel_map  # noqa: F401
 from hw.check.verdict import REFERENCE, collapse_drift, compare, judge  # noqa: F401 (compare: API)
 from onebit.atomic import save_figure_atomic, write_text_atomic
@@ -109,6 +110,7 @@ def _graph_runner(path: Path, batch: int):
     in_shape = single.get_tensor_shape(in_name)
 
     def shaped(x: np.ndarray) -> np.ndarray:
+        x = host_input(single, x)  # bit-packed input: the host's threshold (hw/driver/input_packing.py)
         # The HW-layer graph of a CNN reads NHWC (FINN's streamliner moves the NCHW->NHWC transpose in
         # front of the dataflow partition, i.e. to the host); MLP graphs read the NCHW flatten.
         if x.ndim == 4 and len(in_shape) == 4 and list(in_shape[1:]) == [x.shape[2], x.shape[3], x.shape[1]] \
