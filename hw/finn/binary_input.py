@@ -83,6 +83,7 @@ def _flatten_after(model, node):
 
 def lay_out_binary_input(model, packing: str, port_bits: int):
     """The step's graph edit (see the module docstring); a no-op for networks without a binary pixel threshold."""
+    from qonnx.core.data_layout import NC
     from qonnx.core.datatype import DataType
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.infer_datatypes import InferDataTypes
@@ -115,11 +116,13 @@ def lay_out_binary_input(model, packing: str, port_bits: int):
     dims.add().dim_value = features
     model.set_metadata_prop("onebit_input_layout", json.dumps({"host_reshape": "NCHW flatten",
                                                                "accelerator_input_shape": [1, features]}))
+    model.set_tensor_layout(graph_input, NC)
     for value in [v for v in model.graph.value_info if v.name == node.output[0]]:
         model.graph.value_info.remove(value)
     if packing == "none":
         model.set_initializer(node.input[1], np.repeat(per_channel, features // channels, axis=0).astype(np.float32))
         getCustomOp(node).set_nodeattr("data_layout", "NC")
+        model.set_tensor_layout(node.output[0], NC)
         model = model.transform(InferShapes())
         return model.transform(InferDataTypes())
 
