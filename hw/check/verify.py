@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hw.check.host_input import NAME as HOST_INPUT, check_host_input
 from hw.check.levels import host_input
 from hw.check.python_exec import chunked, execute_padded, fast_python_execution, parallel_map  # noqa: F401
 from hw.check.verdict import REFERENCE, collapse_drift, compare, judge  # noqa: F401 (compare: API)
@@ -220,6 +221,14 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         else:
             record(level, started, integer_scores(model, images), f"torch, batched {scores_batch(model)}{note}")
     levels = {level: levels[level] for level in ("pytorch_trained", "pytorch_collapsed")}  # table order
+    started = time.perf_counter()
+    try:  # bit-packed input: the driver's DMA bytes against the trained model's first-layer input
+        host = check_host_input(trained, build.out_dir, images)
+    except Exception as error:  # a level that cannot run is reported, not fatal (and fails the verdict)
+        host = {"executed": False, "seconds": round(time.perf_counter() - started, 2),
+                "reason": f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"}
+    if host is not None:
+        levels[HOST_INPUT] = host
 
     n_python = len(images) if python_samples is None or python_samples == 0 else min(int(python_samples), len(images))
     python_images = images[:n_python]
