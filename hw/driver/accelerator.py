@@ -222,6 +222,8 @@ class Accelerator:
             "total_throughput[images/s]": self._batch_size / (runtime + (t1 - t0) + (t3 - t2)),
             "DRAM_in_bandwidth[MB/s]": packed.size * 1e-6 / runtime,
             "DRAM_out_bandwidth[MB/s]": out.size * 1e-6 / runtime,
+            "input_packing": "host" if self.spec.input_packing is not None else None,
+            "input_bytes_per_image": int(np.prod(self.spec.ishape_packed[1:])),
             "fclk[mhz]": self.spec.fclk_mhz,
             "accel_clk[mhz]": self.spec.accel_clk_mhz,
         }
