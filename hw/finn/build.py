@@ -11,8 +11,8 @@ onebit's steps sit between FINN's, each a small documented graph edit (see their
 `step_onebit_uint8_input` (the accelerator reads raw UINT8 pixels; drop the identity input threshold;
 `step_onebit_drop_input_identity` does it again after streamlining, for imported models' [0, 1] inputs),
 `step_onebit_binary_input` (binary-input networks: the pixel threshold unfoldable, or on the host with
-bit-packed input; hw/finn/binary_input.py) and `step_onebit_split_score_affine` (the accelerator streams the last layer's popcounts; the exact
-integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
+bit-packed input; hw/finn/binary_input.py) and `step_onebit_split_score_affine` (the accelerator streams
+the last layer's popcounts; the exact integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
 finn-hlslib or XSI run only where those tools exist; otherwise they are listed in skipped.txt.
 
 The whole `onebit build` pipeline (checkpoint -> collapse -> QONNX -> this build -> checks -> report ->
