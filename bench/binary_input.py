@@ -83,6 +83,18 @@ def build_row(checkpoint: Path, board: str, packing: str, work: Path, verify: in
     return row
 
 
+def describe_checkpoint(path: Path) -> str:
+    """A checkpoint named by how it was trained (its recorded configuration), not by a local path."""
+    from quant_models.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(path)
+    config = (meta.get("training") or {}).get("config") or {}
+    accuracy = (meta.get("metrics") or {}).get("test_accuracy")
+    shown = ", ".join(f"{k} {config[k]}" for k in ("epochs", "limit_train", "seed", "estimator") if config.get(k) is not None)
+    return (f"{path.name}: {(meta.get('dataset') or {}).get('name', '?')} TFC-w1a1 ({shown}), test accuracy "
+            f"{accuracy:.2%}" if accuracy is not None else f"{path.name} ({shown})")
+
+
 def render(rows: list[dict[str, Any]], checkpoint: str) -> str:
     lines = ["# Binary-input TFC-w1a1: byte input vs bit-packed input", "",
              f"Checkpoint: {checkpoint} (`--input-bits 1`). Auto-fold (default 80 % LUT/BRAM margin), FINN estimates; "
@@ -132,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(build_row(checkpoint, board, packing, work, args.verify_samples, args.python_samples))
                 print(f"{board} {packing}: {rows[-1]['fps']:,.0f} FPS, LUT {rows[-1]['LUT']:,.0f}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = str(args.checkpoint) if args.checkpoint else "Fashion-MNIST TFC-w1a1, 1 epoch, seed 0"
+    name = describe_checkpoint(args.checkpoint) if args.checkpoint else "Fashion-MNIST TFC-w1a1, 1 epoch, seed 0"
     write_text_atomic(args.out / "binary_input.json", json.dumps({"checkpoint": name, "rows": rows}, indent=2))
     write_text_atomic(args.out / "binary_input.md", render(rows, name))
     print(render(rows, name))

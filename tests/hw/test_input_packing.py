@@ -161,3 +161,26 @@ def test_input_packing_host_is_refused_for_a_pixel_input_model(tfc_build: Path, 
     code = build_main([str(tfc_build / "model.pt"), "--out", str(tmp_path / "b"), "--input-packing", "host",
                        "--levels", "none", "--no-progress", "--verify-samples", "20"])
     assert code == 2 and "--input-packing host needs a binary-input MLP" in capsys.readouterr().err
+
+
+def test_board_notebooks_run_on_the_packed_build(packed_build: Path) -> None:
+    """The deployment package's notebooks, as a board user opens them (backend auto = the model off-board)."""
+    import os
+
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    notebooks = packed_build / "deploy" / "notebooks"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONEBIT_") and k != "MPLBACKEND"}
+    env["ONEBIT_N"] = "64"
+    texts = {}
+    for name in ("1_classify.ipynb", "2_validate.ipynb", "3_throughput.ipynb"):
+        notebook = nbformat.read(notebooks / name, as_version=4)
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebooks)}}).execute(env=env)
+        texts[name] = "\n".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                                for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+    assert "integer score mismatches:    0" in texts["2_validate.ipynb"]
+    assert "bit-exact: all 64 samples" in texts["2_validate.ipynb"]
+    assert "   <- predicted" in texts["1_classify.ipynb"]
+    assert "\n    64 " in "\n" + texts["3_throughput.ipynb"]
