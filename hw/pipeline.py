@@ -124,6 +124,11 @@ def run_pipeline(args: argparse.Namespace) -> int:
         raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
     args.hardware_levels = _hardware_levels(args)  # a bad --levels fails now, not after the FINN build
     trained, meta = load_checkpoint(args.checkpoint)
+    arch = getattr(trained, "arch", {}) or {}
+    if getattr(args, "input_packing", "auto") == "host" and (arch.get("input_bits") != 1 or arch.get("name") == "cnv"):
+        raise OnebitError(f"--input-packing host needs a binary-input MLP (trained with --input-bits 1; TFC, SFC or "
+                          f"LFC); {args.checkpoint} is a {arch.get('name')} with input_bits={arch.get('input_bits')}: "
+                          "its accelerator reads the pixels, use --input-packing none or auto")
     meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
     if getattr(args, "data_root", None):
         meta["dataset"] = {**(meta.get("dataset") or {}), "root": str(Path(args.data_root).expanduser().resolve())}
