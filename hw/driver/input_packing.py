@@ -73,6 +73,7 @@ def pack_images(images: np.ndarray, packing: dict[str, Any], folded_shape: tuple
 def measure_packing_rate(packing: dict[str, Any], folded_shape: tuple[int, ...], images: int = 20_000,
                          repeats: int = 3) -> dict[str, Any]:
     """Images/s of `pack_images` (threshold + pack, numpy, this machine) on random images, best of `repeats`."""
+    import os
     import time
 
     channels = len(packing["thresholds"])
@@ -83,5 +84,9 @@ def measure_packing_rate(packing: dict[str, Any], folded_shape: tuple[int, ...],
         started = time.perf_counter()
         pack_images(batch, packing, folded_shape)
         best = min(best, time.perf_counter() - started)
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"  # a shared machine packs slower
+    except (AttributeError, OSError):
+        load = ""
     return {"images_per_s": images / best,
-            "how": f"numpy pack_images on {images:,} random images, best of {repeats}, one process"}
+            "how": f"numpy pack_images on {images:,} random images, best of {repeats}, one process{load}"}
