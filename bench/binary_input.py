@@ -114,7 +114,7 @@ def render(rows: list[dict[str, Any]], checkpoint: str) -> str:
             f"{r['fps'] * 100.0 / r['clock_mhz']:,.0f} | {r['io_bound_cycles']} / {r['io_bound_fps']:,.0f} | "
             f"{r['LUT']:,.0f} ({r['LUT_fraction']:.0%}) | {r['BRAM_18K']:,.0f} ({r['BRAM_fraction']:.0%}) | "
             f"{r['thresholding_PE'] or '-'} | {mvau.get('PE')} x {mvau.get('SIMD')} | "
-            f"{r['host_pack_images_per_s'] or 0:,.0f} | {'ok' if r['verification_ok'] else 'FAILED'} | {ratio} |")
+            f"{format(r['host_pack_images_per_s'], ',.0f') if r['host_pack_images_per_s'] else '-'} | {'ok' if r['verification_ok'] else 'FAILED'} | {ratio} |")
     lines += ["", "Verified levels (integer mismatches / samples) per build:", ""]
     lines += [f"- {r['board']} {r['input']}: " + ", ".join(f"{n} {e['integer_mismatches']}/{e['samples']}"
                                                           for n, e in r["levels"].items()) for r in rows]
