@@ -115,6 +115,9 @@ def render(rows: list[dict[str, Any]], checkpoint: str) -> str:
             f"{r['LUT']:,.0f} ({r['LUT_fraction']:.0%}) | {r['BRAM_18K']:,.0f} ({r['BRAM_fraction']:.0%}) | "
             f"{r['thresholding_PE'] or '-'} | {mvau.get('PE')} x {mvau.get('SIMD')} | "
             f"{format(r['host_pack_images_per_s'], ',.0f') if r['host_pack_images_per_s'] else '-'} | {'ok' if r['verification_ok'] else 'FAILED'} | {ratio} |")
+    lines += ["", "Before this change (main 3282ef9, the same checkpoint, Pynq-Z1, default auto-fold): Thresholding_rtl "
+                  "PE 1 (one threshold channel), 784 cycles/image, 127,551 FPS estimated, LUT 1,841, BRAM_18K 7; the "
+                  "input stream of one pixel per cycle was the bound."]
     lines += ["", "Verified levels (integer mismatches / samples) per build:", ""]
     lines += [f"- {r['board']} {r['input']}: " + ", ".join(f"{n} {e['integer_mismatches']}/{e['samples']}"
                                                           for n, e in r["levels"].items()) for r in rows]
