@@ -173,6 +173,7 @@ def test_board_notebooks_run_on_the_packed_build(packed_build: Path) -> None:
     notebooks = packed_build / "deploy" / "notebooks"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONEBIT_") and k != "MPLBACKEND"}
     env["ONEBIT_N"] = "64"
+    env["ONEBIT_REPO"] = str(Path(__file__).resolve().parents[2])  # this checkout's onebit for backend "model"
     texts = {}
     for name in ("1_classify.ipynb", "2_validate.ipynb", "3_throughput.ipynb"):
         notebook = nbformat.read(notebooks / name, as_version=4)
