@@ -116,6 +116,14 @@ def render(rows: list[dict[str, Any]], checkpoint: str) -> str:
             f"{r['LUT']:,.0f} ({r['LUT_fraction']:.0%}) | {r['BRAM_18K']:,.0f} ({r['BRAM_fraction']:.0%}) | "
             f"{r['thresholding_PE'] or '-'} | {mvau.get('PE')} x {mvau.get('SIMD')} | "
             f"{format(r['host_pack_images_per_s'], ',.0f') if r['host_pack_images_per_s'] else '-'} | {'ok' if r['verification_ok'] else 'FAILED'} | {ratio} |")
+    short = [r for r in rows if r["bottleneck"]["cycles"] > r["io_bound_cycles"]]
+    if short:
+        lines += ["", "Not at the I/O bound: " + ", ".join(
+            f"{r['board']} {r['input']} ({r['bottleneck']['layer']} {r['bottleneck']['cycles']} cycles vs "
+            f"{r['io_bound_cycles']})" for r in short) + ". On the 128-bit ZU+ ports the packed image is 896 bits = "
+            "7 beats; the only 7-cycle folding of the 896 x 64 first layer is PE 64 x SIMD 128, an 8,192-bit weight "
+            "stream, over FINN's HLS limit (PE x SIMD x weight bits <= AP_INT_MAX_W = 8191), so auto-fold's "
+            "MVAU_hls candidates stop at 8 cycles (PE 8 x SIMD 896)."]
     lines += ["", "Before this change (main 3282ef9, the same checkpoint, Pynq-Z1, default auto-fold): Thresholding_rtl "
                   "PE 1 (one threshold channel), 784 cycles/image, 127,551 FPS estimated, LUT 1,841, BRAM_18K 7; the "
                   "input stream of one pixel per cycle was the bound."]
