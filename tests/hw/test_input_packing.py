@@ -185,3 +185,13 @@ def test_board_notebooks_run_on_the_packed_build(packed_build: Path) -> None:
     assert "bit-exact: all 64 samples" in texts["2_validate.ipynb"]
     assert "   <- predicted" in texts["1_classify.ipynb"]
     assert "\n    64 " in "\n" + texts["3_throughput.ipynb"]
+
+
+def test_driver_refuses_an_io_json_whose_packing_does_not_fill_the_input(packed_build: Path) -> None:
+    from hw.driver.io_spec import DriverError, IOSpec
+
+    data = json.loads((packed_build / "driver" / "io.json").read_text())
+    IOSpec(data)  # the build's own is accepted
+    data["input"]["onebit_input_packing"]["bits"] = 784  # 832 BINARY values on the stream
+    with pytest.raises(DriverError, match="input packing"):
+        IOSpec(data)
