@@ -43,10 +43,15 @@ CASES = {  # name: (model, train options, build options, default image count)
     # skip the training); rtl_nodes is left out (each node's own Verilator run adds hours at this width) and
     # yosys is bounded per node (FULL_SYNTH_LIMIT_S): the widest MVAUs would take hours on 2 shared cores
     "cnv-full": ("cnv", [], ["--levels", "none"], 1_000),
+    # binary-input TFC with bit-packed input (issue 22): the host thresholds and packs, the first MVAU reads
+    # 832 bits per image (13 beats of the 64-bit port); rtl_nodes left out (the first MVAU's own Verilator
+    # run at PE 64 x SIMD 64 adds long compile times), rtl_accelerator checks the whole design
+    "tfc-packed": ("tfc", ["--input-bits", "1"], ["--input-packing", "host", "--levels", "rtl_accelerator"], 1_000),
 }
 FULL_SYNTH_LIMIT_S = 120  # ONEBIT_YOSYS_TIMEOUT for cnv-full's build: a node over it is reported "not synthesized"
 AUTO_SYNTH_LIMIT_S = 900  # tfc-auto's first layer (PE 32 x SIMD 16 add/subtract lanes) ran over 15 minutes
 CASE_ENV = {"cnv-full": {"ONEBIT_YOSYS_TIMEOUT": str(FULL_SYNTH_LIMIT_S)},
+            "tfc-packed": {"ONEBIT_YOSYS_TIMEOUT": str(FULL_SYNTH_LIMIT_S)},
             "tfc-auto": {"ONEBIT_YOSYS_TIMEOUT": str(AUTO_SYNTH_LIMIT_S)}}
 METHODS = ("irnet", "binaryduo", "rbonn", "hyper")  # method:CASE trains CASE's model with that estimator
 METHOD_NAMES = {"ste": "STE (BNN-PYNQ)", "irnet": "IR-Net", "binaryduo": "BinaryDuo", "rbonn": "RBONN",
@@ -347,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, train, options, default_n = CASES[case]
         try:
-            ckpt = checkpoint(args.work, model, train, estimator, name=base if base.endswith("-full") else None)
+            ckpt = checkpoint(args.work, model, train, estimator, name=base if base.endswith(("-full", "-packed")) else None)
             out = build(args.work, case.replace(":", "-"), ckpt, options)
             results[case] = measure(out, args.images or default_n)
         except (SystemExit, Exception) as error:  # one case failing is reported, the others still run

@@ -269,6 +269,14 @@ def _readme(build_dir: Path, report: dict[str, Any], manifest: dict[str, Any], n
               f"{_fmt(estimate.get('clock_mhz'), '.0f')} MHz, latency {_fmt(estimate.get('latency_us'), '.1f')} us "
               "(FINN's cycle estimates of the dataflow layers; the measured rate also includes DMA and the "
               "host-side packing, see `throughput_test()`).", ""]
+    packing = report.get("input_packing")
+    if packing:
+        lines[-1:-1] = [
+            f"- Bit-packed input: the driver thresholds each pixel (>= {packing['thresholds']}) and packs 8 to a byte, "
+            f"{packing['bytes_per_image']} B per image to the DMA; `acc.execute(images)` packs, "
+            "`acc.execute_packed(acc.pack_images(images))` runs preloaded buffers at the accelerator's rate. The "
+            f"build machine packed {_fmt(packing.get('host_images_per_s'), ',.0f')} images/s (numpy); the board's "
+            "ARM cores are slower, so with unpacked images arriving the host's packing may be the limit."]
     lines += ["## Files", "", "`manifest.json` lists every file with its sha256. `report.md` is the build's report."]
     if manifest["missing"]:
         lines += ["", "Missing: " + ", ".join(f"`{m['path']}`" for m in manifest["missing"]) + " (see MISSING.txt)."]

@@ -79,6 +79,10 @@ class BuildOptions:
     mvau: str = option("hls", "matrix-vector and max-pool nodes: FINN's HLS (default) or onebit's own RTL (hw/rtl), "
                        "which Verilator simulates as a whole accelerator and yosys sizes without Xilinx tools",
                        choices=("hls", "rtl"))
+    input_packing: str = option(
+        "auto", "binary-input networks (--input-bits 1): host = the host thresholds the pixels and packs 8 to a byte, "
+        "the DMA carries 1 bit per pixel; none = the accelerator thresholds the byte pixels; auto (default) = host "
+        "for binary-input MLPs, none otherwise", choices=("auto", "host", "none"))
     verify_samples: int = option(0, "test images verified at the PyTorch levels (default 0 = the whole test set)",
                                  metavar="N")
     python_samples: int = option(

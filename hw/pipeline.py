@@ -180,6 +180,11 @@ def _run_checkpoint(options: BuildOptions) -> dict[str, Any]:
     folding = _folding(options)
     hardware_levels = _hardware_levels(options)  # a bad --levels fails now, not after the FINN build
     trained, meta = load_checkpoint(options.checkpoint)
+    arch = getattr(trained, "arch", {}) or {}
+    if options.input_packing == "host" and (arch.get("input_bits") != 1 or arch.get("name") == "cnv"):
+        raise OnebitError(f"--input-packing host needs a binary-input MLP (trained with --input-bits 1; TFC, SFC or "
+                          f"LFC); {options.checkpoint} is a {arch.get('name')} with input_bits={arch.get('input_bits')}: "
+                          "its accelerator reads the pixels, use --input-packing none or auto")
     meta = with_dataset(meta, options.dataset)  # --dataset: verify on other data
     if options.data_root:
         meta["dataset"] = {**(meta.get("dataset") or {}), "root": str(Path(options.data_root).expanduser().resolve())}
@@ -226,7 +231,9 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
         LOG.info("FINN build (%s)", folding.describe())
         result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not options.no_progress,
                                    mvau=options.mvau, start_from=options.start_from, stop_after=options.stop_after,
-                                   fingerprint={"model_sha256": checkpoint_sha256})
+                                   fingerprint={"model_sha256": checkpoint_sha256,
+                                                "input_packing": options.input_packing},
+                                   input_packing=options.input_packing)
         if options.start_from:
             _record_options(folder, options)
         if "stopped_after" in result.extras:
@@ -279,6 +286,9 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
     board = _board(options)
     folding = _folding(options)
     hardware_levels = _hardware_levels(options)
+    if options.input_packing == "host":
+        raise OnebitError("--input-packing host is for onebit checkpoints (trained with --input-bits 1); an imported "
+                          "QONNX model builds with the accelerator reading its pixels (--input-packing none)")
     decl, sidecar = declare_input(options.checkpoint, options.input_scale, options.input_offset, options.input_shape,
                                   options.input_layout, options.sidecar)
     dataset = options.dataset or sidecar.get("dataset")
@@ -304,7 +314,8 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
         result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding,
                                    progress=not options.no_progress, mvau=options.mvau,
                                    start_from=options.start_from, stop_after=options.stop_after,
-                                   fingerprint={"model_sha256": sha256_file(options.checkpoint)})
+                                   fingerprint={"model_sha256": sha256_file(options.checkpoint)},
+                                   input_packing="none")
         if options.start_from:
             _record_options(folder, options)
         if "stopped_after" in result.extras:

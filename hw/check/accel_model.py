@@ -522,6 +522,7 @@ def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec, progres
 
     from finn.core.onnx_exec import execute_onnx
 
+    from hw.check.levels import host_input
     from hw.check.python_exec import chunked, fast_python_execution, parallel_map
 
     model = ModelWrapper(str(Path(build_dir) / "finn" / "step_create_dataflow_partition.onnx"))
@@ -530,7 +531,7 @@ def finn_python_outputs(build_dir: str | Path, images: np.ndarray, spec, progres
     def run(chunk: np.ndarray) -> np.ndarray:
         outputs = []
         for image in chunk:
-            x = image[None].astype(np.float32)
+            x = host_input(model, image[None]).astype(np.float32)  # bit-packed input: the host's threshold
             x = x.transpose(spec.transpose) if spec.transpose else x
             outputs.append(execute_onnx(model, {name_in: x.reshape(spec.ishape_normal)})[name_out].reshape(-1))
         return np.array(outputs)

@@ -20,6 +20,7 @@ the HW-layer graph, `capture_node_inputs`) and random inputs over the node's inp
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -144,6 +145,15 @@ def default_levels() -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # shared helpers of node levels
 
+def host_input(model, images: np.ndarray) -> np.ndarray:
+    """`images`, or their thresholded bits (N, bits) where the graph's input is bit-packed on the host
+    (hw/finn/binary_input.py): the driver's own function, so every level sees what the accelerator gets."""
+    from hw.driver.input_packing import PACKING_KEY, threshold_images
+
+    text = model.get_metadata_prop(PACKING_KEY)
+    return threshold_images(images, json.loads(text)) if text else images
+
+
 def graph_input(model, images: np.ndarray) -> tuple[str, np.ndarray]:
     """(input name, images shaped for the HW-layer graph): NHWC for CNN graphs, NCHW flatten for MLPs.
 
@@ -151,7 +161,7 @@ def graph_input(model, images: np.ndarray) -> tuple[str, np.ndarray]:
     """
     name = model.graph.input[0].name
     shape = model.get_tensor_shape(name)
-    x = images
+    x = host_input(model, images)
     if x.ndim == 4 and len(shape) == 4 and list(shape[1:]) == [x.shape[2], x.shape[3], x.shape[1]] \
             and list(shape[1:]) != list(x.shape[1:]):
         x = x.transpose(0, 2, 3, 1)

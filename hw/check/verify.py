@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from hw.check.host_input import NAME as HOST_INPUT, check_host_input
+from hw.check.levels import host_input
 from hw.check.python_exec import chunked, execute_padded, fast_python_execution, parallel_map  # noqa: F401
 from hw.check.verdict import REFERENCE, collapse_drift, compare, judge  # noqa: F401 (compare: API)
 from onebit.atomic import save_figure_atomic, write_text_atomic
@@ -109,6 +111,7 @@ def _graph_runner(path: Path, batch: int):
     in_shape = single.get_tensor_shape(in_name)
 
     def shaped(x: np.ndarray) -> np.ndarray:
+        x = host_input(single, x)  # bit-packed input: the host's threshold (hw/driver/input_packing.py)
         # The HW-layer graph of a CNN reads NHWC (FINN's streamliner moves the NCHW->NHWC transpose in
         # front of the dataflow partition, i.e. to the host); MLP graphs read the NCHW flatten.
         if x.ndim == 4 and len(in_shape) == 4 and list(in_shape[1:]) == [x.shape[2], x.shape[3], x.shape[1]] \
@@ -218,6 +221,16 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         else:
             record(level, started, integer_scores(model, images), f"torch, batched {scores_batch(model)}{note}")
     levels = {level: levels[level] for level in ("pytorch_trained", "pytorch_collapsed")}  # table order
+    started = time.perf_counter()
+    try:  # bit-packed input: the driver's DMA bytes against the trained model's first-layer input
+        host = check_host_input(trained, build.out_dir, images)
+    except Exception as error:  # the driver cannot make the DMA bytes: a failure, never a skip
+        message = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+        host = {"executed": True, "samples": int(len(images)), "integer_mismatches": int(len(images)),
+                "argmax_mismatches": 0, "first_mismatches": [], "seconds": round(time.perf_counter() - started, 2),
+                "how": f"failed: the driver's input packing raised {message}"}
+    if host is not None:
+        levels[HOST_INPUT] = host
 
     n_python = len(images) if python_samples is None or python_samples == 0 else min(int(python_samples), len(images))
     python_images = images[:n_python]

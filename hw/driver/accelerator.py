@@ -8,7 +8,9 @@ Only `transfer` differs:
                    because it needs the FINN model of the build). Chosen explicitly, never a fallback.
 
 Input contract: a uint8 array (N, C, H, W) of raw dataset pixels (the layout quant_models' datasets give),
-or one image (C, H, W). Other integer dtypes are accepted when every value is in 0..255.
+or one image (C, H, W). Other integer dtypes are accepted when every value is in 0..255. A bit-packed
+binary-input build (io.json input.onebit_input_packing) thresholds and packs them on the host; its
+`execute_packed` takes buffers packed once by `pack_images`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from .io_spec import BoardRequiredError, DriverError, IOSpec
+from .input_packing import pack_images
 from .packing import datatype_range, pack, unpack
 
 BACKENDS = ("board", "model")
@@ -133,8 +136,13 @@ class Accelerator:
         return images
 
     def fold_and_pack(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, C, H, W) -> the bytes the input DMA reads, (N, *ishape_packed[1:])."""
+        """uint8 (N, C, H, W) -> the bytes the input DMA reads, (N, *ishape_packed[1:]).
+
+        With bit-packed input (io.json input.onebit_input_packing) the host applies the first layer's pixel
+        threshold and packs 8 pixels to a byte (input_packing.py)."""
         n = images.shape[0]
+        if self.spec.input_packing is not None:
+            return pack_images(images, self.spec.input_packing, self.spec.ishape_folded)
         stream = images.transpose(self.spec.transpose) if self.spec.transpose else images
         folded = np.ascontiguousarray(stream).reshape((n,) + self.spec.ishape_folded[1:])
         lo, hi = datatype_range(self.spec.idt)
@@ -156,6 +164,24 @@ class Accelerator:
         if self.backend == "model":
             return np.asarray(self.model.run(packed))
         return self.overlay.transfer(packed)
+
+    def pack_images(self, images: np.ndarray) -> np.ndarray:
+        """The input DMA's bytes (N, *ishape_packed[1:]) for uint8 images: pack once, run `execute_packed` often."""
+        return self.fold_and_pack(self.check_images(images))
+
+    def execute_packed(self, packed: np.ndarray) -> np.ndarray:
+        """Raw integer outputs for buffers already in the input DMA's layout (`pack_images`), in chunks of
+        `batch_size`: the accelerator's own rate, without the host's threshold-and-pack cost."""
+        expected = self.spec.ishape_packed[1:]
+        if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or tuple(packed.shape[1:]) != expected \
+                or packed.ndim != len(expected) + 1 or packed.shape[0] == 0:
+            shown = f"{packed.dtype} {packed.shape}" if isinstance(packed, np.ndarray) else type(packed).__name__
+            raise DriverError(f"packed input is {shown}; this accelerator takes uint8 (N, "
+                              f"{', '.join(map(str, expected))}) buffers from pack_images()")
+        outputs = []
+        for start in range(0, packed.shape[0], self._batch_size):
+            outputs.append(self.unpack_and_unfold(self.transfer(packed[start:start + self._batch_size])))
+        return np.concatenate(outputs)
 
     def execute(self, images: np.ndarray) -> np.ndarray:
         """Raw integer outputs of the accelerator for uint8 images, in chunks of `batch_size`."""
@@ -196,6 +222,8 @@ class Accelerator:
             "total_throughput[images/s]": self._batch_size / (runtime + (t1 - t0) + (t3 - t2)),
             "DRAM_in_bandwidth[MB/s]": packed.size * 1e-6 / runtime,
             "DRAM_out_bandwidth[MB/s]": out.size * 1e-6 / runtime,
+            "input_packing": "host" if self.spec.input_packing is not None else None,
+            "input_bytes_per_image": int(np.prod(self.spec.ishape_packed[1:])),
             "fclk[mhz]": self.spec.fclk_mhz,
             "accel_clk[mhz]": self.spec.accel_clk_mhz,
         }

@@ -17,6 +17,8 @@ Schema (format "onebit-io", version 1); hw/io_description.py writes it from the 
                       transpose      axes applied to (N, C, H, W) before the stream (e.g. to NHWC) or null
                       finn_datatype  "UINT8"
                       shape_normal / shape_folded / shape_packed   FINN's ishape_* with batch 1
+                      onebit_input_packing   only for bit-packed binary input (finn_datatype "BINARY"):
+                                     {"thresholds", "pixels", "bits", ...}, see input_packing.py
     output            finn_datatype  e.g. "INT9"
                       shape_normal / shape_folded / shape_packed   FINN's oshape_* with batch 1
                       num_classes    K
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .input_packing import PACKING_KEY
 from .packing import PackingError, datatype_info
 
 FORMAT = "onebit-io"
@@ -93,6 +96,7 @@ class IOSpec:
         self.ishape_normal = tuple(int(v) for v in _require(inp, "shape_normal", f"{source}: input"))
         self.ishape_folded = tuple(int(v) for v in _require(inp, "shape_folded", f"{source}: input"))
         self.ishape_packed = tuple(int(v) for v in _require(inp, "shape_packed", f"{source}: input"))
+        self.input_packing: dict | None = inp.get(PACKING_KEY)
 
         self.odt: str = _require(out, "finn_datatype", f"{source}: output")
         self.oshape_normal = tuple(int(v) for v in _require(out, "shape_normal", f"{source}: output"))
@@ -115,7 +119,15 @@ class IOSpec:
             if int(np.prod(normal)) != int(np.prod(folded)):
                 raise DriverError(f"{self.source}: {label} shape_normal {list(normal)} and shape_folded "
                                   f"{list(folded)} hold different numbers of values")
-        if int(np.prod(self.image_shape)) != int(np.prod(self.ishape_normal[1:])):
+        if self.input_packing is not None:
+            packing = self.input_packing
+            if (self.idt != "BINARY" or int(packing.get("pixels", -1)) != int(np.prod(self.image_shape))
+                    or int(packing.get("bits", -1)) != int(np.prod(self.ishape_normal[1:]))
+                    or not isinstance(packing.get("thresholds"), list)
+                    or len(packing["thresholds"]) not in (1, self.image_shape[0])):
+                raise DriverError(f"{self.source}: input packing {packing} does not match the BINARY input "
+                                  f"{list(self.ishape_normal)} of image shape {list(self.image_shape)}; rebuild")
+        elif int(np.prod(self.image_shape)) != int(np.prod(self.ishape_normal[1:])):
             raise DriverError(f"{self.source}: input image_shape {list(self.image_shape)} does not fill the "
                               f"accelerator input {list(self.ishape_normal)}")
 

@@ -9,9 +9,10 @@ errors; the steps and their configuration are FINN's own either way.
 
 onebit's steps sit between FINN's, each a small documented graph edit (see their docstrings):
 `step_onebit_uint8_input` (the accelerator reads raw UINT8 pixels; drop the identity input threshold;
-`step_onebit_drop_input_identity` does it again after streamlining, for imported models' [0, 1] inputs)
-and `step_onebit_split_score_affine` (the accelerator streams the last layer's popcounts; the exact
-integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
+`step_onebit_drop_input_identity` does it again after streamlining, for imported models' [0, 1] inputs),
+`step_onebit_binary_input` (binary-input networks: the pixel threshold unfoldable, or on the host with
+bit-packed input; hw/finn/binary_input.py) and `step_onebit_split_score_affine` (the accelerator streams
+the last layer's popcounts; the exact integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
 finn-hlslib or XSI run only where those tools exist; otherwise they are listed in skipped.txt.
 
 The whole `onebit build` pipeline (checkpoint -> collapse -> QONNX -> this build -> checks -> report ->
@@ -43,7 +44,7 @@ SCORE_AFFINE_KEY = "onebit_score_affine"
 # FINN steps that run everywhere (pure Python): streamlining to XNOR-popcount, HW layers, folding,
 # estimates and HLS/RTL code generation. The folding steps are chosen per FoldingSpec in _step_list.
 FRONTEND_HEAD = ["step_qonnx_to_finn", "step_tidy_up", "step_onebit_uint8_input", "step_streamline",
-                 "step_onebit_drop_input_identity",
+                 "step_onebit_drop_input_identity", "step_onebit_binary_input",
                  "step_onebit_split_score_affine", "step_convert_to_hw", "step_minimize_bit_width_initial",
                  "step_create_dataflow_partition", "step_specialize_layers"]
 FRONTEND_TAIL = ["step_minimize_bit_width", "step_generate_estimate_reports", "step_hw_codegen"]
@@ -301,12 +302,14 @@ DATAFLOW_CONFIG = "dataflow_build_config.json"
 
 def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
                       progress: bool = True, mvau: str = "hls", start_from: str | None = None,
-                      stop_after: str | None = None, fingerprint: dict[str, Any] | None = None) -> BuildResult:
+                      stop_after: str | None = None, fingerprint: dict[str, Any] | None = None,
+                      input_packing: str = "auto") -> BuildResult:
     """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`.
     mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py).
     start_from / stop_after: run part of the step list (hw/finn/steps.py); a stopped build's result has
     `stopped_after` set and no folding.json/skipped.txt written. fingerprint: what the caller's models depend
-    on beyond board, clock, folding and mvau (e.g. the checkpoint's sha256), checked on --start-from."""
+    on beyond board, clock, folding and mvau (e.g. the checkpoint's sha256), checked on --start-from.
+    input_packing: "auto", "host" or "none" for binary-input networks (hw/finn/binary_input.py)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     from hw.finn.steps import StepRecord, plan
@@ -325,6 +328,9 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
 
     lookup = dict(finn_steps.build_dataflow_step_lookup)
     lookup.update(_ONEBIT_STEPS)
+    from hw.finn.binary_input import STEP_NAME as BINARY_INPUT_STEP, make_binary_input_step
+
+    lookup[BINARY_INPUT_STEP] = make_binary_input_step(input_packing, board.axi_port_bits)
     if mvau == "rtl":
         from hw.finn.rtl_mvau import STEP_NAME, step_onebit_rtl_nodes
 
@@ -398,6 +404,10 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     result.extras["mvau"] = mvau
     if first > 0:
         result.extras["steps_reused"] = steps[:first]
+    from hw.finn.binary_input import input_packing_of
+
+    packing = input_packing_of(model)
+    result.extras["input_packing"] = packing or "none"
     write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
     write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result

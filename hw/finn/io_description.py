@@ -15,6 +15,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
+from hw.driver.input_packing import PACKING_KEY
 from hw.driver.io_spec import FORMAT, VERSION, IOSpec
 from hw.driver.packing import datatype_range, packed_bytes
 from onebit.atomic import write_text_atomic
@@ -82,8 +83,14 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
         if affine.get("form") != "popcount" or "n" not in affine:
             raise OnebitError(f"unknown score affine {affine_text} in the model metadata; rebuild")
         score_scale, score_offset = 2, -int(affine["n"])
+    packing_text = model.get_metadata_prop(PACKING_KEY)
+    packing = json.loads(packing_text) if packing_text else None
     lo, hi = datatype_range(s["idt"])
-    if lo > 0 or hi < 255:
+    if packing is not None:
+        if s["idt"] != "BINARY" or int(np.prod(s["ishape_normal"][1:])) != int(packing["bits"]):
+            raise OnebitError(f"the accelerator input is {s['idt']} {s['ishape_normal']}, not the {packing['bits']} "
+                              "BINARY bits its input packing records; rebuild")
+    elif lo > 0 or hi < 255:
         raise OnebitError(f"the accelerator input datatype is {s['idt']}, not one that holds raw uint8 pixels; "
                           "export the model with raw-pixel UINT8 input (design.md section 1)")
     normal = s["ishape_normal"]
@@ -96,7 +103,7 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
     else:
         derived = tuple(normal[1:])
     image_shape = tuple(image_shape) if image_shape is not None else derived
-    if int(np.prod(image_shape)) != int(np.prod(normal[1:])):
+    if int(np.prod(image_shape)) != (int(packing["pixels"]) if packing else int(np.prod(normal[1:]))):
         raise OnebitError(f"image shape {list(image_shape)} does not fill the accelerator input {normal}")
     classes = int(num_classes or int(np.prod(s["oshape_normal"][1:])))
     # An XNOR score layer without the affine in hardware streams the popcount p; z = 2p - N follows.
@@ -109,7 +116,8 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
         "dma": {"input": "idma0", "output": "odma0"},
         "input": {"pixels": "uint8", "image_shape": list(image_shape), "transpose": transpose,
                   "finn_datatype": s["idt"], "shape_normal": normal, "shape_folded": s["ishape_folded"],
-                  "shape_packed": s["ishape_packed"]},
+                  "shape_packed": s["ishape_packed"],
+                  **({PACKING_KEY: packing} if packing else {})},
         "output": {"finn_datatype": s["odt"], "shape_normal": s["oshape_normal"],
                    "shape_folded": s["oshape_folded"], "shape_packed": s["oshape_packed"],
                    "num_classes": classes, "values": values,

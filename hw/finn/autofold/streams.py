@@ -9,7 +9,9 @@ cannot feed. Here both get cycles per image:
   width, the memory side `gcd(transfer bits, port bits)`. Per image the DMA needs `transfer bits /
   interface width` AXI beats and emits one stream word per cycle, so it takes max(beats, stream words)
   cycles; the beats are the I/O bound no folding can beat. AXI burst set-up and DDR latency are not
-  modelled (finn-examples' measured TFC FPS is 82 % of this bound).
+  modelled (finn-examples' measured TFC FPS is 82 % of this bound). With bit-packed input
+  (hw/finn/binary_input.py) the first node is the MVAU reading BINARY bits, padded to whole port words per
+  image so that the interface stays the port's full width (784 bits would give gcd(784, 64) = 16 bits).
 * Width converters: where FINN's InsertDWC puts one (producer and consumer folded widths differ); it
   reads and writes one word per cycle, so it takes max(input words, output words) cycles. Its LUT/BRAM
   come from FINN's estimate of the inserted node.
