@@ -109,15 +109,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from quant_models.checkpoint import load_checkpoint
     from quant_models.custom_data import with_dataset
 
+    if args.verify_samples < 0:
+        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    if args.python_samples < 0:
+        raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
     if is_qonnx_path(args.checkpoint):
         return run_imported_pipeline(args)
     refuse_import_options(args)
     board = get_board(args.board)
     folding = spec_from_args(args)
-    if args.verify_samples < 0:
-        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
-    if args.python_samples < 0:
-        raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
     args.hardware_levels = _hardware_levels(args)  # a bad --levels fails now, not after the FINN build
     trained, meta = load_checkpoint(args.checkpoint)
     meta = with_dataset(meta, getattr(args, "dataset", None))  # --dataset: verify on other data
@@ -201,8 +201,6 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
 
     board = get_board(args.board)
     folding = spec_from_args(args)
-    if args.verify_samples < 0:
-        raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
     hardware_levels = _hardware_levels(args)
     decl, sidecar = declare_input(args.checkpoint, args.input_scale, args.input_offset, args.input_shape,
                                   args.input_layout, args.sidecar)
@@ -232,7 +230,7 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
         finish_build_folder(result)
         verification = verify_imported_build(result, record, images, labels, dataset_name,
                                              progress=not args.no_progress, hardware_levels=hardware_levels,
-                                             node_samples=args.node_samples)
+                                             node_samples=args.node_samples, python_samples=args.python_samples)
         report = write_report(result, meta, {"import": record}, verification,
                               seconds=time.perf_counter() - started, marker=False)
         report["integrity"] = build_integrity(out_dir)
