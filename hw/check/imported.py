@@ -9,7 +9,8 @@ layer's integer accumulator z and compared with it on every sample:
   qonnx             the build's model_qonnx.onnx (pre-processing merged in front, tail cut) on raw pixels
   finn_streamlined  finn/step_streamline.onnx; z = output / alpha
   finn_hw_layers    finn/step_create_dataflow_partition.onnx; z = 2p - n, exact
-(qonnx and the FINN graphs, Python execution, see the first `python_samples` images, as for a checkpoint's build)
+The Python-execution levels (qonnx and the FINN graphs) see the first `python_samples` images, as in a
+checkpoint's build (hw/check/verify.py); the reference sees them all.
 
 A float level's z must lie within 1e-3 of an integer (else it is counted as a mismatch on that sample).
 `onebit validate` compares the accelerator model (or the board) with the same reference (reference_scores).
