@@ -220,7 +220,7 @@ def test_signed_8bit_input_quantizer_builds_bit_exact(tmp_path: Path, monkeypatc
     assert code == 0, report.get("verification")
     _assert_exact(report, python_samples=100, samples=100)
     clipped = onnx.load(str(tmp_path / "b" / "finn" / "step_onebit_clip_thresholds.onnx"))
-    record = json.loads(next(p.value for p in clipped.metadata_props if p.key == "onebit_clipped_thresholds"))
+    record = json.loads(next(p.value for p in clipped.graph.metadata_props if p.key == "onebit_clipped_thresholds"))
     assert record[0]["reachable"] == [0.0, 255.0] and record[0]["thresholds_clipped"] > 0
 
 
@@ -257,7 +257,7 @@ def test_bnn_pynq_tfc_with_constant_neurons_builds_bit_exact(tfc_with_constant_n
     assert code == 0, report.get("verification")
     _assert_exact(report, python_samples=100, samples=100)
     clipped = onnx.load(str(tmp_path / "b" / "finn" / "step_onebit_clip_thresholds.onnx"))
-    record = json.loads(next(p.value for p in clipped.metadata_props if p.key == "onebit_clipped_thresholds"))
+    record = json.loads(next(p.value for p in clipped.graph.metadata_props if p.key == "onebit_clipped_thresholds"))
     assert {"reachable": [0.0, 64.0], "thresholds_clipped": 2} in [{k: r[k] for k in ("reachable", "thresholds_clipped")}
                                                                  for r in record]
 
