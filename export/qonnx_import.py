@@ -296,6 +296,119 @@ def _cut_tail(model, nodes: list[Any]):
 
 
 # ---------------------------------------------------------------------------------------------------
+# what FINN's flow can carry: the ONNX opset, and the values a bipolar (+-1) tensor can take
+
+FINN_OPSET = 11  # the standard-ONNX opset of FINN's flow and of the merged model_qonnx.onnx (qonnx's preferred)
+LAYOUT_AND_POOL_OPS = LAYOUT_OPS + ("MaxPool",)  # a +-1 tensor stays +-1 through them
+
+
+def default_opset(model) -> int:
+    """The model's standard-ONNX opset (its `opset_import` entry for the default domain, wherever it is listed)."""
+    return next((int(o.version) for o in model.model.opset_import if o.domain in ("", "ai.onnx")), FINN_OPSET)
+
+
+def to_finn_opset(model):
+    """The model's standard nodes rewritten to their exact opset-11 form, or refused naming the node.
+
+    Why: torch 2.13's exporter writes opset 20 and lists the qonnx domain first, so qonnx's MergeONNXModels
+    (which reads `opset_import[0]`) gives the merged graph opset 11, where onnxruntime rejects e.g.
+    `Reshape(allowzero=1)` and the Python levels cannot run. FINN's flow is opset 11, so the graph is brought
+    to it: a Reshape with allowzero=1 and no 0 in its shape means exactly what opset 11's Reshape means;
+    anything else a newer opset adds (an attribute or input opset 11 does not know, an op it lacks) is refused.
+    """
+    from onnx import defs
+
+    source = default_opset(model)
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        name = f"{node.name or '?'} ({node.op_type})"
+        if node.op_type == "Reshape":
+            allowzero = next((a for a in node.attribute if a.name == "allowzero"), None)
+            if allowzero is not None:
+                shape = model.get_initializer(node.input[1])
+                if allowzero.i and (shape is None or np.any(np.asarray(shape) == 0)):
+                    raise ImportRefused(f"node {name} has allowzero=1 with a computed shape or a 0 in it, which ONNX "
+                                        f"opset {FINN_OPSET} (FINN's) cannot express exactly; flatten with a constant "
+                                        "shape (torch.flatten / x.view(1, -1)) before export")
+                node.attribute.remove(allowzero)  # allowzero=1 without a 0 in the shape = opset 11's Reshape
+        try:
+            schema = defs.get_schema(node.op_type, FINN_OPSET, "")
+        except Exception:  # onnx.defs.SchemaError: no such op in opset 11
+            raise ImportRefused(f"node {name} is not an ONNX opset {FINN_OPSET} op (the model is opset {source}); "
+                                "FINN's flow cannot build it: replace it before export") from None
+        unknown = sorted({a.name for a in node.attribute} - set(schema.attributes))
+        if unknown or len(node.input) > schema.max_input:
+            what = f"attribute {', '.join(unknown)}" if unknown else f"{len(node.input)} inputs"
+            raise ImportRefused(f"node {name} uses {what}, which ONNX opset {FINN_OPSET} (FINN's) does not have (the "
+                                f"model is opset {source}); export it in a form opset {FINN_OPSET} has")
+    for entry in model.model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = FINN_OPSET
+    return model
+
+
+def _is_bipolar(model, tensor: str) -> bool:
+    """Whether `tensor` carries only +-scale: a BipolarQuant's output, through layout ops and max-pooling."""
+    for _ in range(64):
+        producer = model.find_producer(tensor)
+        if producer is None:
+            return False
+        if producer.op_type == "BipolarQuant":
+            return True
+        if producer.op_type not in LAYOUT_AND_POOL_OPS:
+            return False
+        tensor = producer.input[0]
+    return False
+
+
+def refuse_bipolar_padding(model) -> None:
+    """Refuse, naming the node, a padding of a +-1 feature map with a value it cannot take.
+
+    Why: the hardware carries a bipolar map as one bit per value (+1 / -1); a Conv with pads (or a Pad node
+    with constant 0) adds a third value, 0, that FINN's streamlined graph and HW layers then read as -1 or +1,
+    so the accelerator disagrees with the model on most images (Xilinx/finn#996). Brevitas' and FINN's CNV
+    use padding=0; an explicit pad with +1 or -1 (times the quantizer's scale) is representable and allowed.
+    """
+    fix = ("use padding=0 (as Brevitas' and FINN's CNV do) or pad explicitly with +1 or -1 (e.g. "
+           "torch.nn.functional.pad(x, (1, 1, 1, 1), value=1.0)), which the hardware can carry")
+    for node in model.graph.node:
+        if not node.input or not _is_bipolar(model, node.input[0]):
+            continue
+        name = f"{node.name or '?'} ({node.op_type})"
+        if node.op_type == "Conv":
+            attrs = {a.name: a for a in node.attribute}
+            pads = list(attrs["pads"].ints) if "pads" in attrs else []
+            auto_pad = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+            if any(pads) or auto_pad not in ("NOTSET", "VALID"):
+                raise ImportRefused(f"node {name} pads a bipolar (+-1) feature map with 0 (pads {pads or auto_pad}), a "
+                                    f"value the binary hardware cannot carry; {fix}")
+        elif node.op_type == "Pad":
+            attrs = {a.name: a for a in node.attribute}
+            mode = attrs["mode"].s.decode() if "mode" in attrs else "constant"
+            if mode != "constant":
+                continue  # reflect/edge repeat the map's own +-1 values
+            value = model.get_initializer(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            value = float(np.asarray(value).reshape(-1)[0]) if value is not None else \
+                (attrs["value"].f if "value" in attrs else 0.0)
+            scale = _bipolar_scale(model, node.input[0])
+            if scale is None or not np.isclose(abs(value), scale):
+                raise ImportRefused(f"node {name} pads a bipolar (+-{scale if scale is not None else 1:g}) feature "
+                                    f"map with {value:g}, a value the binary hardware cannot carry; {fix}")
+
+
+def _bipolar_scale(model, tensor: str) -> float | None:
+    for _ in range(64):
+        producer = model.find_producer(tensor)
+        if producer is None:
+            return None
+        if producer.op_type == "BipolarQuant":
+            return _scalar(model, producer.input[1])
+        tensor = producer.input[0]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
 # the front door
 
 def load_clean(path: str | Path):
@@ -415,11 +528,13 @@ def prepare_import(model_path: str | Path, decl: InputDeclaration, out_dir: str 
     core = ModelWrapper(copy.deepcopy(reference.model))
     core = _cut_tail(core, score_tail(core)[0])
     core = _drop_leading_flatten(core)
+    refuse_bipolar_padding(core)  # before any FINN step: a build that cannot be exact is not started
     pre = _preprocessing_model(image_shape, [int(v) for v in core.get_tensor_shape(core.graph.input[0].name)], decl)
     pre = pre.transform(InferShapes())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # opset differences between the two graphs are expected
         merged = core.transform(MergeONNXModels(pre))
+    merged = to_finn_opset(merged)  # MergeONNXModels' opset choice is not the model's (see to_finn_opset)
     record = {
         "format": "onebit-import", "version": 1,
         "model": str(Path(model_path).resolve()), "reference": REFERENCE_FILE,

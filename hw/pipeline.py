@@ -325,7 +325,8 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
         finish_build_folder(result)
         verification = verify_imported_build(result, record, images, labels, dataset_name,
                                              progress=not options.no_progress, hardware_levels=hardware_levels,
-                                             node_samples=options.node_samples)
+                                             node_samples=options.node_samples,
+                                             python_samples=options.python_samples)
         report = write_report(result, meta, {"import": record}, verification,
                               seconds=time.perf_counter() - started, marker=False)
         report["options"] = options.values()

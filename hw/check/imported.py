@@ -9,6 +9,8 @@ layer's integer accumulator z and compared with it on every sample:
   qonnx             the build's model_qonnx.onnx (pre-processing merged in front, tail cut) on raw pixels
   finn_streamlined  finn/step_streamline.onnx; z = output / alpha
   finn_hw_layers    finn/step_create_dataflow_partition.onnx; z = 2p - n, exact
+The Python-execution levels (qonnx and the FINN graphs) see the first `python_samples` images, as in a
+checkpoint's build (hw/check/verify.py); the reference sees them all.
 
 A float level's z must lie within 1e-3 of an integer (else it is counted as a mismatch on that sample).
 `onebit validate` compares the accelerator model (or the board) with the same reference (reference_scores).
@@ -110,8 +112,9 @@ def reference_scores(build_dir: str | Path, images: np.ndarray) -> np.ndarray:
 
 def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, labels: np.ndarray | None,
                           dataset: str, progress: bool = True, hardware_levels: list[str] | None = None,
-                          node_samples: int | None = None) -> dict[str, Any]:
+                          node_samples: int | None = None, python_samples: int | None = None) -> dict[str, Any]:
     """Every level against the QONNX reference on the same images; written to validation/ like verify_build.
+    The Python-execution levels see the first `python_samples` images (None or 0: all), as in verify_build.
     The hardware levels (hw/check/levels.py) run as for a checkpoint's build, compared with the reference."""
     from export.qonnx import run_qonnx
 
@@ -129,10 +132,10 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
         else:
             z, exact, distance = near_integers(values, scale)
             scores[level] = z
-            entry.update({"executed": True, **compare(scores.get(REFERENCE_LEVEL, z), z, exact),
+            entry.update({"executed": True, **compare(scores.get(REFERENCE_LEVEL, z)[:len(z)], z, exact),
                           "max_distance_from_integer": distance})
             if labels is not None:
-                entry["accuracy"] = float(np.mean(z.argmax(1) == labels))
+                entry["accuracy"] = float(np.mean(z.argmax(1) == labels[:len(z)]))
         levels[level] = entry
 
     def failed(error: Exception) -> str:
@@ -148,9 +151,11 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
     tail_changes = int(np.sum(z_ref[np.arange(len(z_ref)), np.argmax(y, 1)] != z_ref.max(1)))
     levels[REFERENCE_LEVEL]["score_tail_argmax_changes"] = tail_changes
 
+    n_python = len(images) if not python_samples else min(int(python_samples), len(images))
+    python_images = images[:n_python]
     started = time.perf_counter()
     try:
-        record_level("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", images, batch_size=100),
+        record_level("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", python_images, batch_size=100),
                      "qonnx execute_onnx of model_qonnx.onnx (pre-processing merged, tail cut) on raw pixels", alpha)
     except Exception as error:  # a level that cannot run is reported, not fatal
         record_level("qonnx", started, None, "", error=failed(error))
@@ -161,7 +166,7 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
             record_level(level, started, None, "", error=f"{path.name} was not produced by the build")
             continue
         try:
-            values, how = run_graph(path, images, progress=progress)
+            values, how = run_graph(path, python_images, progress=progress)
             if level == "finn_hw_layers" and affine.get("form") == "popcount":
                 values, how, scale = 2 * np.rint(values) - affine["n"], how + "; z = 2p - n", 1.0
             else:
@@ -179,7 +184,8 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
     not_executed = [lv for lv in levels if not levels[lv].get("executed")]
     tail = record["score_tail"]
     result = {
-        "dataset": dataset, "samples": int(len(images)), "compared_against": REFERENCE_LEVEL,
+        "dataset": dataset, "samples": int(len(images)), "python_samples": int(n_python),
+        "compared_against": REFERENCE_LEVEL,
         "score_form": f"z = s / alpha, alpha = {alpha:.6g} (the score layer's scale); on the accelerator z = 2p - n",
         "score_tail": {**tail, "float_form_from_z": f"y = {tail['scale'] * alpha:.6g} * z {tail['offset']:+.6g}",
                        "argmax_changes_measured": tail_changes},

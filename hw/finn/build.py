@@ -10,6 +10,7 @@ errors; the steps and their configuration are FINN's own either way.
 onebit's steps sit between FINN's, each a small documented graph edit (see their docstrings):
 `step_onebit_uint8_input` (the accelerator reads raw UINT8 pixels; drop the identity input threshold;
 `step_onebit_drop_input_identity` does it again after streamlining, for imported models' [0, 1] inputs),
+`step_onebit_clip_thresholds` (thresholds clipped to what their input can reach, hw/finn/thresholds.py),
 `step_onebit_binary_input` (binary-input networks: the pixel threshold unfoldable, or on the host with
 bit-packed input; hw/finn/binary_input.py) and `step_onebit_split_score_affine` (the accelerator streams
 the last layer's popcounts; the exact integer map z = 2p - n to the class scores runs on the host). Steps that need Vivado, Vitis HLS,
@@ -36,6 +37,7 @@ from hw.boards import Board
 from hw.finn.env import SKIP_RTLSIM_ENV, ToolStatus, import_finn_steps, tool_status
 from hw.finn.folding import FoldingSpec, auto_fold_function, extract_folding
 from hw.finn.partition import resolve_final_model
+from hw.finn.thresholds import step_onebit_clip_thresholds
 from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
@@ -44,7 +46,7 @@ SCORE_AFFINE_KEY = "onebit_score_affine"
 # FINN steps that run everywhere (pure Python): streamlining to XNOR-popcount, HW layers, folding,
 # estimates and HLS/RTL code generation. The folding steps are chosen per FoldingSpec in _step_list.
 FRONTEND_HEAD = ["step_qonnx_to_finn", "step_tidy_up", "step_onebit_uint8_input", "step_streamline",
-                 "step_onebit_drop_input_identity", "step_onebit_binary_input",
+                 "step_onebit_drop_input_identity", "step_onebit_clip_thresholds", "step_onebit_binary_input",
                  "step_onebit_split_score_affine", "step_convert_to_hw", "step_minimize_bit_width_initial",
                  "step_create_dataflow_partition", "step_specialize_layers"]
 FRONTEND_TAIL = ["step_minimize_bit_width", "step_generate_estimate_reports", "step_hw_codegen"]
@@ -200,6 +202,7 @@ _ONEBIT_STEPS: dict[str, Callable] = {
     "step_onebit_uint8_input": step_onebit_uint8_input,
     "step_onebit_drop_input_identity": step_onebit_drop_input_identity,
     "step_onebit_split_score_affine": step_onebit_split_score_affine,
+    "step_onebit_clip_thresholds": step_onebit_clip_thresholds,
 }
 
 
