@@ -82,6 +82,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mvau", choices=("hls", "rtl"), default="hls",
                         help="matrix-vector and max-pool nodes: FINN's HLS (default) or onebit's own RTL (hw/rtl), "
                              "which Verilator simulates as a whole accelerator and yosys sizes without Xilinx tools")
+    parser.add_argument("--fifo-sizing", choices=("auto", "onebit", "finn"), default="auto",
+                        help="who sizes the FIFOs FINN stitches in an --mvau rtl build: onebit's whole-accelerator "
+                             "simulation in Verilator (auto: where it can, the default; onebit: or fail) or FINN's "
+                             "step_set_fifo_depths (finn: XSI simulation on a Vivado host)")
     parser.add_argument("--verify-samples", type=int, default=0, metavar="N",
                         help="test images verified at the PyTorch levels (default 0 = the whole test set)")
     parser.add_argument("--python-samples", type=int, default=DEFAULT_PYTHON_SAMPLES, metavar="M",
@@ -158,7 +162,8 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
         qonnx_path = export_qonnx(plain, meta, out_dir / "model_qonnx.onnx")
         faults.point("build:after_qonnx")
         result = build_accelerator(qonnx_path, out_dir, board, folding, progress=not args.no_progress,
-                                   mvau=getattr(args, "mvau", "hls"))
+                                   mvau=getattr(args, "mvau", "hls"),
+                                   fifo_sizing=getattr(args, "fifo_sizing", "auto"))
         finish_build_folder(result)
         faults.point("build:after_finn")
         verification = verify_build(trained, plain, meta, result, samples=args.verify_samples,
@@ -226,7 +231,8 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
             raise OnebitError(f"dataset {dataset_name} has images {list(images.shape[1:])}, the model takes "
                               f"{record['input']['image_shape']} (C,H,W); pass --dataset of that shape or --input-shape")
         result = build_accelerator(out_dir / "model_qonnx.onnx", out_dir, board, folding,
-                                   progress=not args.no_progress, mvau=getattr(args, "mvau", "hls"))
+                                   progress=not args.no_progress, mvau=getattr(args, "mvau", "hls"),
+                                   fifo_sizing=getattr(args, "fifo_sizing", "auto"))
         record["score_layer_alpha"] = result.score_affine.get("alpha")
         write_import_record(out_dir, record)
         finish_build_folder(result)

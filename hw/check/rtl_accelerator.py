@@ -101,6 +101,7 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
         "estimated_bottleneck_cycles": design.bottleneck_cycles,
         "fifo_depths": {s.name: s.parameters["DEPTH"] for s in design.stages if s.kind == "fifo"},
         "fifo_sizing": {k: v for k, v in (sim.sizing or {}).items() if k != "key"} or None,
+        "fifo_source": sim.fifo_source,
         "width_converters": [s.name for s in design.stages if s.kind == "dwc"],
         "nodes": nodes, "build_seconds": round(build_seconds, 2), "notes": design.notes,
         "simulated_cycles": int(sum(r.stream.cycles for r in runs)),

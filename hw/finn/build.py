@@ -222,7 +222,7 @@ class BuildResult:
         return self.out_dir / "finn" / f"{step}.onnx"
 
 
-def _step_list(folding: FoldingSpec, mvau: str = "hls") -> list[str]:
+def _step_list(folding: FoldingSpec, mvau: str = "hls", fifo_sizing: str = "auto") -> list[str]:
     if folding.mode == "auto":
         middle = ["step_onebit_auto_fold"]
     elif folding.mode == "file":
@@ -232,6 +232,8 @@ def _step_list(folding: FoldingSpec, mvau: str = "hls") -> list[str]:
     tail = list(FRONTEND_TAIL)
     if mvau == "rtl":  # after folding and bit-width minimisation: onebit's RTL nodes (hw/finn/rtl_mvau.py)
         tail.insert(tail.index("step_minimize_bit_width") + 1, "step_onebit_rtl_nodes")
+        if fifo_sizing != "finn":  # on the generated code: onebit sizes the FIFOs FINN stitches (fifo_depths.py)
+            tail.append("step_onebit_fifo_depths")
     return FRONTEND_HEAD + middle + tail
 
 
@@ -286,9 +288,12 @@ def _autofold_step(fold: Callable, out_dir: Path) -> Callable:
 
 
 def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
-                      progress: bool = True, mvau: str = "hls") -> BuildResult:
+                      progress: bool = True, mvau: str = "hls", fifo_sizing: str = "auto") -> BuildResult:
     """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`.
-    mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py)."""
+    mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py).
+    fifo_sizing: who sizes the stitched FIFOs of an rtl build (hw/finn/fifo_depths.py): "auto" (onebit
+    where it can), "onebit" (or fail) or "finn" (FINN's step_set_fifo_depths)."""
+    from hw.finn.fifo_depths import check_fifo_sizing
     from qonnx.core.modelwrapper import ModelWrapper
 
     out_dir = Path(out_dir).resolve()
@@ -298,7 +303,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     tools = tool_status()
     cfg = _make_config(out_dir, board, folding, tools)
 
-    steps = _step_list(folding, mvau)
+    steps = _step_list(folding, mvau, check_fifo_sizing(fifo_sizing))
     skipped = _skipped_steps(tools)
     steps += [name for name, _ in TOOL_STEPS if name not in {row["step"] for row in skipped}]
 
@@ -308,6 +313,9 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
         from hw.finn.rtl_mvau import STEP_NAME, step_onebit_rtl_nodes
 
         lookup[STEP_NAME] = step_onebit_rtl_nodes
+        from hw.finn.fifo_depths import STEP_NAME as FIFO_STEP, make_fifo_step
+
+        lookup[FIFO_STEP] = make_fifo_step(out_dir, board.fpga_part, mvau, fifo_sizing)
     elif mvau != "hls":
         raise OnebitError(f"mvau must be 'hls' or 'rtl', got '{mvau}'")
     if folding.mode == "file":  # names, attributes and divisors checked against the graph first
@@ -358,6 +366,14 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     if parent is not None:
         result.extras["partitioned_parent_model"] = str(parent)
     result.extras["mvau"] = mvau
+    from hw.finn.fifo_depths import fifo_summary
+
+    fifos = fifo_summary(model) if mvau == "rtl" else None
+    if fifos is None and mvau == "rtl":  # the partitioned child carries no metadata: the un-partitioned model's
+        fifos = fifo_summary(ModelWrapper(str(out_dir / "finn" / "step_onebit_fifo_depths.onnx"))) \
+            if (out_dir / "finn" / "step_onebit_fifo_depths.onnx").is_file() else None
+    result.extras["fifo_depths"] = fifos or {"source": "finn", "why": "--fifo-sizing finn" if mvau == "rtl"
+                                             else "--mvau hls"}
     write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
     write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result
