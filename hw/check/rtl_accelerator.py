@@ -144,7 +144,7 @@ class RTLAcceleratorLevel:
         how = (f"whole accelerator in Verilator ({len(result['nodes'])} nodes, FIFOs, width converters), "
                f"driver-packed DMA bytes; {result['cycles_per_image']:.0f} cycles/image "
                f"(FINN estimate {result['estimated_bottleneck_cycles']}), first image "
-               f"{result['first_image_latency']} cycles")
+               f"{result['first_image_latency']} cycles; FIFO depths {result['fifo_source']}")
         if message:
             how += "; " + message
         return LevelOutcome(executed=True, samples=result["samples"], integer_mismatches=len(result["mismatching"]),
