@@ -174,6 +174,7 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
         if torch_levels is not None:
             torch_levels.close()
     collapse_report.update(verification.pop("collapse_check", {}))
+    _timing_gate(result, verification)
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started, marker=False)
     report["integrity"] = build_integrity(out_dir)  # sha256 of what validation reads (hw/check/finished.py)
@@ -189,6 +190,20 @@ def _build(args: argparse.Namespace, folder: BuildFolder, trained, meta: dict[st
     faults.point("build:before_report_json")
     write_report_json(out_dir, report)  # last: its presence marks a finished build
     return report
+
+
+def _timing_gate(result: BuildResult, verification: dict[str, Any]) -> None:
+    """Where Vivado implemented the design: its routed timing (hw/finn/vivado_timing.py). Timing not met, or
+    not known, fails the build like a mismatch does: no deployment package, a non-zero exit, the reason said."""
+    from hw.finn.vivado_timing import bitstream_built, timing_verdict
+
+    if not bitstream_built(result.steps_run):
+        return
+    timing = timing_verdict(result.out_dir, result.board.clock_mhz)
+    verification["timing"] = timing
+    if timing["status"] != "passed":
+        verification["ok"] = False
+        print(f"onebit build: {timing['message']}", file=sys.stderr)
 
 
 def run_imported_pipeline(args: argparse.Namespace) -> int:
@@ -239,6 +254,7 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
         verification = verify_imported_build(result, record, images, labels, dataset_name,
                                              progress=not args.no_progress, hardware_levels=hardware_levels,
                                              node_samples=args.node_samples)
+        _timing_gate(result, verification)
         report = write_report(result, meta, {"import": record}, verification,
                               seconds=time.perf_counter() - started, marker=False)
         report["integrity"] = build_integrity(out_dir)
