@@ -502,6 +502,10 @@ class RTLAccelerator:
             self.fifo_source = "sized here by simulation (hw/rtl/fifo_sizing.py)"
         else:
             self.fifo_source = "rule (nodes' FIFO depth attributes, 2, one MVAU input vector)"
+            if stitched_depths(model)[0] is not None:  # the attributes hold a sizing: the rule from FINN's defaults
+                rule = base
+                self.fifo_source = "rule (FINN's default FIFO depths, 2, one MVAU input vector)"
+            exact = {s.name: s.parameters["DEPTH"] for s in rule.stages if s.kind == "fifo"}
         # the design in use: its FIFO depths are the caps of every run
         self.design = plan_accelerator(model, fifo_depth, exact_depths=exact if fifo_depth is None else None)
         self.workdir = Path(workdir) if workdir is not None else folder / "run"

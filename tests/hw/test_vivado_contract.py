@@ -258,7 +258,8 @@ def _module_definitions(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("which", ["tfc", "cnv"])
-def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, request, fake_environment, tmp_path, monkeypatch):
+def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, cnv_build, fake_environment, tmp_path,
+                                                            monkeypatch):
     """`--mvau rtl` through the whole Vivado flow (fake tools): the FIFOs FINN stitches (StreamingFIFO nodes of
     the final dataflow partition) are exactly the depths onebit sized by simulation; the rtl_accelerator level
     (run by the build) and a direct run simulate exactly those depths at FINN's estimated cycles per image with
@@ -273,7 +274,7 @@ def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, request, fak
 
     if not shutil.which("verilator"):
         pytest.skip("verilator not installed (tools/setup_env.sh): onebit sizes the FIFOs by simulating with it")
-    source = request.getfixturevalue(f"{which}_build")
+    source = tfc_build if which == "tfc" else cnv_build  # session builds: made before the fake environment
     fake = fake_environment
     fake.log.unlink(missing_ok=True)
     monkeypatch.setenv("ONEBIT_LEVELS", "rtl_accelerator")
