@@ -384,8 +384,9 @@ def _skipped_steps(tools: ToolStatus) -> list[dict[str, str]]:
         return []
     if tools.bitstream_flow:  # XSI missing and ONEBIT_SKIP_RTLSIM=1: only the rtlsim measurement goes
         return [{"step": "step_measure_rtlsim_performance",
-                 "missing": f"XSI RTL simulation, skipped on purpose ({SKIP_RTLSIM_ENV}=1; FIFOs sized by FINN's "
-                            f"force_minimal_fifos, no simulation): {tools.xsi}",
+                 "missing": f"XSI RTL simulation, skipped on purpose ({SKIP_RTLSIM_ENV}=1; FIFOs of --mvau hls builds "
+                            f"at FINN's force_minimal_fifos depths, no simulation; --mvau rtl builds take "
+                            f"onebit's sizing): {tools.xsi}",
                  "how": _HOW_TO_GET}]
     rows = []
     for step, needs in TOOL_STEPS:
@@ -400,7 +401,8 @@ def _skipped_text(skipped: list[dict[str, str]]) -> str:
         return "none: every FINN step ran (Vivado, Vitis HLS, finn-hlslib and XSI were found)\n"
     if [row["step"] for row in skipped] == ["step_measure_rtlsim_performance"] and SKIP_RTLSIM_ENV in skipped[0]["missing"]:
         return (f"step_measure_rtlsim_performance: missing {skipped[0]['missing']}\n\n"
-                "Every other FINN step ran, with step_set_fifo_depths using force_minimal_fifos instead of "
+                "Every other FINN step ran, with step_set_fifo_depths inserting the FIFOs at onebit's sized depths "
+                "(--mvau rtl, finn/onebit_fifo_config.json) or by force_minimal_fifos (--mvau hls) instead of XSI "
                 "simulation.\n")
     lines = ["FINN steps not run on this machine (never faked; re-run `onebit build` where the tools exist):", ""]
     for row in skipped:

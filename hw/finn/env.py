@@ -54,8 +54,9 @@ class ToolStatus:
             return ("full flow enabled: Vivado, Vitis HLS, finn-hlslib and XSI found (stitched IP, FIFO sizing, "
                     "rtlsim performance, synthesis, bitfile, driver, deployment package)")
         if self.bitstream_flow:
-            return (f"full bitstream flow enabled without XSI RTL simulation ({SKIP_RTLSIM_ENV}=1): FIFOs at "
-                    "FINN's minimal depths (force_minimal_fifos), step_measure_rtlsim_performance skipped")
+            return (f"full bitstream flow enabled without XSI RTL simulation ({SKIP_RTLSIM_ENV}=1): FIFOs of "
+                    "--mvau rtl builds sized by onebit's Verilator simulation, of --mvau hls builds at FINN's minimal "
+                    "depths (force_minimal_fifos); step_measure_rtlsim_performance skipped")
         missing = "; ".join(m for m in (self.vivado, self.vitis_hls, self.finn_hlslib, self.xsi) if m)
         return f"NO BITSTREAM WILL BE BUILT: missing {missing}; the build stops after HW code generation"
 
