@@ -61,6 +61,7 @@ def build(case: str, work: Path, env: dict[str, str]) -> Path:
     folder = work / case
     checkpoint = folder / f"{model}.pt"
     if not checkpoint.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "quant_models.train", "--model", model, "--dataset", "fashion-mnist",
                         "--epochs", "1", "--seed", "0", "--out", str(checkpoint), "--quiet", *train],
                        check=True, cwd=REPO, env=env)
