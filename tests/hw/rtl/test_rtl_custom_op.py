@@ -169,8 +169,9 @@ def test_uram_folding_is_refused_before_the_build_not_downgraded(tfc_build):
     from onebit.errors import OnebitError
 
     model = ModelWrapper(str(tfc_build / "finn" / "step_minimize_bit_width.onnx"))
-    node = next(n for n in model.graph.node if n.op_type == "MVAU_hls")
+    node = [n for n in model.graph.node if n.op_type == "MVAU_hls"][1]  # an XNOR layer onebit's RTL takes
     assert MVAUConfig.from_finn(getCustomOp(node), node.name).ram_style != "ultra"  # accepted as it is
+    replace_with_rtl(ModelWrapper(str(tfc_build / "finn" / "step_minimize_bit_width.onnx")))  # and replaced
     getCustomOp(node).set_nodeattr("ram_style", "ultra")
     with pytest.raises(OnebitError) as error:
         replace_with_rtl(model)
