@@ -83,6 +83,10 @@ class BuildOptions:
         "auto", "binary-input networks (--input-bits 1): host = the host thresholds the pixels and packs 8 to a byte, "
         "the DMA carries 1 bit per pixel; none = the accelerator thresholds the byte pixels; auto (default) = host "
         "for binary-input MLPs, none otherwise", choices=("auto", "host", "none"))
+    fifo_sizing: str = option(
+        "auto", "who sizes the FIFOs FINN stitches in an --mvau rtl build: onebit's whole-accelerator simulation in "
+        "Verilator (auto: where it can, the default; onebit: or fail) or FINN's step_set_fifo_depths (finn: XSI "
+        "simulation on a Vivado host)", choices=("auto", "onebit", "finn"))
     verify_samples: int = option(0, "test images verified at the PyTorch levels (default 0 = the whole test set)",
                                  metavar="N")
     python_samples: int = option(

@@ -233,7 +233,7 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
                                    mvau=options.mvau, start_from=options.start_from, stop_after=options.stop_after,
                                    fingerprint={"model_sha256": checkpoint_sha256,
                                                 "input_packing": options.input_packing},
-                                   input_packing=options.input_packing)
+                                   input_packing=options.input_packing, fifo_sizing=options.fifo_sizing)
         if options.start_from:
             _record_options(folder, options)
         if "stopped_after" in result.extras:
@@ -250,6 +250,7 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
         if torch_levels is not None:
             torch_levels.close()
     collapse_report.update(verification.pop("collapse_check", {}))
+    _timing_gate(result, verification)
     report = write_report(result, meta, collapse_report, verification,
                           seconds=time.perf_counter() - started, marker=False)
     report["options"] = options.values()
@@ -315,7 +316,7 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
                                    progress=not options.no_progress, mvau=options.mvau,
                                    start_from=options.start_from, stop_after=options.stop_after,
                                    fingerprint={"model_sha256": sha256_file(options.checkpoint)},
-                                   input_packing="none")
+                                   input_packing="none", fifo_sizing=options.fifo_sizing)
         if options.start_from:
             _record_options(folder, options)
         if "stopped_after" in result.extras:
@@ -327,6 +328,7 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
                                              progress=not options.no_progress, hardware_levels=hardware_levels,
                                              node_samples=options.node_samples,
                                              python_samples=options.python_samples)
+        _timing_gate(result, verification)
         report = write_report(result, meta, {"import": record}, verification,
                               seconds=time.perf_counter() - started, marker=False)
         report["options"] = options.values()
@@ -338,6 +340,20 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
         interrupts.check()
         write_report_json(out_dir, report)  # last: its presence marks a finished build
     return report
+
+
+def _timing_gate(result: BuildResult, verification: dict[str, Any]) -> None:
+    """Where Vivado implemented the design: its routed timing (hw/finn/vivado_timing.py). Timing not met, or
+    not known, fails the build like a mismatch does: no deployment package, a non-zero exit, the reason said."""
+    from hw.finn.vivado_timing import bitstream_built, timing_verdict
+
+    if not bitstream_built(result.steps_run):
+        return
+    timing = timing_verdict(result.out_dir, result.board.clock_mhz)
+    verification["timing"] = timing
+    if timing["status"] != "passed":
+        verification["ok"] = False
+        print(f"onebit build: {timing['message']}", file=sys.stderr)
 
 
 def _hardware_levels(options: BuildOptions) -> list[str] | None:
@@ -363,7 +379,8 @@ def list_steps(options: BuildOptions) -> str:
     mode = "file" if options.folding else "target_fps" if options.target_fps else "auto"
     with tempfile.TemporaryDirectory(prefix="onebit-steps-") as scratch:
         prepare_finn(scratch)  # finn-plus' settings, which the tool probe reads
-    steps, skipped = build_steps(FoldingSpec(mode, file=options.folding, target_fps=options.target_fps), options.mvau)
+    steps, skipped = build_steps(FoldingSpec(mode, file=options.folding, target_fps=options.target_fps), options.mvau,
+                                 fifo_sizing=options.fifo_sizing)
     needs = dict(TOOL_STEPS)
     not_here = {row["step"]: "needs " + ", ".join(needs[row["step"]]) + "; see skipped.txt" for row in skipped}
     ordered = [step for step in steps if step not in TOOL_STEP_NAMES] + TOOL_STEP_NAMES  # FINN's order

@@ -65,6 +65,7 @@ def test_every_run_command_is_one_the_suite_exercises():
         ("useradd",), ("mkdir", "-p"), ("chown",),  # the non-root user and the build volume
         ("bash", "tools/setup_env.sh"),  # test_setup_script_is_the_one_used_outside
         ("python", "docker/fetch_finn_deps.py"),  # test_finn_dependency_fetcher_*
+        ("localedef", "-i"),  # test_locale_command_builds_the_locale
     }
     commands = _run_commands()
     assert commands, "no RUN lines parsed"
@@ -317,3 +318,76 @@ def test_entrypoint_builds_xsi_in_a_writable_cache_not_the_image(tmp_path):
     assert (cache / "finn_xsi-2024.2" / "xsi_bind.cpp").is_file()  # finn-plus' sources, copied once
     assert f"building finn-plus' XSI bindings in {cache / 'finn_xsi-2024.2'} failed" in result.stderr
     assert "NO BITSTREAM WILL BE BUILT" in result.stderr
+
+
+def _image_packages() -> list[str]:
+    packages = []
+    for command in _run_commands():
+        if command[:2] == ["apt-get", "install"]:
+            packages += [word for word in command[2:] if not word.startswith("-")]
+    return packages
+
+
+def test_locale_command_builds_the_locale(tmp_path):
+    """The image's localedef, with its output redirected to a folder (a name with a slash) instead of the system."""
+    command = next(c for c in _run_commands() if c[0] == "localedef")
+    assert command[-1] == "en_US.UTF-8"
+    assert "LANG=en_US.UTF-8" in DOCKERFILE.read_text()
+    if not shutil.which("localedef") or not Path("/usr/share/i18n/locales/en_US").is_file():
+        pytest.skip("localedef and the locale sources come with Debian's locales package (tools/setup_env.sh installs it)")
+    out = tmp_path / "en_US.UTF-8"
+    result = subprocess.run([*command[:-1], str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (out / "LC_CTYPE").is_file()
+
+
+def _configure_finn_xsi(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """finn_xsi's CMake configure as finn-plus runs it (finn/transformation/fpgadataflow/simulation_build.py:
+    `python -m cmake -S <finn_xsi> -B <build> -DFINN_NLOHMANN_JSON_DIR=...`), on a copy of the installed sources."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("finn_xsi")
+    source = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    if source is None or not (source / "CMakeLists.txt").is_file():
+        pytest.skip("the installed finn-plus ships no finn_xsi/CMakeLists.txt")
+    copy = tmp_path / "finn_xsi"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    # nlohmann/json is fetched into FINN_DEPS by `finn deps update` (docker/fetch_finn_deps.py in the image) from
+    # GitHub, which this machine cannot reach: a stand-in source folder with the target finn_xsi links against.
+    # Configuring needs only the target; Boost, OpenMP, Threads and the compiler are the real system ones.
+    json = tmp_path / "nlohmann_json"
+    json.mkdir()
+    (json / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.11)\nproject(nlohmann_json_standin LANGUAGES CXX)\n"
+        "add_library(nlohmann_json INTERFACE)\nadd_library(nlohmann_json::nlohmann_json ALIAS nlohmann_json)\n")
+    env = {**os.environ, "XILINX_VIVADO": str(tmp_path / "Vivado")}  # only named as an include folder
+    return subprocess.run([sys.executable, "-m", "cmake", "-S", str(copy), "-B", str(tmp_path / "build"),
+                           f"-DFINN_NLOHMANN_JSON_DIR={json}", *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_finn_xsi_cmake_configures_with_the_images_packages(tmp_path):
+    """With XSI present, finn-plus' FIFO sizing configures and builds finn_xsi (Boost program_options, OpenMP,
+    Threads): with the Debian packages the Dockerfile installs, installed here as the Dockerfile does, the
+    configure succeeds; without Boost it fails as it did in the image before (so this test can fail)."""
+    if "bookworm" not in (Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""):
+        pytest.skip("the image's packages are Debian 12 (bookworm) packages; this machine is not Debian 12")
+    packages = _image_packages()
+    assert "libboost-program-options-dev" in packages
+    missing = [p for p in packages if "install ok installed" not in subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout]
+    if missing:
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip(f"the image's packages {missing} are not installed and apt-get needs root here "
+                        f"(sudo apt-get install --no-install-recommends {' '.join(missing)})")
+        install = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                                 capture_output=True, text=True, timeout=900)
+        assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+    result = _configure_finn_xsi(tmp_path / "with")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Configuring done" in result.stdout and "Generating done" in result.stdout
+    cache = (tmp_path / "with" / "build" / "CMakeCache.txt").read_text()
+    assert re.search(r"^Boost_PROGRAM_OPTIONS_LIBRARY_RELEASE:\w+=/usr/lib/\S+libboost_program_options", cache, re.M) or \
+        re.search(r"^boost_program_options_DIR:PATH=/usr/lib/\S+", cache, re.M), "Boost program_options not found"
+    without = _configure_finn_xsi(tmp_path / "without", "-DCMAKE_DISABLE_FIND_PACKAGE_Boost=ON")
+    assert without.returncode != 0 and "Boost" in without.stdout + without.stderr

@@ -66,3 +66,21 @@ if [ "${#missing_tools[@]}" -gt 0 ]; then
         echo "onebit: WARNING ${missing_tools[*]} not found; run 'sudo apt-get install ${missing_tools[*]}' (the RTL and contract tests are skipped without them)" >&2
     fi
 fi
+
+# The Docker image's packages for the Vivado flow (Dockerfile: Boost program_options for finn_xsi's CMake,
+# libtinfo5, locales, the X client libraries Vivado loads): tests/test_dockerfile.py checks the image names
+# only packages this machine runs with, and configures finn_xsi's CMake with them. Installed where we are root
+# (Debian); elsewhere those two tests say what is missing.
+docker_packages=(libboost-program-options-dev libtinfo5 locales libglib2.0-0 libsm6 libxext6 libxrender1 libxtst6 libxi6)
+if command -v dpkg-query >/dev/null; then
+    missing_packages=()
+    for package in "${docker_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing_packages+=("$package")
+    done
+    if [ "${#missing_packages[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "onebit: installing Debian packages ${missing_packages[*]}"
+        (apt-get install -y -q --no-install-recommends "${missing_packages[@]}" >/dev/null 2>&1 ||
+         { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing_packages[@]}" >/dev/null; }) ||
+            echo "onebit: WARNING could not install ${missing_packages[*]} (the Docker contract tests say so)" >&2
+    fi
+fi

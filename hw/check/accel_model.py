@@ -344,6 +344,8 @@ class AcceleratorModel:
             # modelled consumer (Pool) reads it back in that order, so the values equal those of the
             # (kh, kw, c) order used here, which is also what FINN's Python execution produces.
             consumer = model.find_consumer(node.output[0])
+            while consumer is not None and _base(consumer.op_type) in IDENTITY_OPS:  # FINN's stitched FIFOs / DWCs
+                consumer = model.find_consumer(consumer.output[0])
             if consumer is None or _base(consumer.op_type) != "Pool":
                 raise OnebitError(f"{self.source}: {node.name} is a depthwise ConvolutionInputGenerator not "
                                   "feeding a Pool layer; not modelled")

@@ -102,6 +102,7 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
         "estimated_bottleneck_cycles": design.bottleneck_cycles,
         "fifo_depths": {s.name: s.parameters["DEPTH"] for s in design.stages if s.kind == "fifo"},
         "fifo_sizing": {k: v for k, v in (sim.sizing or {}).items() if k != "key"} or None,
+        "fifo_source": sim.fifo_source,
         "width_converters": [s.name for s in design.stages if s.kind == "dwc"],
         "nodes": nodes, "build_seconds": round(build_seconds, 2), "notes": design.notes,
         "simulated_cycles": int(sum(r.stream.cycles for r in runs)),
@@ -144,7 +145,7 @@ class RTLAcceleratorLevel:
         how = (f"whole accelerator in Verilator ({len(result['nodes'])} nodes, FIFOs, width converters), "
                f"driver-packed DMA bytes; {result['cycles_per_image']:.0f} cycles/image "
                f"(FINN estimate {result['estimated_bottleneck_cycles']}), first image "
-               f"{result['first_image_latency']} cycles")
+               f"{result['first_image_latency']} cycles; FIFO depths {result['fifo_source']}")
         if message:
             how += "; " + message
         return LevelOutcome(executed=True, samples=result["samples"], integer_mismatches=len(result["mismatching"]),

@@ -226,7 +226,7 @@ class BuildResult:
         return self.out_dir / "finn" / f"{step}.onnx"
 
 
-def _step_list(folding: FoldingSpec, mvau: str = "hls") -> list[str]:
+def _step_list(folding: FoldingSpec, mvau: str = "hls", fifo_sizing: str = "auto") -> list[str]:
     if folding.mode == "auto":
         middle = ["step_onebit_auto_fold"]
     elif folding.mode == "file":
@@ -236,6 +236,8 @@ def _step_list(folding: FoldingSpec, mvau: str = "hls") -> list[str]:
     tail = list(FRONTEND_TAIL)
     if mvau == "rtl":  # after folding and bit-width minimisation: onebit's RTL nodes (hw/finn/rtl_mvau.py)
         tail.insert(tail.index("step_minimize_bit_width") + 1, "step_onebit_rtl_nodes")
+        if fifo_sizing != "finn":  # on the generated code: onebit sizes the FIFOs FINN stitches (fifo_depths.py)
+            tail.append("step_onebit_fifo_depths")
     return FRONTEND_HEAD + middle + tail
 
 
@@ -290,29 +292,34 @@ def _autofold_step(fold: Callable, out_dir: Path) -> Callable:
     return step
 
 
-def build_steps(folding: FoldingSpec, mvau: str = "hls",
-                tools: ToolStatus | None = None) -> tuple[list[str], list[dict[str, str]]]:
+def build_steps(folding: FoldingSpec, mvau: str = "hls", tools: ToolStatus | None = None,
+                fifo_sizing: str = "auto") -> tuple[list[str], list[dict[str, str]]]:
     """This build's step list (FINN's names, onebit's `step_onebit_*`) and the tool steps skipped here."""
     tools = tool_status() if tools is None else tools
     skipped = _skipped_steps(tools)
     skipped_names = {row["step"] for row in skipped}
-    return _step_list(folding, mvau) + [name for name, _ in TOOL_STEPS if name not in skipped_names], skipped
+    return (_step_list(folding, mvau, fifo_sizing) + [name for name, _ in TOOL_STEPS if name not in skipped_names],
+            skipped)
 
 
-ONEBIT_STEP_NAMES = frozenset(list(_ONEBIT_STEPS) + ["step_onebit_auto_fold", "step_onebit_rtl_nodes"])
+ONEBIT_STEP_NAMES = frozenset(list(_ONEBIT_STEPS) + ["step_onebit_binary_input", "step_onebit_auto_fold",
+                                                     "step_onebit_rtl_nodes", "step_onebit_fifo_depths"])
 DATAFLOW_CONFIG = "dataflow_build_config.json"
 
 
 def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board, folding: FoldingSpec,
                       progress: bool = True, mvau: str = "hls", start_from: str | None = None,
                       stop_after: str | None = None, fingerprint: dict[str, Any] | None = None,
-                      input_packing: str = "auto") -> BuildResult:
+                      input_packing: str = "auto", fifo_sizing: str = "auto") -> BuildResult:
     """Run FINN's steps on a QONNX model; every step's model lands in `out_dir/finn/<step>.onnx`.
     mvau: "hls" (FINN's MVAU_hls / Pool_hls) or "rtl" (onebit's RTL nodes, hw/finn/rtl_mvau.py).
     start_from / stop_after: run part of the step list (hw/finn/steps.py); a stopped build's result has
     `stopped_after` set and no folding.json/skipped.txt written. fingerprint: what the caller's models depend
     on beyond board, clock, folding and mvau (e.g. the checkpoint's sha256), checked on --start-from.
-    input_packing: "auto", "host" or "none" for binary-input networks (hw/finn/binary_input.py)."""
+    input_packing: "auto", "host" or "none" for binary-input networks (hw/finn/binary_input.py).
+    fifo_sizing: who sizes the stitched FIFOs of an rtl build (hw/finn/fifo_depths.py): "auto" (onebit
+    where it can), "onebit" (or fail) or "finn" (FINN's step_set_fifo_depths)."""
+    from hw.finn.fifo_depths import check_fifo_sizing
     from qonnx.core.modelwrapper import ModelWrapper
 
     from hw.finn.steps import StepRecord, plan
@@ -324,7 +331,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
     tools = tool_status()
     if mvau not in ("hls", "rtl"):
         raise OnebitError(f"mvau must be 'hls' or 'rtl', got '{mvau}'")
-    steps, skipped = build_steps(folding, mvau, tools)
+    steps, skipped = build_steps(folding, mvau, tools, check_fifo_sizing(fifo_sizing))
     first, end = plan(steps, {row["step"]: row["missing"] for row in skipped}, start_from, stop_after)
     cfg = _make_config(out_dir, board, folding, tools, keep_autofold=first > steps.index("step_onebit_auto_fold")
                        if "step_onebit_auto_fold" in steps else False)
@@ -338,6 +345,9 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
         from hw.finn.rtl_mvau import STEP_NAME, step_onebit_rtl_nodes
 
         lookup[STEP_NAME] = step_onebit_rtl_nodes
+        from hw.finn.fifo_depths import STEP_NAME as FIFO_STEP, make_fifo_step
+
+        lookup[FIFO_STEP] = make_fifo_step(out_dir, board.fpga_part, mvau, fifo_sizing)
     if folding.mode == "file":  # names, attributes and divisors checked against the graph first
         from hw.finn.folding_check import checked_apply_folding
 
@@ -411,6 +421,14 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
 
     packing = input_packing_of(model)
     result.extras["input_packing"] = packing or "none"
+    from hw.finn.fifo_depths import fifo_summary
+
+    fifos = fifo_summary(model) if mvau == "rtl" else None
+    if fifos is None and mvau == "rtl":  # the partitioned child carries no metadata: the un-partitioned model's
+        fifos = fifo_summary(ModelWrapper(str(out_dir / "finn" / "step_onebit_fifo_depths.onnx"))) \
+            if (out_dir / "finn" / "step_onebit_fifo_depths.onnx").is_file() else None
+    result.extras["fifo_depths"] = fifos or {"source": "finn", "why": "--fifo-sizing finn" if mvau == "rtl"
+                                             else "--mvau hls"}
     write_text_atomic(out_dir / "folding.json", json.dumps(extract_folding(model), indent=2))
     write_text_atomic(out_dir / "skipped.txt", _skipped_text(skipped))
     return result
@@ -421,8 +439,9 @@ def _skipped_steps(tools: ToolStatus) -> list[dict[str, str]]:
         return []
     if tools.bitstream_flow:  # XSI missing and ONEBIT_SKIP_RTLSIM=1: only the rtlsim measurement goes
         return [{"step": "step_measure_rtlsim_performance",
-                 "missing": f"XSI RTL simulation, skipped on purpose ({SKIP_RTLSIM_ENV}=1; FIFOs sized by FINN's "
-                            f"force_minimal_fifos, no simulation): {tools.xsi}",
+                 "missing": f"XSI RTL simulation, skipped on purpose ({SKIP_RTLSIM_ENV}=1; FIFOs of --mvau hls builds "
+                            f"at FINN's force_minimal_fifos depths, no simulation; --mvau rtl builds take "
+                            f"onebit's sizing): {tools.xsi}",
                  "how": _HOW_TO_GET}]
     rows = []
     for step, needs in TOOL_STEPS:
@@ -437,7 +456,8 @@ def _skipped_text(skipped: list[dict[str, str]]) -> str:
         return "none: every FINN step ran (Vivado, Vitis HLS, finn-hlslib and XSI were found)\n"
     if [row["step"] for row in skipped] == ["step_measure_rtlsim_performance"] and SKIP_RTLSIM_ENV in skipped[0]["missing"]:
         return (f"step_measure_rtlsim_performance: missing {skipped[0]['missing']}\n\n"
-                "Every other FINN step ran, with step_set_fifo_depths using force_minimal_fifos instead of "
+                "Every other FINN step ran, with step_set_fifo_depths inserting the FIFOs at onebit's sized depths "
+                "(--mvau rtl, finn/onebit_fifo_config.json) or by force_minimal_fifos (--mvau hls) instead of XSI "
                 "simulation.\n")
     lines = ["FINN steps not run on this machine (never faked; re-run `onebit build` where the tools exist):", ""]
     for row in skipped:

@@ -54,8 +54,9 @@ class ToolStatus:
             return ("full flow enabled: Vivado, Vitis HLS, finn-hlslib and XSI found (stitched IP, FIFO sizing, "
                     "rtlsim performance, synthesis, bitfile, driver, deployment package)")
         if self.bitstream_flow:
-            return (f"full bitstream flow enabled without XSI RTL simulation ({SKIP_RTLSIM_ENV}=1): FIFOs at "
-                    "FINN's minimal depths (force_minimal_fifos), step_measure_rtlsim_performance skipped")
+            return (f"full bitstream flow enabled without XSI RTL simulation ({SKIP_RTLSIM_ENV}=1): FIFOs of "
+                    "--mvau rtl builds sized by onebit's Verilator simulation, of --mvau hls builds at FINN's minimal "
+                    "depths (force_minimal_fifos); step_measure_rtlsim_performance skipped")
         missing = "; ".join(m for m in (self.vivado, self.vitis_hls, self.finn_hlslib, self.xsi) if m)
         return f"NO BITSTREAM WILL BE BUILT: missing {missing}; the build stops after HW code generation"
 
@@ -115,7 +116,20 @@ def _xsi_missing() -> str | None:
         # libraries on it (finn/interface/run_finn.py: ensure_ld_library_path).
         return (f"XSI loader path (this process started without {lib} in LD_LIBRARY_PATH; start onebit with "
                 f"LD_LIBRARY_PATH={lib}:$LD_LIBRARY_PATH, as docker/entrypoint.sh does)")
-    return None
+    return _fifosim_missing()
+
+
+# finn-plus' XSI FIFO sizing and rtlsim measurement configure and build finn_xsi's CMakeLists.txt (BuildSimulation),
+# which requires Boost program_options; without it the flow dies in step_set_fifo_depths, so XSI does not count.
+BOOST_PROGRAM_OPTIONS_HEADERS = (Path("/usr/include/boost/program_options.hpp"),
+                                 Path("/usr/local/include/boost/program_options.hpp"))
+
+
+def _fifosim_missing() -> str | None:
+    if any(p.is_file() for p in BOOST_PROGRAM_OPTIONS_HEADERS):
+        return None
+    return ("Boost program_options for finn-plus' XSI simulation backend (finn_xsi's CMakeLists.txt: "
+            "apt-get install libboost-program-options-dev; the onebit image has it)")
 
 
 def tool_status() -> ToolStatus:

@@ -95,7 +95,9 @@ def describe(model: ModelWrapper, *, image_shape: tuple[int, ...] | None = None,
                           "export the model with raw-pixel UINT8 input (design.md section 1)")
     normal = s["ishape_normal"]
     transpose = None
-    if len(normal) == 4 and s["input_layout"] == ["N", "H", "W", "C"]:
+    # FINN's HW layers take 4D tensors channels-last; a partitioned child (ZynqBuild's CreateDataflowPartition)
+    # loses the layout annotation the un-partitioned graph carries, so an unannotated 4D input is NHWC too
+    if len(normal) == 4 and s["input_layout"] in (["N", "H", "W", "C"], []):
         # FINN streams channels-last; the dataset gives NCHW, so the driver transposes (what FINN leaves
         # to the user as the Transpose outside the dataflow partition).
         transpose = list(NCHW_TO_NHWC)

@@ -72,6 +72,14 @@ def replace_with_rtl(model) -> tuple[Any, dict[str, Any]]:
     replaced: list[str] = []
     kept: dict[str, str] = {}
     graph = model.graph
+    # a folding that asks for URAM (auto-fold on ZCU104/KV260, a folding file) would overflow in block RAM:
+    # refused before anything is built rather than silently downgraded or left on HLS
+    uram = [n.name for n in graph.node if n.op_type == "MVAU_hls" and
+            "ultra" in (getCustomOp(n).get_nodeattr("ram_style"),)]
+    if uram:
+        from hw.rtl.layout import uram_refusal
+
+        raise OnebitError("--mvau rtl: " + uram_refusal(uram))
     for index, node in enumerate(list(graph.node)):
         cls = _REPLACEMENTS.get(node.op_type)
         if cls is None:

@@ -53,7 +53,7 @@ class MVAUConfig:
     no_activation: bool = False  # noActivation: output the raw accumulator
     act_val: int = 0             # ActVal: added to the threshold count
     name: str = "MVAU"
-    ram_style: str = "auto"              # weight memory: auto, block, distributed (ultra -> block)
+    ram_style: str = "auto"              # weight memory: auto, block, distributed (no URAM: refused)
     ram_style_thresholds: str = "auto"   # threshold memory: auto, block, distributed
 
     def __post_init__(self) -> None:
@@ -66,7 +66,9 @@ class MVAUConfig:
         if self.mh % self.pe:
             raise OnebitError(f"{node}: PE ({self.pe}) must divide MH ({self.mh}); choose another folding")
         for attr in ("ram_style", "ram_style_thresholds"):
-            if getattr(self, attr) not in ("auto", "block", "distributed", "ultra"):
+            if getattr(self, attr) == "ultra":
+                raise OnebitError(uram_refusal([node]))
+            if getattr(self, attr) not in ("auto", "block", "distributed"):
                 raise OnebitError(f"{node}: {attr} must be auto, block or distributed, got '{getattr(self, attr)}'")
         ibits, isigned, _ = _dtype(self.idt, "input datatype", node)
         wbits, _, _ = _dtype(self.wdt, "weight datatype", node)
@@ -213,8 +215,17 @@ class MVAUImage:
         return out
 
 
+def uram_refusal(nodes: list[str]) -> str:
+    """The one line that refuses a URAM folding for onebit's RTL (before anything is built)."""
+    return (f"{', '.join(nodes)}: ram_style 'ultra' (URAM) is not implemented by onebit's RTL weight memory "
+            "(onebit_rom.sv: block or distributed); set ram_style block or distributed for it in a --folding file, "
+            "or build with --mvau hls")
+
+
 def _style(value: str) -> str:
-    return "block" if value == "ultra" else value  # no URAM inference in yosys: the nearest is BRAM
+    if value == "ultra":  # refused in MVAUConfig.validate; never silently mapped to block RAM
+        raise OnebitError(uram_refusal(["a node"]))
+    return value
 
 
 def mvau_image(cfg: MVAUConfig, weights: np.ndarray, thresholds: np.ndarray | None) -> MVAUImage:

@@ -200,8 +200,17 @@ def _ident(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
-def _chain(model) -> list:
-    """The partition's nodes in stream order; a graph that is not one chain is refused."""
+# FINN's stitching nodes (InsertFIFO / InsertDWC in step_set_fifo_depths): the whole-accelerator top level
+# has its own FIFO and width converter stages in their places, at the depths these FIFOs carry.
+STITCH_OPS = ("StreamingFIFO", "StreamingDataWidthConverter")
+
+
+def _chain(model) -> tuple[list, list[list[int]] | None]:
+    """The partition's compute nodes in stream order, and the depths of FINN's stitched FIFOs in each gap
+    (before the first node, between two nodes, after the last; None when FINN inserted none). A graph
+    that is not one chain is refused."""
+    from qonnx.custom_op.registry import getCustomOp
+
     nodes = list(model.graph.node)
     if not nodes:
         raise OnebitError("the dataflow partition has no node")
@@ -209,7 +218,49 @@ def _chain(model) -> list:
         if len(prev.output) != 1 or node.input[0] != prev.output[0]:
             raise OnebitError(f"{node.name}: the whole-accelerator simulation chains nodes in order, but "
                               f"{node.name} does not read {prev.name}'s output (branching graphs are not supported)")
-    return nodes
+    compute, gaps = [], [[]]
+    for node in nodes:
+        if node.op_type.startswith(STITCH_OPS[0]):
+            gaps[-1].append(int(getCustomOp(node).get_nodeattr("depth")))
+        elif not node.op_type.startswith(STITCH_OPS[1]):
+            compute.append(node)
+            gaps.append([])
+    if not compute:
+        raise OnebitError("the dataflow partition has no compute node (only FIFOs / width converters)")
+    return compute, (gaps if any(gaps) else None)
+
+
+def stitched_depths(model) -> tuple[dict[str, int] | None, str]:
+    """The FIFO depths the design is stitched with, by this module's FIFO stage names, and where they
+    come from: FINN's StreamingFIFO nodes (after step_set_fifo_depths), else the depths onebit's FIFO
+    sizing wrote into the nodes' inFIFODepths/outFIFODepths (hw/finn/fifo_depths.py records them in the
+    model's metadata); (None, "") when neither (the design is sized here)."""
+    import json
+
+    ensure_onebit_ops(model)
+    _, gaps = _chain(model)
+    if gaps is not None:
+        rule = plan_accelerator(model, attribute_depths=False)
+        names: list[list[str]] = [[]]
+        for stage in rule.stages:
+            if stage.kind == "fifo":
+                names[-1].append(stage.name)
+            elif stage.kind != "dwc":
+                names.append([])
+        if [len(g) for g in gaps] != [len(n) for n in names]:
+            raise OnebitError(f"FINN's stitched FIFOs ({[len(g) for g in gaps]} per gap between nodes) are not laid "
+                              f"out as the whole-accelerator simulation places them ({[len(n) for n in names]})")
+        return {name: depth for gap, group in zip(gaps, names) for name, depth in zip(group, gap)}, \
+            "FINN's StreamingFIFO nodes"
+    recorded = model.get_metadata_prop(FIFO_DEPTHS_KEY) if hasattr(model, "get_metadata_prop") else None
+    if recorded:
+        data = json.loads(recorded)
+        if data.get("source") == "onebit":
+            return {k: int(v) for k, v in data["depths"].items()}, "onebit's FIFO sizing (node attributes)"
+    return None, ""
+
+
+FIFO_DEPTHS_KEY = "onebit_fifo_depths"   # model metadata written by hw/finn/fifo_depths.py
 
 
 def vector_beats(consumer, elems: int) -> int:
@@ -226,16 +277,20 @@ def vector_beats(consumer, elems: int) -> int:
     return -(-int(consumer.get_nodeattr("MW")) // int(elems))
 
 
-def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str, int] | None = None) -> AcceleratorDesign:
-    """The stitched design of a final (code-generated) dataflow partition, a qonnx ModelWrapper.
-    fifo_depth: every FIFO's depth; fifo_depths: FIFO name -> depth where larger than the rule's."""
+def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str, int] | None = None,
+                     exact_depths: dict[str, int] | None = None, attribute_depths: bool = True) -> AcceleratorDesign:
+    """The stitched design of a final (code-generated) dataflow partition, a qonnx ModelWrapper; FINN's
+    StreamingFIFO / width converter nodes, where step_set_fifo_depths inserted them, become this module's
+    FIFO / converter stages. fifo_depth: every FIFO's depth; fifo_depths: FIFO name -> depth where larger
+    than the rule's; exact_depths: FIFO name -> depth, exactly (stitched_depths); attribute_depths=False
+    ignores the nodes' inFIFODepths/outFIFODepths (the rule from FINN's defaults: 2 and the MVAU vector)."""
     from finn.util.fpgadataflow import is_hls_node
     from qonnx.custom_op.registry import getCustomOp
 
     from hw.rtl.custom_op import OnebitMVAU_rtl, OnebitPool_rtl
 
     ensure_onebit_ops(model)
-    nodes = _chain(model)
+    nodes, _ = _chain(model)
     hls = [n for n in nodes if is_hls_node(n)]
     if hls:
         raise OnebitError(f"{hls[0].name} ({hls[0].op_type}) and {len(hls) - 1} more are FINN HLS nodes, which "
@@ -251,17 +306,26 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
     insts = [getCustomOp(n) for n in nodes]
 
     def fifo(name: str, width: int, depths: list[int]) -> Stage:
-        depth = fifo_depth if fifo_depth is not None else max([2, *[int(d) for d in depths],
-                                                               int((fifo_depths or {}).get(name, 0))])
+        if fifo_depth is not None:
+            depth = fifo_depth
+        elif exact_depths is not None:
+            if name not in exact_depths:
+                raise OnebitError(f"no depth given for FIFO {name} (depths for {sorted(exact_depths)})")
+            depth = int(exact_depths[name])
+        else:
+            depth = max([2, *[int(d) for d in depths], int((fifo_depths or {}).get(name, 0))])
         return Stage(name, "onebit_fifo", {"WIDTH": width, "DEPTH": depth}, width, width, "fifo")
 
+    def attr(inst, name: str) -> int:
+        return int(inst.get_nodeattr(name)[0]) if attribute_depths else 2
+
     first = insts[0]
-    stages.append(fifo("fifo_in", first.get_instream_width_padded(), [first.get_nodeattr("inFIFODepths")[0]]))
+    stages.append(fifo("fifo_in", first.get_instream_width_padded(), [attr(first, "inFIFODepths")]))
     for i, (node, inst) in enumerate(zip(nodes, insts)):
         if i > 0:
             prev = insts[i - 1]
             out_elems, in_elems = prev.get_folded_output_shape()[-1], inst.get_folded_input_shape()[-1]
-            out_depth, in_depth = prev.get_nodeattr("outFIFODepths")[0], inst.get_nodeattr("inFIFODepths")[0]
+            out_depth, in_depth = attr(prev, "outFIFODepths"), attr(inst, "inFIFODepths")
             if out_elems == in_elems:
                 stages.append(fifo(f"fifo_{i}", prev.get_outstream_width_padded(),
                                    [out_depth, in_depth, vector_beats(inst, in_elems)]))
@@ -314,7 +378,7 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
                 tied.update({f"{bus}_BREADY": "1'b1", f"{bus}_RREADY": "1'b1"})
             stages.append(Stage(node.name, module, {}, in_w, out_w, "finn", cycles, node.op_type, tied, **beats))
     last = insts[-1]
-    stages.append(fifo("fifo_out", last.get_outstream_width_padded(), [last.get_nodeattr("outFIFODepths")[0]]))
+    stages.append(fifo("fifo_out", last.get_outstream_width_padded(), [attr(last, "outFIFODepths")]))
     return AcceleratorDesign(stages, sources, include_dirs, init_files, init_sources, [n.name for n in nodes],
                              stages[0].in_width, stages[-1].out_width,
                              tuple(int(v) for v in last.get_folded_output_shape()), notes)
@@ -402,8 +466,10 @@ class RTLAccelerator:
                  fifo_sizing: str = "simulated") -> None:
         """workdir: where the simulation runs and reads the init files (default artifacts/run);
         overwrite_init_files=False keeps init files already there (a test's corrupted copy);
-        fifo_sizing: "simulated" (size_fifos, the default) or "rule" (the rule depths only); a
-        fifo_depth sets every FIFO's depth instead."""
+        fifo_sizing: "simulated" (the default: the depths the design is stitched with, where the graph
+        carries them (stitched_depths: FINN's StreamingFIFO nodes, or onebit's sizing written into the
+        nodes), else sized here by size_fifos) or "rule" (the rule depths only); a fifo_depth sets every
+        FIFO's depth instead."""
         if fifo_sizing not in ("simulated", "rule"):
             raise OnebitError(f"fifo_sizing must be 'simulated' or 'rule', got {fifo_sizing!r}")
         if fifo_depth is not None and fifo_depth < 2:
@@ -412,18 +478,36 @@ class RTLAccelerator:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         rule = plan_accelerator(model)
-        beats = rule.stream_beats()
-        deep = {s.name: max(s.parameters["DEPTH"] + beats[i] + 2, fifo_depth or 0)
-                for i, s in enumerate(rule.stages) if s.kind == "fifo"}
+        exact, source = stitched_depths(model) if fifo_depth is None and fifo_sizing == "simulated" else (None, "")
+        # The simulated FIFOs: one image of their stream deeper than the rule from FINN's default depths, so
+        # that sizing, the sized depths written back into the graph and FINN's stitched FIFOs all run on
+        # one Verilator build (the depths in use are run-time caps).
+        base = plan_accelerator(model, attribute_depths=False)
+        beats = base.stream_beats()
+        deep = {s.name: max(s.parameters["DEPTH"] + beats[i] + 2, fifo_depth or 0, (exact or {}).get(s.name, 0),
+                            rule.stages[i].parameters["DEPTH"])
+                for i, s in enumerate(base.stages) if s.kind == "fifo"}
         self.simulated = plan_accelerator(model, fifo_depths=deep)   # what Verilator builds
         self.top_file, self.sim = _build(self.simulated, folder)
         self.sizing: dict[str, Any] | None = None
-        if fifo_depth is None and fifo_sizing == "simulated":
+        if fifo_depth is not None:
+            self.fifo_source = f"fixed: every FIFO {fifo_depth} deep"
+        elif exact is not None:
+            self.fifo_source = f"as stitched: {source}"
+        elif fifo_sizing == "simulated":
             from hw.rtl.fifo_sizing import size_fifos  # it drives this module's builds
 
             self.sizing = size_fifos(self.sim, self.simulated, rule, folder)
+            exact = self.sizing["depths"]
+            self.fifo_source = "sized here by simulation (hw/rtl/fifo_sizing.py)"
+        else:
+            self.fifo_source = "rule (nodes' FIFO depth attributes, 2, one MVAU input vector)"
+            if stitched_depths(model)[0] is not None:  # the attributes hold a sizing: the rule from FINN's defaults
+                rule = base
+                self.fifo_source = "rule (FINN's default FIFO depths, 2, one MVAU input vector)"
+            exact = {s.name: s.parameters["DEPTH"] for s in rule.stages if s.kind == "fifo"}
         # the design in use: its FIFO depths are the caps of every run
-        self.design = plan_accelerator(model, fifo_depth, self.sizing["depths"] if self.sizing else None)
+        self.design = plan_accelerator(model, fifo_depth, exact_depths=exact if fifo_depth is None else None)
         self.workdir = Path(workdir) if workdir is not None else folder / "run"
         self.write_init_files(self.workdir, overwrite_init_files)
         self.last: AcceleratorRun | None = None

@@ -10,7 +10,8 @@ every file a command is told to add. A read of an unset environment variable fai
 
 Where FINN's Python expects a tool's output file next, the recorder of the command that makes it in the real
 tool writes a placeholder marked FAKE: `export_design` the HLS IP folder, `ipx::save_core` component.xml,
-`make_wrapper` the HDL wrapper, `launch_runs ... impl_1` the bitfile / hwh / timing report,
+`make_wrapper` the HDL wrapper, `launch_runs ... impl_1` the bitfile / hwh and a timing report (a recorded
+report in Vivado's format from tests/hw/data, met unless ONEBIT_FAKE_XILINX_TIMING names another),
 `report_utilization -file` an empty XML report. No placeholder contains hardware: the bitfile is a text file
 saying so. Only for tests: nothing in onebit's product code knows this tree.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VERSION = "2024.2"
+TIMING_REPORTS = Path(__file__).resolve().parent / "data"   # Vivado report_timing_summary texts: met, violated
 FAKE_MARK = "FAKE: written by onebit's test fake of the Xilinx tools (tests/hw/fake_xilinx.py), not by Vivado"
 
 # The Tcl prelude: recorders for every command Tcl does not define itself (`unknown`), with output-producing
@@ -36,6 +38,8 @@ namespace eval ::fake {
     variable proj_dir ""
     variable hls_top ""
     variable core_root ""
+    variable added [list]
+    variable timing_report $::env(ONEBIT_FAKE_XILINX_TIMING)
 }
 proc ::fake::json {s} {
     return "\"[string map [list \\ \\\\ \" \\\" \n \\n \r \\r \t \\t] $s]\""
@@ -92,6 +96,9 @@ proc unknown {cmd args} {
     switch -glob -- $cmd {
         add_files - read_verilog - read_vhdl - read_xdc - import_files {
             ::fake::file_args $cmd {*}$args
+            foreach a $args {
+                if {[string index $a 0] ne "-"} { foreach f $a { lappend ::fake::added [file normalize $f] } }
+            }
             set cflags [::fake::option $args -cflags]
             foreach flag $cflags {
                 if {[string match -I* $flag]} { ::fake::check_file "$cmd -cflags" [string range $flag 2 end] }
@@ -120,9 +127,14 @@ proc unknown {cmd args} {
             ::fake::write "$::fake::proj_dir/$::fake::proj_name.srcs/sources_1/bd/$name/$name.bd" "// $::fake::mark"
         }
         get_files {
+            # a block design by name, or a source file the project holds (added by add_files & co. before)
             set found [list]
             foreach a $args {
-                if {[string match *.bd $a] || [string match */* $a]} { lappend found $a }
+                if {[string match *.bd $a]} {
+                    lappend found $a
+                } elseif {[string match */* $a] && [lsearch -exact $::fake::added [file normalize $a]] >= 0} {
+                    lappend found $a
+                }
             }
             return $found
         }
@@ -147,7 +159,8 @@ proc unknown {cmd args} {
             if {[lsearch -exact $args impl_1] >= 0} {
                 set runs "$::fake::proj_dir/$::fake::proj_name.runs/impl_1"
                 ::fake::write "$runs/top_wrapper.bit" $::fake::mark
-                ::fake::write "$runs/top_wrapper_timing_summary_routed.rpt" $::fake::mark
+                # a recorded report in Vivado's format (tests/hw/data), met unless a test names another
+                file copy -force $::fake::timing_report "$runs/top_wrapper_timing_summary_routed.rpt"
                 ::fake::write "$::fake::proj_dir/$::fake::proj_name.gen/sources_1/bd/top/hw_handoff/top.hwh" "<!-- $::fake::mark -->"
             }
         }
@@ -184,6 +197,7 @@ set -e
 fake_root="$(cd "$(dirname "$0")/../../.." && pwd)"
 export ONEBIT_FAKE_XILINX_LOG="${{ONEBIT_FAKE_XILINX_LOG:-$fake_root/fake_xilinx_calls.jsonl}}"
 export ONEBIT_FAKE_XILINX_VERSION={version}
+export ONEBIT_FAKE_XILINX_TIMING="${{ONEBIT_FAKE_XILINX_TIMING:-$fake_root/timing_report.rpt}}"
 script=""
 case "{tool}" in
     vivado)
@@ -246,6 +260,8 @@ def make_fake_xilinx(root: Path, version: str = VERSION) -> FakeXilinx:
     (root / "FAKE_XILINX_TREE_FOR_TESTS.txt").parent.mkdir(parents=True, exist_ok=True)
     (root / "FAKE_XILINX_TREE_FOR_TESTS.txt").write_text(FAKE_MARK + "\n")
     (root / "recorder.tcl").write_text(RECORDER_TCL % {"mark": FAKE_MARK})
+    # what `launch_runs impl_1` leaves as the routed timing summary (ONEBIT_FAKE_XILINX_TIMING names another)
+    (root / "timing_report.rpt").write_text((TIMING_REPORTS / "timing_summary_met.rpt").read_text())
     fake = FakeXilinx(root, version, root / "fake_xilinx_calls.jsonl")
     vivado, vitis = fake.vivado, fake.vitis
     (vivado / "lib" / "lnx64.o").mkdir(parents=True, exist_ok=True)

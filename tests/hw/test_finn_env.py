@@ -33,3 +33,23 @@ def test_builder_imports_and_settings_point_into_the_work_dir(tmp_path: Path) ->
     if lines[1] == "True False":  # no Vivado here: rtlsim must fail loudly, not silently
         assert "FinnEnvironmentError" in lines[2] and "Vivado" in lines[2]
     assert not (home / ".finn").exists()
+
+
+def test_xsi_without_boost_is_not_the_full_flow(tmp_path: Path, monkeypatch) -> None:
+    """finn-plus' XSI FIFO sizing builds finn_xsi (CMake, Boost program_options): where Boost is absent the flow
+    would die in step_set_fifo_depths, so the one-line status (docker/entrypoint.sh prints it) must not say
+    "full flow enabled" but name what is missing."""
+    import hw.finn.env as env
+
+    monkeypatch.setattr(env, "BOOST_PROGRAM_OPTIONS_HEADERS", (tmp_path / "absent" / "program_options.hpp",))
+    reason = env._fifosim_missing()
+    assert reason and "libboost-program-options-dev" in reason
+    status = env.ToolStatus(vivado=None, vitis_hls=None, finn_hlslib=None, xsi=reason)
+    monkeypatch.delenv(env.SKIP_RTLSIM_ENV, raising=False)
+    assert not status.full_flow and "full flow enabled" not in status.summary()
+    assert "NO BITSTREAM WILL BE BUILT" in status.summary() and "Boost" in status.summary()
+    header = tmp_path / "boost" / "program_options.hpp"
+    header.parent.mkdir()
+    header.write_text("// stand-in\n")
+    monkeypatch.setattr(env, "BOOST_PROGRAM_OPTIONS_HEADERS", (header,))
+    assert env._fifosim_missing() is None

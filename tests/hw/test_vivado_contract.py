@@ -249,3 +249,81 @@ def test_entrypoint_reports_the_bitstream_flow_for_the_fake_tree(fake_tree, tmp_
     result = subprocess.run(["bash", "docker/entrypoint.sh", "true"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and "NO BITSTREAM WILL BE BUILT" in result.stderr and "XSI" in result.stderr
+
+
+def _module_definitions(path: Path) -> list[str]:
+    import re
+
+    return re.findall(r"^\s*module\s+(\w+)", path.read_text(errors="replace"), re.M)
+
+
+@pytest.mark.parametrize("which", ["tfc", "cnv"])
+def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, cnv_build, fake_environment, tmp_path,
+                                                            monkeypatch):
+    """`--mvau rtl` through the whole Vivado flow (fake tools): the FIFOs FINN stitches (StreamingFIFO nodes of
+    the final dataflow partition) are exactly the depths onebit sized by simulation; the rtl_accelerator level
+    (run by the build) and a direct run simulate exactly those depths at FINN's estimated cycles per image with
+    0 mismatches; every stitched Vivado project defines each module once (onebit's shared sources added once)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw.check.rtl_accelerator import run_rtl_accelerator
+    from hw.driver.io_spec import IOSpec
+    from hw.pipeline import main as build_main
+    from hw.rtl.custom_op import SHARED_SV_FOLDER
+
+    if not shutil.which("verilator"):
+        pytest.skip("verilator not installed (tools/setup_env.sh): onebit sizes the FIFOs by simulating with it")
+    source = tfc_build if which == "tfc" else cnv_build  # session builds: made before the fake environment
+    fake = fake_environment
+    fake.log.unlink(missing_ok=True)
+    monkeypatch.setenv("ONEBIT_LEVELS", "rtl_accelerator")
+    out = tmp_path / which
+    argv = [str(source / "model.pt"), "--board", "Pynq-Z1", "--out", str(out), "--verify-samples", "10",
+            "--no-progress", "--mvau", "rtl", "--folding", str(source / "folding.json")]
+    assert build_main(argv) == 0, (out / "build.log").read_text()[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert "step_onebit_fifo_depths" in report["steps"]["run"] and "step_set_fifo_depths" in report["steps"]["run"]
+
+    # onebit's sizing (recorded with the build), FINN's FIFO config file and the stitched graph agree exactly
+    sized = report["artifacts"]["fifo_depths"]
+    assert sized["source"] == "onebit" and not sized["capped"], sized
+    ours = list(sized["depths"].values())
+    assert any(d > 2 for d in ours), ours  # sized, not FINN's minimal depths
+    finn_config = json.loads((out / "finn" / "onebit_fifo_config.json").read_text())
+    assert list(finn_config["fifo_depths"].values()) == ours
+    assert list(json.loads((out / "report" / "fifo_sizing.json").read_text())["fifo_depths"].values()) == ours
+    child = ModelWrapper(str(out / "finn" / "dataflow_partition.onnx"))
+    stitched = [int(getCustomOp(n).get_nodeattr("depth")) for n in child.graph.node if n.op_type.startswith("StreamingFIFO")]
+    assert stitched == ours
+    level = report["verification"]["levels"]["rtl_accelerator"]
+    assert level["executed"] and level["integer_mismatches"] == 0 and "as stitched: FINN's StreamingFIFO nodes" in level["how"]
+
+    # the stitched design simulated at those depths: FINN's estimated cycles per image, bit-exact
+    spec = IOSpec.load(out / "driver" / "io.json")
+    images = np.random.default_rng(0).integers(0, 256, size=(16,) + tuple(spec.image_shape), dtype=np.uint8)
+    result = run_rtl_accelerator(out, images, chunk=8)
+    assert result["fifo_depths"] == sized["depths"] and result["fifo_source"].startswith("as stitched")
+    assert result["mismatching"] == []
+    assert result["cycles_per_image"] <= 1.05 * result["estimated_bottleneck_cycles"], result["cycles_per_image"]
+
+    # Vivado projects: onebit's shared sources added once each; no module defined in two different files
+    calls = fake.calls()
+    projects: dict[str, list[str]] = {}
+    for call in calls:
+        if call["tool"] == "vivado" and call["kind"] == "cmd" and call["name"] == "add_files":
+            projects.setdefault(call["cwd"], []).extend(a for a in call["args"] if not a.startswith("-"))
+    onebit_projects = {cwd: files for cwd, files in projects.items() if any(SHARED_SV_FOLDER in f for f in files)}
+    assert onebit_projects, sorted(projects)
+    for cwd, files in onebit_projects.items():
+        shared = [f for f in files if SHARED_SV_FOLDER in f]
+        assert len(shared) == len(set(shared)), (cwd, shared)
+        owners: dict[str, str] = {}
+        for path in dict.fromkeys(files):
+            if path.endswith((".v", ".sv")):
+                for module in _module_definitions(Path(path)):
+                    assert owners.setdefault(module, path) == path, f"{module} defined in {owners[module]} and {path}"
+        assert "onebit_mvau" in owners and "onebit_skid" in owners
+    assert [c for c in calls if c["kind"] == "missing"] == []
+    assert (out / "deploy" / "manifest.json").is_file()
+    assert report["verification"]["timing"]["status"] == "passed"

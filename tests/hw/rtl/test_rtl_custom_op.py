@@ -7,6 +7,7 @@ The node configurations are test_rtl_mvau's / test_rtl_pool_yosys', so the Veril
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import shutil
 import subprocess
 
@@ -99,25 +100,45 @@ def test_generate_hdl_and_ipi_tcl_contract(tmp_path):
     model = ModelWrapper(qonnx_make_model(graph))
     model.set_initializer("weights", weights.astype(np.float32))
     model.set_initializer("thresh", thresholds.astype(np.float32))
-    inst.set_nodeattr("code_gen_dir_ipgen", str(tmp_path))
+    code_gen = tmp_path / "hw" / "code_gen_ipgen_node"
+    inst.set_nodeattr("code_gen_dir_ipgen", str(code_gen))
     inst.code_generation_ipgen(model, "xc7z020clg400-1", 10.0)
     files = inst.get_rtl_file_list(abspath=True)
-    assert all((tmp_path / f.split("/")[-1]).is_file() for f in files)
-    assert inst.get_nodeattr("ip_path") == str(tmp_path)
+    assert all(Path(f).is_file() for f in files)
+    # the wrapper in the node's folder, the shared sources once per build beside the nodes' folders
+    shared = tmp_path / "hw" / "onebit_rtl_sv"
+    assert files[0] == f"{code_gen}/{inst.get_nodeattr('gen_top_module')}_wrapper.v"
+    assert files[1:] == [str(shared / name) for name in inst.SOURCES]
+    assert not list(code_gen.glob("*.sv"))
+    assert inst.get_nodeattr("ip_path") == str(code_gen)
     tcl = inst.code_generation_ipi()
-    assert [re.fullmatch(r"add_files -norecurse (\S+)", c).group(1) for c in tcl[:-1]] == files
+    assert tcl[0] == f"add_files -norecurse {files[0]}"
+    # a shared source is added only where the project does not hold it yet (one definition per module)
+    assert [re.fullmatch(r"if \{\[llength \[get_files -quiet (\S+)\]\] == 0\} \{ add_files -norecurse \1 \}",
+                         c).group(1) for c in tcl[1:-1]] == files[1:]
     top = inst.get_nodeattr("gen_top_module")
     assert tcl[-1] == f"create_bd_cell -type module -reference {top} {cfg.name}"
-    wrapper = (tmp_path / f"{top}_wrapper.v").read_text()
+    wrapper = (code_gen / f"{top}_wrapper.v").read_text()
     assert re.search(rf"^module {top} \(", wrapper, re.M)
     # the ports Vivado infers the AXI-stream interfaces from (FINN's names), widths padded to bytes
     assert f"input  wire [{inst.get_instream_width_padded() - 1}:0] in0_V_TDATA" in wrapper
     assert f"output wire [{inst.get_outstream_width_padded() - 1}:0] out0_V_TDATA" in wrapper
+    # FINN's RTL wrapper templates' interface attributes (finn-rtllib fifo_template.v): clock with its buses
+    # and reset, active-low reset
+    assert re.search(r'\(\* X_INTERFACE_PARAMETER = "ASSOCIATED_BUSIF in0_V:out0_V, ASSOCIATED_RESET ap_rst_n" \*\)\s*'
+                     r'\(\* X_INTERFACE_INFO = "xilinx.com:signal:clock:1.0 ap_clk CLK" \*\)\s*input\s+wire ap_clk', wrapper)
+    assert re.search(r'\(\* X_INTERFACE_PARAMETER = "POLARITY ACTIVE_LOW" \*\)\s*(\(\*[^*]*\*\)\s*)?input\s+wire ap_rst_n',
+                     wrapper)
     # init files by absolute path, equal to onebit's layout (weights.dat is FINN's memblock layout)
-    assert f'.WEIGHT_FILE("{tmp_path}/weights.dat")' in wrapper
+    assert f'.WEIGHT_FILE("{code_gen}/weights.dat")' in wrapper
+    # a second node of the same design names the very same shared files
+    node2, inst2 = onebit_mvau_node(cfg)
+    inst2.set_nodeattr("code_gen_dir_ipgen", str(tmp_path / "hw" / "code_gen_ipgen_other"))
+    inst2.code_generation_ipgen(model, "xc7z020clg400-1", 10.0)
+    assert inst2.get_rtl_file_list(abspath=True)[1:] == files[1:]
     if shutil.which("verilator"):  # the generated file set elaborates on its own (what Vivado reads)
         lint = subprocess.run(["verilator", "--lint-only", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module",
-                               top, *files], capture_output=True, text=True, cwd=tmp_path)
+                               top, *files], capture_output=True, text=True, cwd=code_gen)
         assert lint.returncode == 0, lint.stderr[-2000:]
 
 
@@ -135,3 +156,26 @@ def test_autofold_and_every_preset_take_the_rtl_step():
     # the step is board-independent; each preset's part maps to the yosys family of its resources_synth
     families = {name: family_for_part(board.fpga_part) for name, board in BOARDS.items()}
     assert families["Pynq-Z1"] == "xc7" and families["ZCU104"] == "xcup", families
+
+
+def test_uram_folding_is_refused_before_the_build_not_downgraded(tfc_build):
+    """A folding asking URAM for an MVAU's weights (auto-fold on ZCU104/KV260 when BRAM is short, a folding file)
+    would overflow the block RAM onebit's ROM infers: `--mvau rtl` refuses it in one line naming the node."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw.finn.rtl_mvau import replace_with_rtl
+    from hw.rtl.layout import MVAUConfig
+    from onebit.errors import OnebitError
+
+    model = ModelWrapper(str(tfc_build / "finn" / "step_minimize_bit_width.onnx"))
+    node = [n for n in model.graph.node if n.op_type == "MVAU_hls"][1]  # an XNOR layer onebit's RTL takes
+    assert MVAUConfig.from_finn(getCustomOp(node), node.name).ram_style != "ultra"  # accepted as it is
+    replace_with_rtl(ModelWrapper(str(tfc_build / "finn" / "step_minimize_bit_width.onnx")))  # and replaced
+    getCustomOp(node).set_nodeattr("ram_style", "ultra")
+    with pytest.raises(OnebitError) as error:
+        replace_with_rtl(model)
+    message = str(error.value)
+    assert "\n" not in message and node.name in message and "URAM" in message and "--mvau hls" in message
+    with pytest.raises(OnebitError, match="URAM"):
+        MVAUConfig.from_finn(getCustomOp(node), node.name)
