@@ -46,7 +46,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python hw/deploy.py ...` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onebit import faults
+from onebit import faults, temporaries
 from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 
@@ -431,7 +431,10 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
     # Temporaries carry the pid: the next run removes those of a killed one (onebit/buildfolder.py).
     tmp, zip_tmp_target = build_dir / f".deploy.tmp-{os.getpid()}", build_dir / f".deploy.zip.tmp-{os.getpid()}"
     old = build_dir / f".deploy.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for name in (tmp, zip_tmp_target, old):  # only a recorded temporary is ever removed (issue 23)
+        if name.exists() or name.is_symlink():
+            raise DeployError(f"{name} is in the way and onebit did not record it; move it away and rerun")
+        temporaries.note(name)
     stages = ["bitstream", "driver", "notebooks", "validation set", "readme", "manifest", "zip"]
     bar = None
     if progress:
@@ -515,6 +518,8 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
         if (old / "bitfile").is_dir() and not (build_dir / "bitfile").exists():
             os.replace(old / "bitfile", build_dir / "bitfile")  # FINN's copy of a bitstream: keep it
         shutil.rmtree(old, ignore_errors=True)
+    for name in (tmp, zip_tmp_target, old):
+        temporaries.forget(name)
     entry = {"dir": str(final), "zip": str(zip_path), "bitfile": bitfile_rel, "hwh": hwh_rel,
              "missing": [m["path"] for m in missing], "manifest": str(final / "manifest.json"),
              "manifest_sha256": _sha256(final / "manifest.json")}

@@ -11,9 +11,10 @@ Every command that writes into a build folder (`onebit build` / `export/to_finn.
 * One writer at a time. `.onebit.lock` is created with O_EXCL and holds the writer's pid; a second
   command stops with an error naming that pid. The lock of a process that no longer runs (SIGKILL, power
   loss) is taken over.
-* No litter. Temporaries carry their writer's pid in their name (onebit/atomic.py, hw/deploy.py);
-  `clean_stale_temporaries` removes those of processes that no longer run when the next command opens
-  the folder.
+* No litter, and no loss. Temporaries carry their writer's pid in their name (onebit/atomic.py,
+  hw/deploy.py) and are recorded in the folder's journal (onebit/temporaries.py); `clean_stale_temporaries`
+  removes the recorded ones of processes that no longer run when the next command opens the folder. A
+  name that only looks like a temporary is the user's and stays (issue 23).
 * Writability is checked before the work starts (a probe file), so a read-only folder or an `--out`
   that is a file fails in a second, not after minutes of work.
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import time
@@ -33,18 +33,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from onebit.atomic import write_text_atomic
+from onebit import temporaries
 from onebit.errors import OnebitError
+from onebit.temporaries import JOURNAL, TEMPORARY_PATTERNS, pid_alive  # noqa: F401 (re-exported)
 
 MANIFEST = ".onebit-build.json"
 LOCK = ".onebit.lock"
 FORMAT = "onebit-build-folder"
 VERSION = 1
-# The hidden temporaries onebit writes, each with the pid of its writer (see the module docstring).
-TEMPORARY_PATTERNS = (
-    re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp"),  # onebit/atomic.py write_atomic
-    re.compile(r"^\.(?P<target>.+)\.(?:tmp|old)-(?P<pid>\d+)$"),            # hw/deploy.py's folder and zip
-    re.compile(r"^\.onebit-probe-(?P<pid>\d+)$"),                           # writability probe
-)
 # A lock file that is still empty this long after its creation belongs to a writer that died between
 # creating and filling it (both happen in one call, microseconds apart).
 EMPTY_LOCK_GRACE_S = 10.0
@@ -52,23 +48,6 @@ EMPTY_LOCK_GRACE_S = 10.0
 
 class BuildFolderError(OnebitError):
     """The build folder cannot be used: foreign files in the way, another writer, not writable."""
-
-
-def pid_alive(pid: int) -> bool:
-    """True when process `pid` runs on this machine (a zombie, killed but not yet reaped, counts as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # Linux: state is the field after the parenthesised command name
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -153,6 +132,7 @@ class BuildFolder:
                                        "folder") from None
         self.check_writable()
         self.lock()
+        temporaries.hold(path)
         self.clean_stale_temporaries()
 
     def check_writable(self) -> None:
@@ -161,6 +141,7 @@ class BuildFolder:
         try:
             fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
             try:
+                temporaries.note(probe)
                 os.write(fd, b"onebit writability probe\n" * 16)
                 os.fsync(fd)
             finally:
@@ -173,6 +154,7 @@ class BuildFolder:
                 probe.unlink()
             except OSError:
                 pass
+            temporaries.forget(probe)
 
     # -- the lock --------------------------------------------------------------------------------
     def lock(self) -> None:
@@ -226,6 +208,7 @@ class BuildFolder:
     def release(self) -> None:
         if not self.locked:
             return
+        temporaries.let_go(self.path)
         lock = self.path / LOCK
         try:
             if json.loads(lock.read_text()).get("pid") == os.getpid():
@@ -296,9 +279,9 @@ class BuildFolder:
 
     def adopt_new(self, before: set[str], skip: Iterable[str] = ()) -> None:
         """Claim every top-level entry that appeared since `before` (FINN's extra outputs)."""
-        skip = set(skip) | {MANIFEST, LOCK}
+        skip = set(skip) | {MANIFEST, LOCK, JOURNAL}
         new = [p.name for p in self.path.iterdir() if p.name not in before and p.name not in skip
-               and not any(pattern.match(p.name) for pattern in TEMPORARY_PATTERNS)]
+               and not p.name.startswith(JOURNAL) and not any(pattern.match(p.name) for pattern in TEMPORARY_PATTERNS)]
         manifest = self.manifest()
         for name in new:
             manifest["owned"].setdefault(name, {"by": self.command, "files": None})
@@ -319,35 +302,17 @@ class BuildFolder:
 
 
 def clean_stale_temporaries(root: str | os.PathLike) -> list[Path]:
-    """Remove onebit temporaries under `root` whose writer (the pid in the name) no longer runs."""
-    removed = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in list(dirnames) + filenames:
-            for pattern in TEMPORARY_PATTERNS:
-                match = pattern.match(name)
-                if match and not pid_alive(int(match.group("pid"))):
-                    path = Path(dirpath) / name
-                    try:
-                        remove_entry(path)
-                    except OSError:
-                        continue
-                    removed.append(path)
-                    if name in dirnames:
-                        dirnames.remove(name)
-                    break
-    return removed
+    """Remove the temporaries recorded in `root`'s journal whose writer no longer runs (onebit/temporaries.py).
+
+    Only what onebit recorded: a walk that removed every name matching the temporaries' patterns deleted
+    the user's `.photos.tmp-4242/` and `notes/.thesis.tex.old-20240101` (issue 23).
+    """
+    return temporaries.clean(root)
 
 
 def clean_stale_temporaries_of(target: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries of `target` (a file) that killed writers left beside it (not recursive)."""
-    target = Path(target)
-    removed = []
-    for path in target.parent.glob(f".{target.name}.*"):
-        match = TEMPORARY_PATTERNS[0].match(path.name)
-        if match and match.group("target") == target.name and not pid_alive(int(match.group("pid"))):
-            remove_entry(path)
-            removed.append(path)
-    return removed
+    """Remove the recorded temporaries that killed writers left beside `target` (a file; not recursive)."""
+    return temporaries.clean(Path(target).expanduser().absolute().parent)
 
 
 def integrity_record(root: str | os.PathLike, patterns: Iterable[str]) -> dict[str, str]:
