@@ -550,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     with BuildFolder(args.build_dir, "python -m hw.deploy", create=False, option="BUILD_DIR") as build_folder:
         # locked, writable, and the package it replaces holds nothing onebit did not write
         build_folder.claim(["deploy", "deploy.zip"], replace=["deploy", "deploy.zip"])
+        from hw.check.finished import check_build_files, finished_report
+
+        # a package of a changed build (another model.pt) would disagree with the build's accelerator
+        check_build_files(args.build_dir, finished_report(args.build_dir))
         import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13, for the expected outputs)
 
         folder = make_deployment_package(args.build_dir, args.samples, data_root=args.data_root,

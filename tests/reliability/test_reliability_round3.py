@@ -138,3 +138,84 @@ def test_lock_with_an_impossible_pid_is_stale_not_a_traceback(finished):
     done = cli("hw.check.validate", finished, "--limit", "5", "--backend", "model", "--no-progress")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert not (finished / LOCK).exists()
+
+
+# -- 2. no code run from a model file --------------------------------------------------------------------
+
+EVIL = "import pathlib\npathlib.Path(__file__).with_name('RAN.txt').write_text('the module ran')\n"
+
+
+def _evil_onnx(path: Path, where: str = "graph") -> None:
+    """A one-node model whose node is in domain `onebit_evil_ops` (main graph, If branch or function)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 28, 28])
+    evil = helper.make_node("Pwn", ["x"], ["y"], name="evil_0", domain="onebit_evil_ops")
+    if where == "if":
+        branch = helper.make_graph([evil], "branch", [], [y])
+        cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+        node = helper.make_node("If", ["c"], ["y"], name="if_0", then_branch=branch, else_branch=branch)
+        graph = helper.make_graph([node], "g", [cond, x], [y])
+    else:
+        graph = helper.make_graph([evil], "g", [x], [y])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    path.with_name("onebit_evil_ops.py").write_text(EVIL)
+
+
+def test_model_onnx_with_a_foreign_domain_never_imports_it(tmp_path):
+    """Issue 23 item 2: `python -m onebit build model.onnx` beside onebit_evil_ops.py (its node's domain): refused naming the node, the module never ran."""
+    _evil_onnx(tmp_path / "model.onnx")
+    env = {k: v for k, v in os.environ.items() if k != "ONEBIT_FAULT"}
+    done = subprocess.run([sys.executable, "-m", "onebit", "build", "model.onnx", "--input-scale", "1",
+                           "--input-shape", "1,28,28", "--dataset", "fashion-mnist", "--out", "b", "--no-progress"],
+                          cwd=tmp_path, env=dict(env, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+    line = one_line_error(done)
+    assert "evil_0" in line and "onebit_evil_ops" in line
+    assert not (tmp_path / "RAN.txt").exists() and not (tmp_path / "__pycache__").exists()
+
+
+@pytest.mark.parametrize("where", ["graph", "if"])
+def test_domain_check_reads_subgraphs_without_importing(tmp_path, where):
+    """Issue 23 item 2 (sibling): a foreign domain in the main graph or an If branch: refused by the protobuf-only check, nothing imported."""
+    from export.onnx_domains import UnsupportedDomain, check_domains
+    from export.qonnx_import import load_clean
+
+    _evil_onnx(tmp_path / "model.onnx", where)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(UnsupportedDomain, match="evil_0"):
+            check_domains(tmp_path / "model.onnx")
+        with pytest.raises(UnsupportedDomain, match="onebit_evil_ops"):
+            load_clean(tmp_path / "model.onnx")  # the import front door checks first
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert "onebit_evil_ops" not in sys.modules and not (tmp_path / "RAN.txt").exists()
+
+
+def _rerecord(build: Path) -> None:
+    """What a hostile build folder looks like: its integrity record made to match its (changed) files."""
+    from hw.check.finished import build_integrity
+
+    report = json.loads((build / "report.json").read_text())
+    report["integrity"] = build_integrity(build)
+    (build / "report.json").write_text(json.dumps(report, indent=2))
+
+
+def test_validate_of_a_build_with_a_foreign_domain_never_imports_it(finished):
+    """Issue 23 item 2 (sibling): `onebit validate .` in a build folder whose finn/*.onnx names a domain module lying beside it: refused, never run."""
+    import onnx
+
+    graphs = sorted((finished / "finn").glob("*.onnx"))
+    model = onnx.load(str(graphs[-1]))
+    model.graph.node[0].domain = "onebit_evil_ops"
+    onnx.save(model, str(graphs[-1]))
+    (finished / "onebit_evil_ops.py").write_text(EVIL)
+    _rerecord(finished)
+    env = {k: v for k, v in os.environ.items() if k != "ONEBIT_FAULT"}
+    done = subprocess.run([sys.executable, "-m", "onebit", "validate", ".", "--limit", "5", "--no-progress"],
+                          cwd=finished, env=dict(env, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+    line = one_line_error(done)
+    assert "onebit_evil_ops" in line and graphs[-1].name in line
+    assert not (finished / "RAN.txt").exists()
