@@ -219,3 +219,124 @@ def test_validate_of_a_build_with_a_foreign_domain_never_imports_it(finished):
     line = one_line_error(done)
     assert "onebit_evil_ops" in line and graphs[-1].name in line
     assert not (finished / "RAN.txt").exists()
+
+
+# -- 3. one bad label ------------------------------------------------------------------------------------
+
+def _npz_with_label(path: Path, label, dtype=np.int64) -> Path:
+    labels = (np.arange(50) % 10).astype(dtype)
+    labels[7] = label
+    np.savez(path, images=np.zeros((50, 28, 28), np.uint8), labels=labels)
+    return path
+
+
+def _limit_memory(gib: int = 6):
+    """preexec_fn: an address-space limit, so an explosion fails fast instead of taking the machine."""
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (gib << 30, gib << 30))
+    return apply
+
+
+def test_validate_with_a_huge_label_fails_at_once(finished, tmp_path):
+    """Issue 23 item 3: `onebit validate BUILD --dataset npz:x.npz` with one label 10**9 and no classes: one line naming it, no memory exhaustion."""
+    data = _npz_with_label(tmp_path / "x.npz", 10**9)
+    env = {k: v for k, v in os.environ.items() if k != "ONEBIT_FAULT"}
+    done = subprocess.run([sys.executable, "-m", "hw.check.validate", str(finished), "--dataset", f"npz:{data}",
+                           "--no-progress"], cwd=REPO, env=dict(env, PYTHONPATH=str(REPO)), capture_output=True,
+                          text=True, timeout=300, preexec_fn=_limit_memory())
+    line = one_line_error(done)
+    assert "1000000000" in line and "index 7" in line
+
+
+@pytest.mark.parametrize("label,dtype", [(10**9, np.int64), (2**63, np.uint64), (-1, np.int64)],
+                         ids=["1e9", "uint64-2^63", "negative"])
+def test_npz_label_out_of_range_refused_for_training_and_build(tmp_path, label, dtype):
+    """Issue 23 item 3: an npz label 10**9, uint64 2**63 or -1 (the loader training, build and validate share): refused before any class list is made."""
+    from onebit.errors import OnebitError
+    from quant_models.custom_data import load_custom
+
+    data = _npz_with_label(tmp_path / "x.npz", label, dtype)
+    for split in ("train", "test"):
+        with pytest.raises(OnebitError, match=f"label {label} "):
+            load_custom(f"npz:{data}", split)
+
+
+def test_npz_with_an_empty_test_split_is_one_line(tmp_path):
+    """Issue 23 item 11: an npz whose test split is empty: one-line error, not a traceback later."""
+    from onebit.errors import OnebitError
+    from quant_models.custom_data import load_custom
+
+    np.savez(tmp_path / "x.npz", train_images=np.zeros((5, 8, 8), np.uint8), train_labels=np.arange(5),
+             test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros(0, np.int64))
+    assert len(load_custom(f"npz:{tmp_path / 'x.npz'}", "train").labels) == 5
+    with pytest.raises(OnebitError, match="test split has no images"):
+        load_custom(f"npz:{tmp_path / 'x.npz'}", "test")
+
+
+# -- 4. 16-bit images ------------------------------------------------------------------------------------
+
+def _png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_16_bit_pngs_are_scaled_not_clipped(tmp_path):
+    """Issue 23 item 4: a `folder:` dataset of 16-bit PNGs: pixels scaled 0..65535 -> 0..255, not clipped to {0, 255}."""
+    from quant_models.custom_data import load_custom
+
+    ramp = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 257).astype(np.uint16)  # 0..65535 in steps of 257
+    for cls in ("a", "b"):
+        for i in range(5):
+            _png(tmp_path / "d" / cls / f"{i}.png", ramp)
+    images = load_custom(f"folder:{tmp_path / 'd'}", "train").images
+    assert images.dtype == np.uint8 and images.shape[1:] == (1, 16, 16)
+    assert np.array_equal(images[0, 0], np.arange(256, dtype=np.uint8).reshape(16, 16))
+
+
+def test_32_bit_and_float_images_are_refused_with_the_reason(tmp_path):
+    """Issue 23 item 4 (sibling): 32-bit integer or float TIFFs (range unknown): refused naming the file and the mode."""
+    from PIL import Image
+    from onebit.errors import OnebitError
+    from quant_models.custom_data import load_custom
+
+    for cls in ("a", "b"):
+        for i in range(5):
+            path = tmp_path / "d" / cls / f"{i}.tif"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(path)
+    with pytest.raises(OnebitError, match="32-bit float"):
+        load_custom(f"folder:{tmp_path / 'd'}", "train")
+
+
+def test_decompression_bomb_png_is_one_line(tmp_path):
+    """Issue 23 item 11: a decompression-bomb-sized PNG in a `folder:` dataset: one-line error naming it."""
+    from PIL import Image
+    from onebit.errors import OnebitError
+    from quant_models.custom_data import load_custom
+
+    for cls in ("a", "b"):
+        for i in range(5):
+            _png(tmp_path / "d" / cls / f"{i}.png", np.zeros((8, 8), np.uint8))
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 16  # the same guard Pillow applies to 2 x 89 Mpixel files, at a size a test can write
+    try:
+        with pytest.raises(OnebitError, match="too many pixels"):
+            load_custom(f"folder:{tmp_path / 'd'}", "train")
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_empty_class_folder_is_reported(tmp_path, capsys):
+    """Issue 23 item 12: an empty class folder: a warning naming it (was accepted without a word)."""
+    from quant_models.custom_data import load_custom
+
+    for i in range(5):
+        _png(tmp_path / "d" / "a" / f"{i}.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "d" / "b").mkdir()
+    load_custom(f"folder:{tmp_path / 'd'}", "train")
+    err = capsys.readouterr().err
+    assert "class folder" in err and "'b'" in err and "holds no images" in err
