@@ -98,6 +98,42 @@ def remove_entry(path: Path) -> None:
         path.unlink()
 
 
+def busy_message(path: Path, holder: dict[str, Any], option: str = "--out") -> str:
+    """Why `path` is locked, and how to clear a lock whose holder cannot be checked from here."""
+    where = f"pid {holder.get('pid')}"
+    host = holder.get("host")
+    if host not in (None, socket.gethostname()):
+        # a build SIGKILLed in a container (whose hostname is the container's) leaves such a lock forever
+        return (f"{path} is in use by `{holder.get('command', 'onebit')}` ({where} on host {host}, since "
+                f"{holder.get('started', '?')}), which this machine ({socket.gethostname()}) cannot check; if that "
+                f"process no longer runs, clear the lock with `onebit unlock {path}` (or delete {path / LOCK}), "
+                f"else wait for it or use another {option}")
+    return (f"{path} is in use by `{holder.get('command', 'onebit')}` ({where}, since {holder.get('started', '?')}); "
+            f"wait for it to finish or use another {option}")
+
+
+def unlock(path: str | os.PathLike) -> str:
+    """Remove the lock of `path` unless a live process on this machine holds it; returns what was done."""
+    path = Path(path).expanduser().resolve()
+    lock = path / LOCK
+    if not path.is_dir():
+        raise BuildFolderError(f"{path}: no such build folder")
+    if not (lock.exists() or lock.is_symlink()):
+        return f"{path} is not locked"
+    try:
+        holder = json.loads(lock.read_text())
+        pid = int(holder["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        holder, pid = {}, None
+    host = holder.get("host") if isinstance(holder, dict) else None
+    if pid is not None and host in (None, socket.gethostname()) and pid_alive(pid):
+        raise BuildFolderError(f"{path} is locked by `{holder.get('command', 'onebit')}` (pid {pid}), which is running "
+                               f"on this machine; wait for it to finish or stop it (kill {pid}), then rerun")
+    lock.unlink(missing_ok=True)
+    who = f"pid {pid}{' on host ' + str(host) if host else ''}" if pid is not None else "unreadable holder"
+    return f"removed the lock of {path} ({who})"
+
+
 class BuildFolder:
     """One command's hold on a build folder: `with BuildFolder(path, "onebit build") as folder: ...`."""
 
@@ -172,10 +208,7 @@ class BuildFolder:
                     except FileNotFoundError:
                         pass
                     continue
-                raise BuildFolderError(
-                    f"{self.path} is in use by `{holder.get('command', 'onebit')}` (pid {holder.get('pid')}"
-                    f"{', host ' + holder['host'] if holder.get('host') not in (None, socket.gethostname()) else ''}"
-                    f", since {holder.get('started', '?')}); wait for it to finish or use another {self.option}")
+                raise BuildFolderError(busy_message(self.path, holder, self.option))
             except OSError as error:
                 raise BuildFolderError(f"cannot lock {self.path} ({error.strerror}); make it writable or choose "
                                        f"another {self.option}") from None

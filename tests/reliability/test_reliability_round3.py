@@ -340,3 +340,40 @@ def test_empty_class_folder_is_reported(tmp_path, capsys):
     load_custom(f"folder:{tmp_path / 'd'}", "train")
     err = capsys.readouterr().err
     assert "class folder" in err and "'b'" in err and "holds no images" in err
+
+
+# -- 6. a lock from another host -------------------------------------------------------------------------
+
+def test_lock_from_another_host_says_how_to_clear_it_and_unlock_clears_it(tmp_path):
+    """Issue 23 item 6: a lock left by a build SIGKILLed in a container (another hostname): the error says `onebit unlock BUILD`, which clears it."""
+    from onebit.buildfolder import BuildFolderError
+
+    build = tmp_path / "b"
+    build.mkdir()
+    (build / LOCK).write_text(json.dumps({"pid": 4242, "host": "container-3f2a", "command": "onebit build"}))
+    with pytest.raises(BuildFolderError) as refused:
+        BuildFolder(build, "onebit validate", create=False).open()
+    message = str(refused.value)
+    assert "container-3f2a" in message and f"onebit unlock {build}" in message and str(build / LOCK) in message
+    done = cli("onebit", "unlock", build)
+    assert done.returncode == 0 and "removed the lock" in done.stdout and "container-3f2a" in done.stdout, done.stderr
+    assert not (build / LOCK).exists()
+    with BuildFolder(build, "onebit validate", create=False):  # usable again
+        pass
+
+
+def test_unlock_refuses_while_a_local_process_holds_the_lock(tmp_path):
+    """Issue 23 item 6: `onebit unlock BUILD` while a live process on this machine holds the lock: refused, lock kept."""
+    import socket
+
+    build = tmp_path / "b"
+    build.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (build / LOCK).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "command": "onebit build"}))
+        line = one_line_error(cli("onebit", "unlock", build))
+        assert f"pid {holder.pid}" in line and "running" in line
+        assert (build / LOCK).exists()
+    finally:
+        holder.kill()
+        holder.wait()
