@@ -377,3 +377,83 @@ def test_unlock_refuses_while_a_local_process_holds_the_lock(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- 7. --arch keys the topology does not have -----------------------------------------------------------
+
+@pytest.mark.parametrize("model,override", [("tfc", "hiden=[256,256,256]"), ("cnv", "hidden=[128,128]"),
+                                            ("tfc", "channels=[16,16]")])
+def test_unknown_arch_key_is_refused_naming_the_known_ones(model, override, capsys):
+    """Issue 23 item 7: `train --model tfc --arch 'hiden=[256,256,256]'` (or cnv with `hidden`): refused naming the known keys, nothing trained."""
+    from quant_models.train import main
+
+    assert main(["--model", model, "--arch", override, "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    key = override.split("=")[0]
+    assert f"no key '{key}'" in err and ("hidden" in err if model == "tfc" else "channels" in err)
+    assert len(err.strip().splitlines()) == 1
+
+
+# -- 9. damaged --state files ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_epoch_state(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A real --state file after 1 of 2 epochs of a tiny TFC run, and the command line that resumes it."""
+    from quant_models.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("state")
+    rng = np.random.default_rng(0)
+    np.savez(root / "d.npz", images=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), labels=np.arange(60) % 3)
+    args = dict(model="tfc", dataset=f"npz:{root / 'd.npz'}", epochs=2, progress=False, seed=0)
+    train(TrainConfig(**args, state=str(root / "state.pt"), stop_after_epochs=1))
+    line = ["--model", "tfc", "--dataset", f"npz:{root / 'd.npz'}", "--epochs", "2", "--seed", "0", "--quiet"]
+    return root / "state.pt", line
+
+
+def _damage(state: dict, how: str) -> None:
+    import torch
+
+    if how == "no torch_rng":
+        del state["torch_rng"]
+    elif how == "bad rng":
+        state["torch_rng"] = torch.zeros(7, dtype=torch.uint8)
+    elif how == "optimizer groups":
+        state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"] * 2
+    elif how == "epochs_done":
+        state["epochs_done"] = 2  # the run looks finished: no epoch would run, no checkpoint would be written
+    elif how == "history":
+        state["history"] = "x"
+
+
+@pytest.mark.parametrize("how", ["no torch_rng", "bad rng", "optimizer groups", "epochs_done", "history"])
+def test_damaged_state_file_is_one_line_and_writes_nothing(one_epoch_state, tmp_path, how, capsys):
+    """Issue 23 item 9: a --state file with a missing RNG state, a wrong-size one, other optimizer groups or an edited epochs_done: one line, no false "wrote M.pt"."""
+    import shutil
+
+    import torch
+    from quant_models.train import main
+
+    source, line = one_epoch_state
+    state_path = tmp_path / "state.pt"
+    shutil.copy(source, state_path)
+    state = torch.load(state_path, weights_only=True)
+    _damage(state, how)
+    torch.save(state, state_path)
+    out = tmp_path / "m.pt"
+    assert main([*line, "--state", str(state_path), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "damaged" in captured.err and "Traceback" not in captured.err and "wrote" not in captured.out
+    assert not out.exists() and not (tmp_path / "m.curve.png").exists()
+
+
+def test_intact_state_file_still_resumes(one_epoch_state, tmp_path, capsys):
+    """Issue 23 item 9 (control): the undamaged --state file resumes and writes the checkpoint it announces."""
+    import shutil
+
+    from quant_models.train import main
+
+    source, line = one_epoch_state
+    shutil.copy(source, tmp_path / "state.pt")
+    out = tmp_path / "m.pt"
+    assert main([*line, "--state", str(tmp_path / "state.pt"), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out and out.is_file()
