@@ -287,7 +287,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# No bytecode written into the package; the check below refuses any in its __pycache__ that is not the
+# compiled form of a checked module (a planted .pyc would run instead of its checked .py, issue 23).
+sys.dont_write_bytecode = True
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

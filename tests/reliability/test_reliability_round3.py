@@ -457,3 +457,60 @@ def test_intact_state_file_still_resumes(one_epoch_state, tmp_path, capsys):
     out = tmp_path / "m.pt"
     assert main([*line, "--state", str(tmp_path / "state.pt"), "--out", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out and out.is_file()
+
+
+# -- 8. package integrity through __pycache__ ------------------------------------------------------------
+
+def _board(deploy: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "validate_on_board.py"], cwd=deploy, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _plant_pyc(deploy: Path, module: str, code: str) -> Path:
+    """Bytecode of `code` where Python looks for `module`'s cache, with a header matching the real source
+    (its mtime and size), so an unchecked import would load it instead of the checked .py."""
+    import importlib.util
+    import marshal
+
+    source = deploy / "driver" / f"{module}.py"
+    stat = source.stat()
+    target = Path(importlib.util.cache_from_source(str(source)))
+    target.parent.mkdir(exist_ok=True)
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + \
+        (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    target.write_bytes(header + marshal.dumps(compile(code, str(source), "exec")))
+    return target
+
+
+@pytest.mark.parametrize("planted", ["packing pyc", "new module pyc", "extension"])
+def test_planted_bytecode_in_the_package_is_refused_and_never_runs(finished, planted):
+    """Issue 23 item 8: a .pyc at deploy/driver/__pycache__/packing.cpython-311.pyc (or a new module's, or a .so): refused on board and host, never run."""
+    deploy = finished / "deploy"
+    marker = finished / "PWNED.txt"
+    code = f"open({str(marker)!r}, 'w').write('ran')\n"
+    if planted == "packing pyc":
+        name = _plant_pyc(deploy, "packing", code).name
+    elif planted == "new module pyc":
+        name = _plant_pyc(deploy, "io_spec", code).name.replace("io_spec", "evil")
+        (deploy / "driver" / "__pycache__" / f"io_spec.{name.split('.', 1)[1]}").rename(
+            deploy / "driver" / "__pycache__" / name)
+    else:
+        name = "evil.cpython-311-x86_64-linux-gnu.so"
+        (deploy / "driver" / name).write_bytes(b"\x7fELF")
+    board = _board(deploy)
+    assert board.returncode == 2 and name in board.stderr and "no bitstream" not in board.stderr, board.stderr
+    assert not marker.exists()
+    line = one_line_error(cli("hw.check.validate", finished, "--limit", "5", "--backend", "model", "--no-progress"))
+    assert name in line and not marker.exists()
+
+
+def test_python_s_own_cache_of_the_driver_is_accepted_and_none_is_written(finished):
+    """Issue 23 item 8 (control): a __pycache__ Python wrote when a notebook imported the checked driver passes; validate_on_board.py writes none."""
+    deploy = finished / "deploy"
+    board = _board(deploy)
+    assert board.returncode == 2 and "no bitstream" in board.stderr, board.stderr
+    assert not list(deploy.rglob("__pycache__"))  # the board script wrote no bytecode into the package
+    subprocess.run([sys.executable, "-c", "import driver"], cwd=deploy, check=True, capture_output=True)
+    assert list((deploy / "driver" / "__pycache__").glob("*.pyc"))
+    board = _board(deploy)
+    assert board.returncode == 2 and "no bitstream" in board.stderr, board.stderr
