@@ -514,6 +514,9 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
         zip_tmp_target.unlink(missing_ok=True)
         if old.exists() and not final.exists():
             os.replace(old, final)  # interrupted between the renames: put the old package back
+        for name in (tmp, zip_tmp_target, old):
+            if not name.exists():
+                temporaries.forget(name)
         raise
     finally:
         if bar is not None:

@@ -38,6 +38,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         set_default_permissions(tmp)
         faults.point(f"atomic:{path.name}")  # reliability tests: a kill with the temporary written
         os.replace(tmp, path)
+    except OSError as error:  # the user knows the target, not the hidden temporary: name the target
+        if error.filename2 == tmp:
+            error.filename2 = str(path)
+        elif error.filename == tmp:
+            error.filename = str(path)
+        raise
     finally:
         Path(tmp).unlink(missing_ok=True)
         temporaries.forget(tmp)

@@ -514,3 +514,50 @@ def test_python_s_own_cache_of_the_driver_is_accepted_and_none_is_written(finish
     assert list((deploy / "driver" / "__pycache__").glob("*.pyc"))
     board = _board(deploy)
     assert board.returncode == 2 and "no bitstream" in board.stderr, board.stderr
+
+
+# -- 10. disk full while copying -------------------------------------------------------------------------
+
+def _sendfile_fills_disk(monkeypatch, inside: str) -> None:
+    """os.sendfile (shutil's copy on Linux) fails with ENOSPC for targets under `inside`, as on a full disk:
+    shutil then leaves the target file empty and names the source first."""
+    import errno
+
+    real = os.sendfile
+
+    def sendfile(out_fd, in_fd, offset, count):
+        if inside in os.readlink(f"/proc/self/fd/{out_fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+
+
+def test_disk_full_copying_the_driver_leaves_no_empty_module(tmp_path, monkeypatch, capsys):
+    """Issue 23 item 10: the disk fills while the build copies the driver: no 0-byte driver/accelerator.py, the message names that file (not the repository's)."""
+    from hw.pipeline import copy_driver_package
+    from onebit.errors import cli_errors
+
+    package = REPO / "hw" / "driver"
+    target = tmp_path / "build" / "driver"
+    target.mkdir(parents=True)
+    (target / "io.json").write_text("{}")
+    _sendfile_fills_disk(monkeypatch, str(tmp_path))
+    assert cli_errors(lambda: copy_driver_package(package, target))() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and str(target) in err and str(package) not in err
+    assert not [p for p in target.rglob("*") if p.is_file() and p.stat().st_size == 0]
+    assert sorted(p.name for p in target.iterdir()) == ["io.json"]  # nothing half-written, no temporary
+
+
+def test_disk_full_while_packaging_keeps_the_old_package(finished, monkeypatch, capsys):
+    """Issue 23 item 11: the disk fills while `python -m hw.deploy` copies the driver into the new package: one line (not shutil.Error), old deploy/ and deploy.zip kept byte for byte."""
+    from hw.deploy import main as deploy_main
+
+    before = _tree(finished)
+    _sendfile_fills_disk(monkeypatch, ".deploy.tmp-")
+    assert deploy_main([str(finished), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "deployment package" not in line]
+    assert len(lines) == 1 and lines[0].startswith("onebit: ") and "No space left on device" in lines[0], err
+    assert "Traceback" not in err and _tree(finished) == before
