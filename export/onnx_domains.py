@@ -1,4 +1,4 @@
-"""Which ONNX node domains onebit reads, checked before any onnx/qonnx call that may import one.
+"""Which ONNX node domains (and opsets) onebit reads, checked before any onnx/qonnx call that may import one.
 
 qonnx resolves a node's domain to a Python module and imports it (qonnx.custom_op.registry:
 `importlib.import_module(domain)`), from anywhere on sys.path, which holds the working directory under
@@ -49,6 +49,12 @@ def check_domains(path: str | Path, allowed: frozenset[str] = MODEL_DOMAINS) -> 
     except Exception as error:  # protobuf's DecodeError and friends: not an ONNX file
         raise UnsupportedDomain(f"{path}: not an ONNX model ({type(error).__name__}); give a QONNX model (.onnx), "
                                 "e.g. from brevitas.export.export_qonnx") from None
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:  # an opset newer than this onnx knows fails deep inside qonnx and FINN
+        if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= newest:
+            raise UnsupportedDomain(f"{path}: ONNX opset {opset.version}, but this onebit's onnx knows opsets 1.."
+                                    f"{newest}; export the model with opset {min(newest, 13)} (e.g. "
+                                    "export_qonnx(..., opset_version=13))")
     places = [(model.graph, "graph")] + [(function, f"function {function.name}") for function in model.functions]
     for graph, where in places:
         for node, inside in _nodes(graph, where):

@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import zipfile
@@ -180,7 +181,8 @@ def _docker_command(build_dir: Path, board: str) -> str:
     return ("docker run --rm --init -u \"$(id -u):$(id -g)\" -v /opt/Xilinx:/opt/Xilinx:ro "
             "-e FINN_XILINX_PATH=/opt/Xilinx -e FINN_XILINX_VERSION=2024.2 "
             f"-v \"$PWD:/work:ro\" -v \"$PWD/build:/build\" onebit:latest "
-            f"onebit build /work/model.pt --board {board} --out /build/{build_dir.name}")
+            f"onebit build /work/model.pt --board {shlex.quote(board)} "
+            f"--out {shlex.quote('/build/' + build_dir.name)}")
 
 
 def _missing_text(missing: list[dict[str, str]], skipped: list[dict[str, str]], build_dir: Path, board: str,
@@ -228,19 +230,19 @@ def _readme(build_dir: Path, report: dict[str, Any], manifest: dict[str, Any], n
               "pip: the driver needs only numpy and pynq, which the image has.", "",
               "## Copy to the board", ""]
     user, notebooks_dir, root_owned = BOARD_ACCESS.get(board, _PYNQ_ACCESS)
-    folder = f"{notebooks_dir}/onebit-{build_dir.name}"
+    folder = f"{notebooks_dir}/onebit-{build_dir.name}"  # quoted in the commands: a name with spaces stays one word
     if root_owned:  # Kria-PYNQ: log in as ubuntu, the notebook folder belongs to root
         lines += [f"    scp deploy.zip {user}@<board-ip>:~/   # or copy the deploy/ folder",
                   f"    ssh {user}@<board-ip>",
-                  f"    sudo unzip ~/deploy.zip -d {folder}"]
+                  f"    sudo unzip ~/deploy.zip -d {shlex.quote(folder)}"]
     else:
         lines += [f"    scp deploy.zip {user}@<board-ip>:{notebooks_dir}/   # or copy the deploy/ folder",
                   f"    ssh {user}@<board-ip>",
-                  f"    cd {notebooks_dir} && unzip deploy.zip -d onebit-{build_dir.name}"]
+                  f"    cd {notebooks_dir} && unzip deploy.zip -d {shlex.quote('onebit-' + build_dir.name)}"]
     lines += ["", "## Check it on the board", "",
               "PYNQ needs root for the FPGA. In a Jupyter terminal (already root, pynq environment active), or over ssh:",
               "", "    sudo -i", "    source /etc/profile.d/pynq_venv.sh   # PYNQ v3 images and Kria-PYNQ",
-              f"    cd {folder}/deploy",
+              f"    cd {shlex.quote(folder + '/deploy')}",
               "    python3 validate_on_board.py", "",
               f"It programs the bitstream, runs the {n} validation images "
               f"({data['dataset']} test images 0..{n - 1}, `validation/validation_set.npz`) through the accelerator and "

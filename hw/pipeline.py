@@ -205,6 +205,8 @@ def run_imported_pipeline(args: argparse.Namespace) -> int:
     folding = spec_from_args(args)
     if args.verify_samples < 0:
         raise OnebitError(f"--verify-samples must be >= 0 (0 = whole test set), got {args.verify_samples}")
+    if args.python_samples < 0:  # checked for a checkpoint, was ignored for a model.onnx (issue 23)
+        raise OnebitError(f"--python-samples must be >= 0 (0 = every verified image), got {args.python_samples}")
     hardware_levels = _hardware_levels(args)
     decl, sidecar = declare_input(args.checkpoint, args.input_scale, args.input_offset, args.input_shape,
                                   args.input_layout, args.sidecar)
@@ -255,9 +257,14 @@ def _hardware_levels(args: argparse.Namespace) -> list[str] | None:
     if getattr(args, "node_samples", 100) < 1:
         raise OnebitError(f"--node-samples must be >= 1, got {args.node_samples}")
     try:
-        return parse_levels(getattr(args, "levels", None), LEVELS)
+        chosen = parse_levels(getattr(args, "levels", None), LEVELS)
     except ValueError as error:
         raise OnebitError(f"--levels: {error}") from None
+    if chosen is None:
+        from hw.check.levels import default_levels
+
+        default_levels()  # a bad $ONEBIT_LEVELS fails now, not after the FINN build
+    return chosen
 
 
 @cli_errors

@@ -253,6 +253,14 @@ def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:
                       "is 1 or 3); store N x C x H x W with C = 1 or 3")
 
 
+def check_classes_fit(labels: np.ndarray, outputs: int | None, name: str) -> None:
+    """OnebitError when a dataset's labels reach past the model's `outputs` classes (checked before any work:
+    it was an IndexError after the whole comparison had run, issue 23)."""
+    if outputs and np.size(labels) and int(np.max(labels)) >= int(outputs):
+        raise OnebitError(f"dataset {name} has labels up to {int(np.max(labels))}, but the model has {outputs} "
+                          f"classes; pass a dataset with at most {outputs} classes (the one it was trained on)")
+
+
 def content_warning(dataset, recorded: dict | None) -> str | None:
     """A one-line warning when `dataset` (an ImageDataset split) is not the content a checkpoint recorded."""
     expected = (recorded or {}).get(dataset.split)

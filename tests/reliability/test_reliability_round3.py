@@ -561,3 +561,110 @@ def test_disk_full_while_packaging_keeps_the_old_package(finished, monkeypatch, 
     lines = [line for line in err.splitlines() if line.strip() and "deployment package" not in line]
     assert len(lines) == 1 and lines[0].startswith("onebit: ") and "No space left on device" in lines[0], err
     assert "Traceback" not in err and _tree(finished) == before
+
+
+# -- 11. one line instead of a traceback -----------------------------------------------------------------
+
+def test_bad_onebit_levels_variable_fails_before_the_build(tfc_build, tmp_path):
+    """Issue 23 item 11: `ONEBIT_LEVELS=garbage onebit build`: one line naming the variable before any FINN work (was a traceback after the build)."""
+    out = tmp_path / "b"
+    line = one_line_error(cli("hw.pipeline", tfc_build / "model.pt", "--out", out, "--no-progress",
+                              env={"ONEBIT_LEVELS": "garbage"}))
+    assert "$ONEBIT_LEVELS='garbage'" in line and "unknown level" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_bad_worker_count_variable_is_one_line(monkeypatch):
+    """Issue 23 item 11: `NUM_DEFAULT_WORKERS=abc`: one line naming it when FINN is prepared (was a ValueError mid-build)."""
+    from hw.finn.env import FinnEnvironmentError, prepare_finn
+
+    monkeypatch.setenv("NUM_DEFAULT_WORKERS", "abc")
+    before = dict(os.environ)
+    with pytest.raises(FinnEnvironmentError, match="NUM_DEFAULT_WORKERS='abc'"):
+        prepare_finn("/nonexistent/never-created")
+    assert dict(os.environ) == before  # refused before anything was set up
+
+
+def test_onnx_opset_99_is_one_line(tmp_path):
+    """Issue 23 item 11: a model.onnx declaring ONNX opset 99: one line naming the opset (was a traceback)."""
+    from onnx import TensorProto, helper
+
+    from export.onnx_domains import UnsupportedDomain
+    from export.qonnx_import import load_clean
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 99)])
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(UnsupportedDomain, match="opset 99"):
+        load_clean(tmp_path / "m.onnx")
+
+
+def test_dataset_with_more_classes_than_the_model_fails_before_comparing(finished, tmp_path):
+    """Issue 23 item 11: `onebit validate --dataset npz:` with 12 classes for a 10-class model: one line before any work (was an IndexError after it)."""
+    labels = np.arange(60) % 12
+    np.savez(tmp_path / "x.npz", images=np.zeros((60, 28, 28), np.uint8), labels=labels)
+    before = _tree(finished)
+    line = one_line_error(cli("hw.check.validate", finished, "--dataset", f"npz:{tmp_path / 'x.npz'}",
+                              "--backend", "model", "--no-progress"))
+    assert "labels up to 11" in line and "10 classes" in line
+    assert _tree(finished) == before  # nothing written
+
+
+@pytest.mark.parametrize("sidecar,message", [({"dataset": 5}, "must be a dataset name"),
+                                             ({"input": {"shape": [1, 28.9, 28]}}, "is not a shape"),
+                                             ({"input": {"shape": [1, True, 28]}}, "is not a shape")],
+                         ids=["dataset-5", "shape-28.9", "shape-true"])
+def test_sidecar_values_of_the_wrong_type_are_refused(tmp_path, sidecar, message):
+    """Issue 23 items 11, 12: a sidecar with `"dataset": 5` (traceback) or shape 28.9 (read as 28): refused with one line."""
+    from export.input_declaration import ImportRefused, declare_input
+
+    (tmp_path / "m.onnx").write_bytes(b"")
+    (tmp_path / "m.onnx.onebit.json").write_text(json.dumps(sidecar))
+    with pytest.raises(ImportRefused, match=message):
+        declare_input(tmp_path / "m.onnx")
+
+
+def test_negative_python_samples_refused_for_a_model_onnx(tmp_path):
+    """Issue 23 item 12: `onebit build model.onnx --python-samples -5`: refused as for a checkpoint (was ignored)."""
+    _evil_onnx(tmp_path / "model.onnx")  # never read: the option is checked first
+    line = one_line_error(cli("hw.pipeline", tmp_path / "model.onnx", "--python-samples", "-5", "--input-scale", "1",
+                              "--dataset", "fashion-mnist", "--out", tmp_path / "b", "--no-progress"))
+    assert "--python-samples must be >= 0" in line and not (tmp_path / "RAN.txt").exists()
+
+
+# -- 12. minor ones --------------------------------------------------------------------------------------
+
+def test_huge_batch_size_is_refused_not_a_memory_error(finished):
+    """Issue 23 item 12: `Accelerator(batch_size=10**12)` or setting it before `throughput_test()`: DriverError with the limit, no MemoryError."""
+    from hw.check.accel_model import AcceleratorModel
+    from hw.driver import Accelerator, DriverError
+
+    io_json = finished / "driver" / "io.json"
+    model = AcceleratorModel.from_build(finished)
+    with pytest.raises(DriverError, match="batch_size 1,000,000,000,000 needs"):
+        Accelerator(io_json, backend="model", model=model, batch_size=10**12)
+    accelerator = Accelerator(io_json, backend="model", model=model, batch_size=4)
+    with pytest.raises(DriverError, match="pass a smaller batch_size"):
+        accelerator.batch_size = 10**12
+    with pytest.raises(DriverError, match="n_batches"):
+        accelerator.throughput_test(0)
+    assert accelerator.throughput_test()["batch_size"] == 4
+
+
+def test_board_commands_quote_a_build_folder_with_spaces(finished, tmp_path):
+    """Issue 23 item 12: a build folder named `my build`: the package README's shell commands quote it (one word each)."""
+    import shlex
+
+    from hw.deploy import _docker_command
+
+    spaced = tmp_path / "my build"
+    finished.rename(spaced)
+    done = cli("hw.deploy", spaced, "--no-progress", "--samples", "10")
+    assert done.returncode == 0, done.stderr[-2000:]
+    readme = (spaced / "deploy" / "README.md").read_text()
+    commands = [line.strip() for line in readme.splitlines() if line.strip().startswith(("cd ", "sudo unzip", "scp "))]
+    cd_deploy = [c for c in commands if c.startswith("cd ") and c.endswith("deploy'")]
+    assert cd_deploy and shlex.split(cd_deploy[0])[1].endswith("onebit-my build/deploy"), commands
+    assert shlex.split(_docker_command(spaced, "Pynq-Z1"))[-1] == "/build/my build"
