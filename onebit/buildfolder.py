@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -173,9 +174,11 @@ class BuildFolder:
 
     def check_writable(self) -> None:
         """Write and remove a small probe file, so a read-only folder fails now rather than after the work."""
-        probe = self.path / f".onebit-probe-{os.getpid()}"
+        probe = None
         try:
-            fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            # a fresh name (O_EXCL): a user's file that happens to be called like a probe is never truncated
+            fd, name = tempfile.mkstemp(prefix=f".onebit-probe-{os.getpid()}-", dir=self.path)
+            probe = Path(name)
             try:
                 temporaries.note(probe)
                 os.write(fd, b"onebit writability probe\n" * 16)
@@ -186,11 +189,12 @@ class BuildFolder:
             raise BuildFolderError(f"{self.path} is not writable ({error.strerror}); make it writable or choose "
                                    f"another {self.option} (nothing was done)") from None
         finally:
-            try:
-                probe.unlink()
-            except OSError:
-                pass
-            temporaries.forget(probe)
+            if probe is not None:
+                try:
+                    probe.unlink()
+                except OSError:
+                    pass
+                temporaries.forget(probe)
 
     # -- the lock --------------------------------------------------------------------------------
     def lock(self) -> None:

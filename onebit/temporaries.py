@@ -25,7 +25,7 @@ JOURNAL = ".onebit-temporaries"
 TEMPORARY_PATTERNS = (
     re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp"),  # onebit/atomic.py write_atomic
     re.compile(r"^\.(?P<target>.+)\.(?:tmp|old)-(?P<pid>\d+)$"),            # hw/deploy.py's folder and zip
-    re.compile(r"^\.onebit-probe-(?P<pid>\d+)$"),                           # writability probe
+    re.compile(r"^\.onebit-probe-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$"),      # writability probe
 )
 _held: list[Path] = []  # build folders this process holds (onebit/buildfolder.py): their journal is the root's
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -402,14 +403,13 @@ def _check_writable(out: Path) -> None:
         if target.is_dir():
             raise OnebitError(f"--out {out}: {target} is a folder; give a file name such as {target / 'model.pt'}")
     clean_stale_temporaries_of(out)  # what a killed earlier run left beside the checkpoint
-    probe = out.parent / f".onebit-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"onebit writability probe\n")
+    try:  # a fresh name (O_EXCL): a user's file called like a probe is never overwritten or removed
+        handle, probe = tempfile.mkstemp(prefix=f".onebit-probe-{os.getpid()}-", dir=out.parent)
     except OSError as error:
         raise OnebitError(f"--out {out}: folder {out.parent} is not writable ({error.strerror}); choose a "
                           "writable --out (nothing was trained)") from None
-    finally:
-        probe.unlink(missing_ok=True)
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _parse_arch_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -668,3 +668,30 @@ def test_board_commands_quote_a_build_folder_with_spaces(finished, tmp_path):
     cd_deploy = [c for c in commands if c.startswith("cd ") and c.endswith("deploy'")]
     assert cd_deploy and shlex.split(cd_deploy[0])[1].endswith("onebit-my build/deploy"), commands
     assert shlex.split(_docker_command(spaced, "Pynq-Z1"))[-1] == "/build/my build"
+
+
+# -- 5. deploy repackaging a changed build ---------------------------------------------------------------
+
+def test_deploy_refuses_a_build_whose_model_pt_was_replaced(finished):
+    """Issue 23 item 5: BUILD/model.pt replaced by another same-architecture checkpoint, then `python -m hw.deploy`: refused, package and report.json kept byte for byte."""
+    import torch
+
+    checkpoint = torch.load(finished / "model.pt", weights_only=True)
+    name = next(k for k, v in checkpoint["state_dict"].items() if k.endswith("weight") and v.ndim == 2)
+    checkpoint["state_dict"][name] = -checkpoint["state_dict"][name]  # another model of the same architecture
+    torch.save(checkpoint, finished / "model.pt")
+    before = _tree(finished)
+    line = one_line_error(cli("hw.deploy", finished, "--no-progress"))
+    assert "model.pt changed since the build" in line
+    assert _tree(finished) == before
+
+
+def test_probe_never_touches_a_user_file_named_like_it(tmp_path):
+    """Issue 23 item 1 (sibling): a user file `.onebit-probe-<pid>` with this process' pid: the writability probe neither truncates nor removes it."""
+    folder = tmp_path / "b"
+    folder.mkdir()
+    mine = folder / f".onebit-probe-{os.getpid()}"
+    mine.write_bytes(b"my data\n")
+    with BuildFolder(folder, "test"):
+        pass
+    assert mine.read_bytes() == b"my data\n"
