@@ -695,3 +695,17 @@ def test_probe_never_touches_a_user_file_named_like_it(tmp_path):
     with BuildFolder(folder, "test"):
         pass
     assert mine.read_bytes() == b"my data\n"
+
+
+def test_autofold_cli_checks_domains_before_reading(tmp_path, capsys):
+    """Issue 23 item 2 (sibling): `python -m hw.finn.autofold model.onnx` of a foreign-domain model: refused before qonnx reads it, nothing imported."""
+    from hw.finn.autofold.cli import main
+
+    _evil_onnx(tmp_path / "model.onnx")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert main([str(tmp_path / "model.onnx"), "--board", "Pynq-Z1", "--out", str(tmp_path / "out")]) == 2
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert "onebit_evil_ops" in capsys.readouterr().err
+    assert "onebit_evil_ops" not in sys.modules and not (tmp_path / "RAN.txt").exists()
