@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from onebit.atomic import write_text_atomic
 from onebit import temporaries
+from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 from onebit.temporaries import JOURNAL, TEMPORARY_PATTERNS, pid_alive  # noqa: F401 (re-exported)
 

@@ -18,7 +18,8 @@ from onebit.buildfolder import BuildFolderError, inside, integrity_record, sha25
 from onebit.errors import OnebitError
 
 # The files whose sha256 a build records (relative glob patterns): what validation and the package read.
-INTEGRITY_PATTERNS = ("model.pt", "model_qonnx.onnx", "model_imported.onnx", "finn/*.onnx", "driver/*", "driver/**/*.py", "folding.json")
+INTEGRITY_PATTERNS = ("model.pt", "model_qonnx.onnx", "model_imported.onnx", "finn/*.onnx", "driver/*", "driver/**/*.py",
+                      "folding.json")
 
 
 def build_integrity(build_dir: str | Path) -> dict[str, str]:
@@ -82,4 +83,5 @@ def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict
     return checked
 
 
-__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "check_build_files", "check_build_integrity", "finished_report", "inside"]
+__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "check_build_files", "check_build_integrity", "finished_report",
+           "inside"]
