@@ -510,7 +510,9 @@ def test_python_s_own_cache_of_the_driver_is_accepted_and_none_is_written(finish
     board = _board(deploy)
     assert board.returncode == 2 and "no bitstream" in board.stderr, board.stderr
     assert not list(deploy.rglob("__pycache__"))  # the board script wrote no bytecode into the package
-    subprocess.run([sys.executable, "-c", "import driver"], cwd=deploy, check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    subprocess.run([sys.executable, "-c", "import sys; sys.dont_write_bytecode = False; sys.path.insert(0, '.'); "
+                    "import driver"], cwd=deploy, check=True, capture_output=True, env=env)
     assert list((deploy / "driver" / "__pycache__").glob("*.pyc"))
     board = _board(deploy)
     assert board.returncode == 2 and "no bitstream" in board.stderr, board.stderr
