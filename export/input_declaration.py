@@ -61,6 +61,9 @@ def parse_number(text: str | float | int, what: str) -> float:
 def parse_shape(text: str | list | tuple, what: str = "--input-shape") -> tuple[int, ...]:
     try:
         items = text.replace("x", ",").split(",") if isinstance(text, str) else list(text)
+        # int("28") but never int(28.9) == 28 or int(True): a size is an integer as written (issue 23)
+        if any(isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()) for v in items):
+            raise ValueError
         shape = tuple(int(v) for v in items if str(v).strip())
     except (TypeError, ValueError):
         raise ImportRefused(f"{what} {text!r} is not a shape; write C,H,W, e.g. 1,28,28") from None
@@ -87,6 +90,9 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     if unknown:
         raise ImportRefused(f"{path}: unknown sidecar keys {unknown}; allowed: input.scale, input.offset, "
                             "input.shape, input.layout, dataset")
+    if "dataset" in data and not (isinstance(data["dataset"], str) and data["dataset"].strip()):
+        raise ImportRefused(f"{path}: \"dataset\" must be a dataset name such as \"fashion-mnist\" or "
+                            f"\"npz:data.npz\", got {data['dataset']!r}")
     return data
 
 

@@ -43,6 +43,7 @@ from export.input_declaration import (  # noqa: F401  (the front door's names, o
     LAYOUTS, SIDECAR_SUFFIX, ImportRefused, InputDeclaration, add_import_arguments, declare_input, is_qonnx_path,
     parse_number, refuse_import_options,
 )
+from export.onnx_domains import check_domains
 from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
@@ -419,6 +420,7 @@ def load_clean(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ImportRefused(f"{path}: no such file; give a QONNX model (.onnx), e.g. from brevitas.export.export_qonnx")
+    check_domains(path)  # before qonnx, which imports each node's domain as a Python module (issue 23)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")

@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import zipfile
@@ -46,7 +47,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python hw/deploy.py ...` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onebit import faults
+from onebit import faults, temporaries
 from onebit.atomic import write_atomic, write_text_atomic
 from onebit.errors import OnebitError, cli_errors
 from onebit.invocation import program_name
@@ -183,7 +184,8 @@ def _docker_command(build_dir: Path, board: str) -> str:
     return ("docker run --rm --init -u \"$(id -u):$(id -g)\" -v /opt/Xilinx:/opt/Xilinx:ro "
             "-e FINN_XILINX_PATH=/opt/Xilinx -e FINN_XILINX_VERSION=2024.2 "
             f"-v \"$PWD:/work:ro\" -v \"$PWD/build:/build\" onebit:latest "
-            f"onebit build /work/model.pt --board {board} --out /build/{build_dir.name}")
+            f"onebit build /work/model.pt --board {shlex.quote(board)} "
+            f"--out {shlex.quote('/build/' + build_dir.name)}")
 
 
 def _missing_text(missing: list[dict[str, str]], skipped: list[dict[str, str]], build_dir: Path, board: str,
@@ -231,19 +233,19 @@ def _readme(build_dir: Path, report: dict[str, Any], manifest: dict[str, Any], n
               "pip: the driver needs only numpy and pynq, which the image has.", "",
               "## Copy to the board", ""]
     user, notebooks_dir, root_owned = BOARD_ACCESS.get(board, _PYNQ_ACCESS)
-    folder = f"{notebooks_dir}/onebit-{build_dir.name}"
+    folder = f"{notebooks_dir}/onebit-{build_dir.name}"  # quoted in the commands: a name with spaces stays one word
     if root_owned:  # Kria-PYNQ: log in as ubuntu, the notebook folder belongs to root
         lines += [f"    scp deploy.zip {user}@<board-ip>:~/   # or copy the deploy/ folder",
                   f"    ssh {user}@<board-ip>",
-                  f"    sudo unzip ~/deploy.zip -d {folder}"]
+                  f"    sudo unzip ~/deploy.zip -d {shlex.quote(folder)}"]
     else:
         lines += [f"    scp deploy.zip {user}@<board-ip>:{notebooks_dir}/   # or copy the deploy/ folder",
                   f"    ssh {user}@<board-ip>",
-                  f"    cd {notebooks_dir} && unzip deploy.zip -d onebit-{build_dir.name}"]
+                  f"    cd {notebooks_dir} && unzip deploy.zip -d {shlex.quote('onebit-' + build_dir.name)}"]
     lines += ["", "## Check it on the board", "",
               "PYNQ needs root for the FPGA. In a Jupyter terminal (already root, pynq environment active), or over ssh:",
               "", "    sudo -i", "    source /etc/profile.d/pynq_venv.sh   # PYNQ v3 images and Kria-PYNQ",
-              f"    cd {folder}/deploy",
+              f"    cd {shlex.quote(folder + '/deploy')}",
               "    python3 validate_on_board.py", "",
               f"It programs the bitstream, runs the {n} validation images "
               f"({data['dataset']} test images 0..{n - 1}, `validation/validation_set.npz`) through the accelerator and "
@@ -298,7 +300,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# No bytecode written into the package; the check below refuses any in its __pycache__ that is not the
+# compiled form of a checked module (a planted .pyc would run instead of its checked .py, issue 23).
+sys.dont_write_bytecode = True
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -442,7 +448,10 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
     # Temporaries carry the pid: the next run removes those of a killed one (onebit/buildfolder.py).
     tmp, zip_tmp_target = build_dir / f".deploy.tmp-{os.getpid()}", build_dir / f".deploy.zip.tmp-{os.getpid()}"
     old = build_dir / f".deploy.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for name in (tmp, zip_tmp_target, old):  # only a recorded temporary is ever removed (issue 23)
+        if name.exists() or name.is_symlink():
+            raise DeployError(f"{name} is in the way and onebit did not record it; move it away and rerun")
+        temporaries.note(name)
     stages = ["bitstream", "driver", "notebooks", "validation set", "readme", "manifest", "zip"]
     bar = None
     if progress:
@@ -518,6 +527,9 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
         zip_tmp_target.unlink(missing_ok=True)
         if old.exists() and not final.exists():
             os.replace(old, final)  # interrupted between the renames: put the old package back
+        for name in (tmp, zip_tmp_target, old):
+            if not name.exists():
+                temporaries.forget(name)
         raise
     finally:
         if bar is not None:
@@ -526,6 +538,8 @@ def make_deployment_package(build_dir: str | Path, samples: int = DEFAULT_SAMPLE
         if (old / "bitfile").is_dir() and not (build_dir / "bitfile").exists():
             os.replace(old / "bitfile", build_dir / "bitfile")  # FINN's copy of a bitstream: keep it
         shutil.rmtree(old, ignore_errors=True)
+    for name in (tmp, zip_tmp_target, old):
+        temporaries.forget(name)
     entry = {"dir": str(final), "zip": str(zip_path), "bitfile": bitfile_rel, "hwh": hwh_rel,
              "missing": [m["path"] for m in missing], "manifest": str(final / "manifest.json"),
              "manifest_sha256": _sha256(final / "manifest.json")}
@@ -556,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     with BuildFolder(args.build_dir, "python -m hw.deploy", create=False, option="BUILD_DIR") as build_folder:
         # locked, writable, and the package it replaces holds nothing onebit did not write
         build_folder.claim(["deploy", "deploy.zip"], replace=["deploy", "deploy.zip"])
+        from hw.check.finished import check_build_files, finished_report
+
+        # a package of a changed build (another model.pt) would disagree with the build's accelerator
+        check_build_files(args.build_dir, finished_report(args.build_dir))
         import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13, for the expected outputs)
 
         folder = make_deployment_package(args.build_dir, args.samples, data_root=args.data_root,

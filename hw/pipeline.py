@@ -64,19 +64,21 @@ def finish_build_folder(result: BuildResult) -> dict[str, Any]:
             partitioned_parent=result.extras.get("partitioned_parent_model")))
     package = Path(__file__).resolve().parent / "driver"
     if package.is_dir() and any(package.glob("*.py")):
-        target = result.out_dir / "driver"
-        target.mkdir(exist_ok=True)
-        for item in package.iterdir():
-            if item.name == "__pycache__":
-                continue
-            if item.is_dir():
-                shutil.copytree(item, target / item.name, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(item, target / item.name)
-        extras["driver"] = str(target)
+        extras["driver"] = str(copy_driver_package(package, result.out_dir / "driver"))
     result.extras.update(extras)
     return extras
+
+
+def copy_driver_package(package: Path, target: Path) -> Path:
+    """onebit's driver package into the build's driver/, each file atomically (a full disk left a 0-byte
+    accelerator.py, issue 23)."""
+    target.mkdir(exist_ok=True)
+    for item in sorted(package.rglob("*")):
+        if "__pycache__" in item.relative_to(package).parts or not item.is_file():
+            continue
+        (target / item.relative_to(package)).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target / item.relative_to(package), lambda tmp, item=item: shutil.copy2(item, tmp))
+    return target
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -361,9 +363,14 @@ def _hardware_levels(options: BuildOptions) -> list[str] | None:
     from hw.check.verify import LEVELS
 
     try:
-        return parse_levels(options.levels, LEVELS)
+        chosen = parse_levels(options.levels, LEVELS)
     except ValueError as error:
         raise OnebitError(f"--levels: {error}") from None
+    if chosen is None:
+        from hw.check.levels import default_levels
+
+        default_levels()  # a bad $ONEBIT_LEVELS fails now, not after the FINN build
+    return chosen
 
 
 def list_steps(options: BuildOptions) -> str:

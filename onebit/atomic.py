@@ -4,8 +4,8 @@ A writer fills a hidden temporary file beside the target, which then replaces th
 if the writer fails, the temporary is removed and the old target (if any) is untouched. The temporary is
 made by `tempfile.mkstemp` (mode 0600), so it gets the mode a plain `open` would give the file before the
 rename: build folders and results stay readable by other users and containers. Its name carries the
-writer's pid (`.<name>.<pid>.<random>.tmp<suffix>`), so a temporary left by a killed process is recognised
-and removed by the next run (onebit/buildfolder.py).
+writer's pid (`.<name>.<pid>.<random>.tmp<suffix>`) and it is recorded in a journal (onebit/temporaries.py),
+so a temporary left by a killed process is removed by the next run, and nothing that only looks like one.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from onebit import faults
+from onebit import faults, temporaries
 
 
 def set_default_permissions(path: str | os.PathLike) -> None:
@@ -33,12 +33,20 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
                                    dir=path.parent)
     os.close(handle)
     try:
+        temporaries.note(tmp)  # only a recorded temporary is ever removed as a killed run's (issue 23)
         write(Path(tmp))
         set_default_permissions(tmp)
         faults.point(f"atomic:{path.name}")  # reliability tests: a kill with the temporary written
         os.replace(tmp, path)
+    except OSError as error:  # the user knows the target, not the hidden temporary: name the target
+        if error.filename2 == tmp:
+            error.filename2 = str(path)
+        elif error.filename == tmp:
+            error.filename = str(path)
+        raise
     finally:
         Path(tmp).unlink(missing_ok=True)
+        temporaries.forget(tmp)
     return path
 
 

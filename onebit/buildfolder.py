@@ -11,9 +11,10 @@ Every command that writes into a build folder (`onebit build` / `export/to_finn.
 * One writer at a time. `.onebit.lock` is created with O_EXCL and holds the writer's pid; a second
   command stops with an error naming that pid. The lock of a process that no longer runs (SIGKILL, power
   loss) is taken over.
-* No litter. Temporaries carry their writer's pid in their name (onebit/atomic.py, hw/deploy.py);
-  `clean_stale_temporaries` removes those of processes that no longer run when the next command opens
-  the folder.
+* No litter, and no loss. Temporaries carry their writer's pid in their name (onebit/atomic.py,
+  hw/deploy.py) and are recorded in the folder's journal (onebit/temporaries.py); `clean_stale_temporaries`
+  removes the recorded ones of processes that no longer run when the next command opens the folder. A
+  name that only looks like a temporary is the user's and stays (issue 23).
 * Writability is checked before the work starts (a probe file), so a read-only folder or an `--out`
   that is a file fails in a second, not after minutes of work.
 
@@ -25,26 +26,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from onebit import temporaries
 from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
+from onebit.temporaries import JOURNAL, TEMPORARY_PATTERNS, pid_alive  # noqa: F401 (re-exported)
 
 MANIFEST = ".onebit-build.json"
 LOCK = ".onebit.lock"
 FORMAT = "onebit-build-folder"
 VERSION = 1
-# The hidden temporaries onebit writes, each with the pid of its writer (see the module docstring).
-TEMPORARY_PATTERNS = (
-    re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp"),  # onebit/atomic.py write_atomic
-    re.compile(r"^\.(?P<target>.+)\.(?:tmp|old)-(?P<pid>\d+)$"),            # hw/deploy.py's folder and zip
-    re.compile(r"^\.onebit-probe-(?P<pid>\d+)$"),                           # writability probe
-)
 # A lock file that is still empty this long after its creation belongs to a writer that died between
 # creating and filling it (both happen in one call, microseconds apart).
 EMPTY_LOCK_GRACE_S = 10.0
@@ -52,23 +49,6 @@ EMPTY_LOCK_GRACE_S = 10.0
 
 class BuildFolderError(OnebitError):
     """The build folder cannot be used: foreign files in the way, another writer, not writable."""
-
-
-def pid_alive(pid: int) -> bool:
-    """True when process `pid` runs on this machine (a zombie, killed but not yet reaped, counts as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # Linux: state is the field after the parenthesised command name
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -119,6 +99,42 @@ def remove_entry(path: Path) -> None:
         path.unlink()
 
 
+def busy_message(path: Path, holder: dict[str, Any], option: str = "--out") -> str:
+    """Why `path` is locked, and how to clear a lock whose holder cannot be checked from here."""
+    where = f"pid {holder.get('pid')}"
+    host = holder.get("host")
+    if host not in (None, socket.gethostname()):
+        # a build SIGKILLed in a container (whose hostname is the container's) leaves such a lock forever
+        return (f"{path} is in use by `{holder.get('command', 'onebit')}` ({where} on host {host}, since "
+                f"{holder.get('started', '?')}), which this machine ({socket.gethostname()}) cannot check; if that "
+                f"process no longer runs, clear the lock with `onebit unlock {path}` (or delete {path / LOCK}), "
+                f"else wait for it or use another {option}")
+    return (f"{path} is in use by `{holder.get('command', 'onebit')}` ({where}, since {holder.get('started', '?')}); "
+            f"wait for it to finish or use another {option}")
+
+
+def unlock(path: str | os.PathLike) -> str:
+    """Remove the lock of `path` unless a live process on this machine holds it; returns what was done."""
+    path = Path(path).expanduser().resolve()
+    lock = path / LOCK
+    if not path.is_dir():
+        raise BuildFolderError(f"{path}: no such build folder")
+    if not (lock.exists() or lock.is_symlink()):
+        return f"{path} is not locked"
+    try:
+        holder = json.loads(lock.read_text())
+        pid = int(holder["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        holder, pid = {}, None
+    host = holder.get("host") if isinstance(holder, dict) else None
+    if pid is not None and host in (None, socket.gethostname()) and pid_alive(pid):
+        raise BuildFolderError(f"{path} is locked by `{holder.get('command', 'onebit')}` (pid {pid}), which is running "
+                               f"on this machine; wait for it to finish or stop it (kill {pid}), then rerun")
+    lock.unlink(missing_ok=True)
+    who = f"pid {pid}{' on host ' + str(host) if host else ''}" if pid is not None else "unreadable holder"
+    return f"removed the lock of {path} ({who})"
+
+
 class BuildFolder:
     """One command's hold on a build folder: `with BuildFolder(path, "onebit build") as folder: ...`."""
 
@@ -153,14 +169,18 @@ class BuildFolder:
                                        "folder") from None
         self.check_writable()
         self.lock()
+        temporaries.hold(path)
         self.clean_stale_temporaries()
 
     def check_writable(self) -> None:
         """Write and remove a small probe file, so a read-only folder fails now rather than after the work."""
-        probe = self.path / f".onebit-probe-{os.getpid()}"
+        probe = None
         try:
-            fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            # a fresh name (O_EXCL): a user's file that happens to be called like a probe is never truncated
+            fd, name = tempfile.mkstemp(prefix=f".onebit-probe-{os.getpid()}-", dir=self.path)
+            probe = Path(name)
             try:
+                temporaries.note(probe)
                 os.write(fd, b"onebit writability probe\n" * 16)
                 os.fsync(fd)
             finally:
@@ -169,10 +189,12 @@ class BuildFolder:
             raise BuildFolderError(f"{self.path} is not writable ({error.strerror}); make it writable or choose "
                                    f"another {self.option} (nothing was done)") from None
         finally:
-            try:
-                probe.unlink()
-            except OSError:
-                pass
+            if probe is not None:
+                try:
+                    probe.unlink()
+                except OSError:
+                    pass
+                temporaries.forget(probe)
 
     # -- the lock --------------------------------------------------------------------------------
     def lock(self) -> None:
@@ -190,10 +212,7 @@ class BuildFolder:
                     except FileNotFoundError:
                         pass
                     continue
-                raise BuildFolderError(
-                    f"{self.path} is in use by `{holder.get('command', 'onebit')}` (pid {holder.get('pid')}"
-                    f"{', host ' + holder['host'] if holder.get('host') not in (None, socket.gethostname()) else ''}"
-                    f", since {holder.get('started', '?')}); wait for it to finish or use another {self.option}")
+                raise BuildFolderError(busy_message(self.path, holder, self.option))
             except OSError as error:
                 raise BuildFolderError(f"cannot lock {self.path} ({error.strerror}); make it writable or choose "
                                        f"another {self.option}") from None
@@ -226,6 +245,7 @@ class BuildFolder:
     def release(self) -> None:
         if not self.locked:
             return
+        temporaries.let_go(self.path)
         lock = self.path / LOCK
         try:
             if json.loads(lock.read_text()).get("pid") == os.getpid():
@@ -296,9 +316,9 @@ class BuildFolder:
 
     def adopt_new(self, before: set[str], skip: Iterable[str] = ()) -> None:
         """Claim every top-level entry that appeared since `before` (FINN's extra outputs)."""
-        skip = set(skip) | {MANIFEST, LOCK}
+        skip = set(skip) | {MANIFEST, LOCK, JOURNAL}
         new = [p.name for p in self.path.iterdir() if p.name not in before and p.name not in skip
-               and not any(pattern.match(p.name) for pattern in TEMPORARY_PATTERNS)]
+               and not p.name.startswith(JOURNAL) and not any(pattern.match(p.name) for pattern in TEMPORARY_PATTERNS)]
         manifest = self.manifest()
         for name in new:
             manifest["owned"].setdefault(name, {"by": self.command, "files": None})
@@ -319,35 +339,17 @@ class BuildFolder:
 
 
 def clean_stale_temporaries(root: str | os.PathLike) -> list[Path]:
-    """Remove onebit temporaries under `root` whose writer (the pid in the name) no longer runs."""
-    removed = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in list(dirnames) + filenames:
-            for pattern in TEMPORARY_PATTERNS:
-                match = pattern.match(name)
-                if match and not pid_alive(int(match.group("pid"))):
-                    path = Path(dirpath) / name
-                    try:
-                        remove_entry(path)
-                    except OSError:
-                        continue
-                    removed.append(path)
-                    if name in dirnames:
-                        dirnames.remove(name)
-                    break
-    return removed
+    """Remove the temporaries recorded in `root`'s journal whose writer no longer runs (onebit/temporaries.py).
+
+    Only what onebit recorded: a walk that removed every name matching the temporaries' patterns deleted
+    the user's `.photos.tmp-4242/` and `notes/.thesis.tex.old-20240101` (issue 23).
+    """
+    return temporaries.clean(root)
 
 
 def clean_stale_temporaries_of(target: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries of `target` (a file) that killed writers left beside it (not recursive)."""
-    target = Path(target)
-    removed = []
-    for path in target.parent.glob(f".{target.name}.*"):
-        match = TEMPORARY_PATTERNS[0].match(path.name)
-        if match and match.group("target") == target.name and not pid_alive(int(match.group("pid"))):
-            remove_entry(path)
-            removed.append(path)
-    return removed
+    """Remove the recorded temporaries that killed writers left beside `target` (a file; not recursive)."""
+    return temporaries.clean(Path(target).expanduser().absolute().parent)
 
 
 def integrity_record(root: str | os.PathLike, patterns: Iterable[str]) -> dict[str, str]:

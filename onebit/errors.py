@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import shutil
 import sys
 from typing import Callable
 
@@ -28,6 +29,9 @@ def cli_errors(main: Callable[..., int]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("onebit: interrupted", file=sys.stderr)
             return 130
+        except shutil.Error as error:  # copytree collects its failures (a full disk mid-copy) in one list
+            print(f"onebit: {copy_error_message(error)}", file=sys.stderr)
+            return 2
         except OSError as error:  # disk full, read-only, permissions: the user can fix these
             message = friendly_os_error(error)
             if message is None:
@@ -49,6 +53,19 @@ def friendly_os_error(error: OSError) -> str | None:
     """One line for a filesystem error the user can fix (disk full, read-only, permissions), else None."""
     if error.errno not in _FIXABLE:
         return None
-    where = f" {error.filename}" if error.filename else ""
+    # a copy (shutil's sendfile) names the source first and the file it could not write second
+    written = error.filename2 if error.filename2 and error.errno in (errno.ENOSPC, errno.EDQUOT) else error.filename
+    where = f" {written}" if written else ""
     return (f"cannot write{where}: {error.strerror}; {_FIXABLE[error.errno]} and rerun "
             "(nothing half-written was left; finished files were kept)")
+
+
+def copy_error_message(error: shutil.Error) -> str:
+    """One line for shutil.copytree's collected failures: the first file it could not copy, and why."""
+    failures = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    if failures and isinstance(failures[0], tuple) and len(failures[0]) == 3:
+        source, target, why = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return (f"cannot copy {source} to {target}{more}: {why}; free space or fix the folder's permissions and "
+                "rerun (nothing half-written was left; finished files were kept)")
+    return f"a copy failed ({error}); free space or fix the folder's permissions and rerun"

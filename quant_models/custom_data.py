@@ -29,6 +29,9 @@ from onebit.errors import OnebitError
 PREFIXES = ("folder:", "npz:")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 HOLDOUT_EVERY = 5  # without explicit splits, every 5th sample (per class for folders) is the test split
+# Labels without class names make one name per integer up to the largest: bounded before anything is made
+# (one label 10**9 grew to the whole machine's memory, issue 23). topologies.MAX_WIDTH bounds the classes too.
+MAX_CLASSES = 1 << 16
 
 
 def is_custom_spec(name: str) -> bool:
@@ -58,6 +61,8 @@ def load_custom(name: str, split: str, root: str | os.PathLike | None = None):
     if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
         raise OnebitError(f"{path}: labels must lie in 0..{len(classes) - 1} ({len(classes)} classes), "
                           f"found {labels.min()}..{labels.max()}; fix the labels or add class names")
+    if not len(labels):
+        raise OnebitError(f"{path}: the {split} split has no images; add some (or use a dataset with both splits)")
     spec = f"{kind}:{path.resolve()}"
     return ImageDataset(spec, split, np.ascontiguousarray(images), labels, classes, str(path.resolve()))
 
@@ -103,6 +108,11 @@ def _load_folder(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[s
     labels: list[int] = []
     for folder in classes_dir:
         found = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not found:
+            import sys
+
+            print(f"onebit: warning: class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); class "
+                  f"{folder.name!r} has no {split} samples", file=sys.stderr)
         files += found
         labels += [names.index(folder.name)] * len(found)
     if not files:
@@ -127,11 +137,17 @@ def _read_images(files: list[Path]) -> np.ndarray:
             with Image.open(file) as image:
                 image.load()
                 opened.append(image.copy())
+        except Image.DecompressionBombError as error:  # Pillow's guard against a small file of huge pixels
+            raise OnebitError(f"{file}: too many pixels ({error}); resize the image") from None
         except (OSError, UnidentifiedImageError) as error:
             raise OnebitError(f"{file}: not a readable image ({error}); remove or replace it") from None
     # Grayscale (C=1) when every image is: mode L and friends, or colour modes whose channels are equal
     # (gray PNGs saved as RGB); otherwise RGB (C=3). Alpha is dropped.
-    grayscale = all(im.mode in ("1", "L", "I", "I;16", "F") or _is_gray(im) for im in opened)
+    for file, image in zip(files, opened):
+        if image.mode in WIDE_MODES and not image.mode.startswith("I;16"):
+            raise OnebitError(f"{file}: {WIDE_MODES[image.mode]} pixels (Pillow mode {image.mode}), which onebit cannot "
+                              "map to 0..255 without knowing their range; save the image with 8 or 16 bits per pixel")
+    grayscale = all(im.mode in ("1", "L", "I;16", "I;16B", "I;16L", "I;16N") or _is_gray(im) for im in opened)
     mode = "L" if grayscale else "RGB"
     size = opened[0].size
     arrays = []
@@ -139,9 +155,20 @@ def _read_images(files: list[Path]) -> np.ndarray:
         if image.size != size:
             raise OnebitError(f"{file}: {image.size[0]}x{image.size[1]} pixels, but {files[0].name} has "
                               f"{size[0]}x{size[1]}; all images of a dataset must have one size (resize them first)")
-        array = np.asarray(image.convert(mode), dtype=np.uint8)
+        if image.mode.startswith("I;16"):
+            # 16-bit pixels: Pillow's convert("L") clips them to {0, 255} (issue 23); scale 0..65535 to 0..255
+            wide = np.asarray(image).astype(np.uint32)
+            gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+            array = gray if mode == "L" else np.repeat(gray[..., None], 3, axis=2)
+        else:
+            array = np.asarray(image.convert(mode), dtype=np.uint8)
         arrays.append(array[None] if mode == "L" else array.transpose(2, 0, 1))
     return np.stack(arrays)
+
+
+# Pillow modes wider than 8 bits per channel: 16-bit ones are scaled, the others refused (their range is unknown)
+WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+              "F": "32-bit float"}
 
 
 def _is_gray(image) -> bool:
@@ -161,6 +188,10 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]
     except Exception as error:  # zipfile/ValueError/pickle refusal: all mean "not a plain npz"
         raise OnebitError(f"{path}: not a readable .npz of plain arrays ({type(error).__name__}: {error}); "
                           "save it with numpy.savez") from None
+    classes = [str(c) for c in np.asarray(arrays["classes"]).ravel()] if "classes" in arrays else None
+    for name in ("labels", "train_labels", "test_labels"):  # before any use: bounded, or names/masks explode
+        if name in arrays:
+            _check_labels(arrays[name], f"{path}[{name}]", classes)
     if f"{split}_images" in arrays and f"{split}_labels" in arrays:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         key = f"{split}_images"
@@ -179,13 +210,29 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]
         raise OnebitError(f"{path}: labels must be integers, one per image ({len(images)}), got {labels.dtype} "
                           f"{labels.shape}")
     labels = labels.astype(np.int64)
-    if "classes" in arrays:
-        classes = [str(c) for c in np.asarray(arrays["classes"]).ravel()]
-    else:
+    if classes is None:
         every = [arrays[k] for k in ("labels", "train_labels", "test_labels") if k in arrays]
         count = int(max(int(np.max(v)) for v in every if np.size(v)) + 1) if any(np.size(v) for v in every) else 1
         classes = [str(i) for i in range(count)]
     return images, labels, classes
+
+
+def _check_labels(labels: np.ndarray, where: str, classes: list[str] | None) -> None:
+    """Integer labels in 0..classes-1 (0..MAX_CLASSES-1 without names), compared as Python ints (uint64 2**63
+    would wrap to a negative int64)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise OnebitError(f"{where}: labels must be a 1-D array of integers, got {labels.dtype} {labels.shape}")
+    if not labels.size:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    limit = len(classes) if classes is not None else MAX_CLASSES
+    if low < 0 or high >= limit:
+        bad = high if high >= limit else low
+        what = (f"{len(classes)} class names" if classes is not None else
+                f"without a `classes` array at most {MAX_CLASSES:,} classes (MAX_CLASSES)")
+        raise OnebitError(f"{where}: label {bad} (at index {int(np.flatnonzero(labels == bad)[0])}) is outside "
+                          f"0..{limit - 1} ({what}); fix the labels")
 
 
 def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:
@@ -204,6 +251,14 @@ def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:
         return images
     raise OnebitError(f"{where}: cannot tell the channel axis of shape {images.shape} (neither axis 1 nor axis 3 "
                       "is 1 or 3); store N x C x H x W with C = 1 or 3")
+
+
+def check_classes_fit(labels: np.ndarray, outputs: int | None, name: str) -> None:
+    """OnebitError when a dataset's labels reach past the model's `outputs` classes (checked before any work:
+    it was an IndexError after the whole comparison had run, issue 23)."""
+    if outputs and np.size(labels) and int(np.max(labels)) >= int(outputs):
+        raise OnebitError(f"dataset {name} has labels up to {int(np.max(labels))}, but the model has {outputs} "
+                          f"classes; pass a dataset with at most {outputs} classes (the one it was trained on)")
 
 
 def content_warning(dataset, recorded: dict | None) -> str | None:

@@ -146,6 +146,10 @@ def download_dataset(name: str, target: str | os.PathLike) -> Path:
     target = Path(target).expanduser()
     if _looks_complete(name, target):
         return target
+    if target.is_dir() and any(target.iterdir()):
+        # an incomplete folder there is not onebit's (downloads land whole, by one rename): never remove it
+        raise OnebitError(f"{target} holds an incomplete {name} (files missing); complete it, or move it away so "
+                          "onebit can download the dataset there")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
@@ -164,8 +168,8 @@ def download_dataset(name: str, target: str | os.PathLike) -> Path:
                 with tarfile.open(file) as archive:
                     archive.extractall(staging, filter="data")
                 file.unlink()
-        if target.exists():
-            shutil.rmtree(target)
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # empty: nothing to lose
         staging.rename(target)
     finally:
         if staging.exists():

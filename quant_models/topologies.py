@@ -203,6 +203,20 @@ class OnebitNet(nn.Module):
         return z.round().to(torch.int64)
 
 
+# The keys an architecture takes (`--arch KEY=JSON`); an estimator may record its own beside them (BinaryDuo).
+COMMON_KEYS: tuple[str, ...] = ("in_shape", "num_classes", "input_bits", "dropout")
+MLP_KEYS: tuple[str, ...] = ("hidden",)
+CNV_KEYS: tuple[str, ...] = ("channels", "pool", "fc", "first_padding")
+
+
+def check_arch_keys(name: str, keys: Any, where: str = "--arch") -> None:
+    """Refuse keys topology `name` does not have (a typo like `hiden` would train the default network)."""
+    known = COMMON_KEYS + (CNV_KEYS if name == "cnv" else MLP_KEYS)
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        raise OnebitError(f"{where}: {name} has no key {unknown[0]!r}; its keys are {', '.join(known)}")
+
+
 def complete_arch(arch: dict[str, Any]) -> dict[str, Any]:
     """A copy of `arch` with every default filled in and checked; OnebitError for bad values."""
     if not isinstance(arch, dict):

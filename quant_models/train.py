@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from quant_models.checkpoint import check_state_dict, save_checkpoint
 from quant_models.custom_data import content_hash
 from quant_models.data import ImageDataset, load_dataset
 from quant_models.estimators import ESTIMATORS, get_estimator, parse_hparams
-from quant_models.topologies import ARCHITECTURES, OnebitNet, build_model, complete_arch
+from quant_models.topologies import ARCHITECTURES, OnebitNet, build_model, check_arch_keys, complete_arch
 
 
 @dataclass
@@ -113,7 +114,7 @@ def train(config: TrainConfig) -> tuple[OnebitNet, dict[str, Any]]:
     first_epoch, elapsed_before = 0, 0.0
     if config.state and Path(config.state).is_file():
         model, optimizer, first_epoch, step, history, elapsed_before = _resume(
-            config, estimator, order_generator, device)
+            config, estimator, order_generator, device, steps_per_epoch)
     last_epoch = config.epochs if config.stop_after_epochs is None else min(config.epochs, config.stop_after_epochs)
     started = time.perf_counter()
     for epoch in range(first_epoch, last_epoch):
@@ -258,7 +259,8 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def _resume(config: TrainConfig, estimator: Any, order_generator: torch.Generator, device: torch.device):
+def _resume(config: TrainConfig, estimator: Any, order_generator: torch.Generator, device: torch.device,
+            steps_per_epoch: int):
     """(model, optimizer, first epoch, step, history, elapsed) from `config.state`; the data order and
     random state continue where the saved run stopped."""
     state = read_train_state(config.state)
@@ -267,17 +269,34 @@ def _resume(config: TrainConfig, estimator: Any, order_generator: torch.Generato
         differing = sorted(k for k in set(saved) | set(_run_config(config)) if saved.get(k) != _run_config(config).get(k))
         raise OnebitError(f"--state {config.state} belongs to a run with other settings ({', '.join(differing)}); "
                           "give the same settings, or another --state path to start afresh")
-    model = build_model(state["arch"], estimator).to(device)
-    check_state_dict(model, state["model"], where=str(config.state))
-    model.load_state_dict(state["model"])
-    estimator.load_training_state(model, state["estimator"])
-    optimizer = _optimizer(model, estimator, config)
-    optimizer.load_state_dict(state["optimizer"])
-    order_generator.set_state(state["order_generator"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return model, optimizer, int(state["epochs_done"]), int(state["step"]), list(state["history"]), float(state["elapsed"])
+    epochs_done, step, history = state.get("epochs_done"), state.get("step"), state.get("history")
+    # an edited count would skip the epochs and report a checkpoint that was never written (issue 23)
+    if not (isinstance(epochs_done, int) and not isinstance(epochs_done, bool) and 0 <= epochs_done <= config.epochs
+            and isinstance(history, list) and len(history) == epochs_done
+            and isinstance(step, int) and step == epochs_done * steps_per_epoch):
+        raise OnebitError(f"--state {config.state} is damaged (epochs_done {epochs_done!r}, step {step!r}, "
+                          f"{len(history) if isinstance(history, list) else 'no'} history entries do not fit "
+                          f"{config.epochs} epochs of {steps_per_epoch} steps); delete it to start the run afresh")
+    try:
+        model = build_model(state["arch"], estimator).to(device)
+        check_state_dict(model, state["model"], where=str(config.state))
+        model.load_state_dict(state["model"])
+        estimator.load_training_state(model, state["estimator"])
+        optimizer = _optimizer(model, estimator, config)
+        optimizer.load_state_dict(state["optimizer"])
+        order_generator.set_state(state["order_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        elapsed = float(state["elapsed"])
+    except OnebitError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
+        # a missing field, an RNG state of the wrong size, optimizer groups of another model: all mean damaged
+        first = (str(error).strip().splitlines() or [""])[0][:120]
+        raise OnebitError(f"--state {config.state} is damaged ({type(error).__name__}: {first}); delete it to "
+                          "start the run afresh") from None
+    return model, optimizer, epochs_done, step, history, elapsed
 
 
 @torch.no_grad()
@@ -348,6 +367,7 @@ def _device(name: str) -> torch.device:
 def _check_config(config: TrainConfig) -> None:
     if config.model not in ARCHITECTURES:
         raise OnebitError(f"unknown model {config.model!r}; available: {', '.join(ARCHITECTURES)}")
+    check_arch_keys(config.model, config.arch_overrides)
     if config.stop_after_epochs is not None and config.stop_after_epochs < 1:
         raise OnebitError(f"stop_after_epochs must be >= 1, got {config.stop_after_epochs}")
     if config.state and not Path(config.state).parent.is_dir():
@@ -374,14 +394,13 @@ def _check_writable(out: Path) -> None:
         if target.is_dir():
             raise OnebitError(f"--out {out}: {target} is a folder; give a file name such as {target / 'model.pt'}")
     clean_stale_temporaries_of(out)  # what a killed earlier run left beside the checkpoint
-    probe = out.parent / f".onebit-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"onebit writability probe\n")
+    try:  # a fresh name (O_EXCL): a user's file called like a probe is never overwritten or removed
+        handle, probe = tempfile.mkstemp(prefix=f".onebit-probe-{os.getpid()}-", dir=out.parent)
     except OSError as error:
         raise OnebitError(f"--out {out}: folder {out.parent} is not writable ({error.strerror}); choose a "
                           "writable --out (nothing was trained)") from None
-    finally:
-        probe.unlink(missing_ok=True)
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _parse_arch_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -470,7 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} images "
         f"after {config.epochs} epochs in {training['seconds']:.1f} s"
     )
-    print(f"wrote {config.out} and {curve_path(config.out)}")
+    if config.out and training["complete"]:
+        print(f"wrote {config.out} and {curve_path(config.out)}")
+    elif config.out:  # stopped early (--stop-after-epochs): only the --state file was written
+        print(f"{training['epochs_done']} of {config.epochs} epochs done; {config.out} not written yet (resume with "
+              f"--state {config.state})")
     return 0
 
 

@@ -18,7 +18,8 @@ from onebit.buildfolder import BuildFolderError, inside, integrity_record, sha25
 from onebit.errors import OnebitError
 
 # The files whose sha256 a build records (relative glob patterns): what validation and the package read.
-INTEGRITY_PATTERNS = ("model.pt", "model_qonnx.onnx", "finn/*.onnx", "driver/*", "driver/**/*.py", "folding.json")
+INTEGRITY_PATTERNS = ("model.pt", "model_qonnx.onnx", "model_imported.onnx", "finn/*.onnx", "driver/*", "driver/**/*.py",
+                      "folding.json")
 
 
 def build_integrity(build_dir: str | Path) -> dict[str, str]:
@@ -58,8 +59,12 @@ def finished_report(build_dir: str | Path) -> dict[str, Any]:
     return report
 
 
-def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]:
-    """Verify the build's recorded sha256s and its deployment package; returns what was checked."""
+def check_build_files(build_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Verify the build's recorded sha256s, and that its graphs name only domains onebit supports (before any
+    qonnx call could import one: export/onnx_domains.py); what every command reading or writing a finished
+    build checks first (validate, `python -m hw.deploy`)."""
+    from export.onnx_domains import BUILD_DOMAINS, MODEL_DOMAINS, check_domains
+
     build_dir = Path(build_dir)
     checked: dict[str, Any] = {}
     record = report.get("integrity")
@@ -68,6 +73,18 @@ def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict
         checked["build_files"] = len(record)
     else:
         checked["build_files"] = "not recorded (built by an older onebit)"
+    for graph in sorted(build_dir.glob("finn/*.onnx")) + [build_dir / "model_qonnx.onnx"]:
+        if graph.is_file():
+            check_domains(graph, BUILD_DOMAINS)
+    if (build_dir / "model_imported.onnx").is_file():
+        check_domains(build_dir / "model_imported.onnx", MODEL_DOMAINS)
+    return checked
+
+
+def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Verify the build's recorded sha256s and its deployment package; returns what was checked."""
+    build_dir = Path(build_dir)
+    checked = check_build_files(build_dir, report)
     deploy = build_dir / "deploy"
     if deploy.is_dir():
         try:
@@ -82,4 +99,5 @@ def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict
     return checked
 
 
-__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "stopped_message", "check_build_integrity", "finished_report", "inside"]
+__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "check_build_files", "check_build_integrity", "finished_report",
+           "inside", "stopped_message"]

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hw.check.python_exec import fast_python_execution
+from onebit.errors import OnebitError
 
 # name -> module defining LEVEL; order = report order (after verify.LEVELS)
 LEVEL_MODULES: dict[str, str] = {
@@ -138,7 +139,10 @@ def default_levels() -> list[str]:
     """The levels run when none are named: $ONEBIT_LEVELS if set (same syntax as --levels), else each
     level's own default (rtl_nodes and cppsim both: each is skipped cheaply where its tools are missing)."""
     if os.environ.get("ONEBIT_LEVELS") is not None:
-        return parse_levels(os.environ["ONEBIT_LEVELS"], ()) or []
+        try:
+            return parse_levels(os.environ["ONEBIT_LEVELS"], ()) or []
+        except ValueError as error:
+            raise OnebitError(f"$ONEBIT_LEVELS={os.environ['ONEBIT_LEVELS']!r}: {error}; fix or unset it") from None
     return [name for name in LEVEL_MODULES if get_level(name).default]
 
 

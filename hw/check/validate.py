@@ -199,6 +199,9 @@ def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: 
     if tuple(images.shape[1:]) != accelerator.spec.image_shape:
         raise OnebitError(f"dataset {name} has images {images.shape[1:]}, the accelerator takes "
                           f"{accelerator.spec.image_shape}; pass the dataset the model was trained on")
+    from quant_models.custom_data import check_classes_fit
+
+    check_classes_fit(data.labels, accelerator.spec.num_classes, name)
 
     t0 = time.perf_counter()
     z_sw, z_trained = software_scores(build_dir, images, with_trained=True)

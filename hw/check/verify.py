@@ -62,6 +62,9 @@ def load_test_set(meta: dict[str, Any], samples: int):
     if in_shape and list(test.images.shape[1:]) != list(in_shape):
         raise VerificationError(f"dataset {name} has images {list(test.images.shape[1:])}, the model takes "
                                 f"{list(in_shape)}; pass a dataset of that image shape")
+    from quant_models.custom_data import check_classes_fit
+
+    check_classes_fit(test.labels, (meta.get("arch") or {}).get("num_classes"), name)
     if samples:
         test = test.head(samples)
     return test.images, test.labels, name

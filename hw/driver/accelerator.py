@@ -26,6 +26,9 @@ from .input_packing import pack_images
 from .packing import datatype_range, pack, unpack
 
 BACKENDS = ("board", "model")
+# One batch's input images in bytes at most: a batch is allocated whole (and on the board as DMA buffers),
+# so batch_size 10**12 was a MemoryError deep in numpy (issue 23) rather than a sentence.
+MAX_BATCH_BYTES = 1 << 30
 
 
 def _whole_number(value) -> int:
@@ -57,9 +60,7 @@ class Accelerator:
         if backend not in BACKENDS:
             raise DriverError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
         self.backend = backend
-        self._batch_size = _whole_number(self.spec.batch_size if batch_size is None else batch_size)
-        if self._batch_size < 1:
-            raise DriverError(f"batch_size must be >= 1, got {self._batch_size}")
+        self._batch_size = self._checked_batch(self.spec.batch_size if batch_size is None else batch_size)
         self.overlay = None
         self.model = None
         if backend == "model":
@@ -105,12 +106,21 @@ class Accelerator:
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
-        value = _whole_number(value)
-        if value < 1:
-            raise DriverError(f"batch_size must be >= 1, got {value}")
+        value = self._checked_batch(value)
         self._batch_size = value
         if self.overlay is not None:
             self.overlay.batch_size = value
+
+    def _checked_batch(self, value) -> int:
+        value = _whole_number(value)
+        if value < 1:
+            raise DriverError(f"batch_size must be >= 1, got {value}")
+        image_bytes = int(np.prod(self.spec.image_shape))
+        if value * image_bytes > MAX_BATCH_BYTES:
+            raise DriverError(f"batch_size {value:,} needs {value * image_bytes / 2**30:,.1f} GiB of input buffer per "
+                              f"batch; the most is {MAX_BATCH_BYTES // 2**30} GiB (batch_size <= "
+                              f"{MAX_BATCH_BYTES // image_bytes:,}): pass a smaller batch_size")
+        return value
 
     # -- the shared path ------------------------------------------------------------------------
     def check_images(self, images: np.ndarray) -> np.ndarray:
@@ -201,6 +211,8 @@ class Accelerator:
     def throughput_test(self, n_batches: int = 1) -> dict:
         """Images/s of the transfer alone and of the whole path (pack + transfer + unpack), like
         finn-examples' throughput_test, on random pixels."""
+        if _whole_number(n_batches) < 1:
+            raise DriverError(f"n_batches must be >= 1, got {n_batches}")
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, size=(self._batch_size,) + self.spec.image_shape, dtype=np.uint8)
         t0 = time.perf_counter()

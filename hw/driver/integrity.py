@@ -8,8 +8,31 @@ import hashlib
 import json
 import os
 
-# Unlisted files of these kinds are refused: code or data a validation would read.
-CHECKED_SUFFIXES = (".py", ".json", ".npz", ".bit", ".hwh")
+# Unlisted files of these kinds are refused: code or data a validation would read, and any module Python can
+# import (bytecode and extensions too: a .pyc in __pycache__ ran unchecked, issue 23).
+CHECKED_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd", ".pth", ".json", ".npz", ".bit", ".hwh")
+# (a pattern string, not a compiled one: validate_on_board.py inlines the code below its own imports)
+_CACHED = r"^(?P<stem>[A-Za-z0-9_]+)\.[A-Za-z0-9_-]+(?:\.opt-(?P<opt>[12]))?\.pyc$"
+
+
+def _compiled_from(pyc, source):
+    """True when `pyc` is what this Python makes of `source` (a cache written by importing the checked
+    driver, e.g. from a notebook), or bytecode of another Python version, which this interpreter never loads."""
+    import importlib.util
+    import marshal
+    import re
+
+    with open(pyc, "rb") as handle:
+        data = handle.read()
+    if data[:4] != importlib.util.MAGIC_NUMBER:
+        return True
+    match = re.match(_CACHED, os.path.basename(pyc))
+    try:
+        with open(source, "rb") as handle:
+            code = compile(handle.read(), source, "exec", dont_inherit=True, optimize=int(match.group("opt") or 0))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return marshal.dumps(code) == data[16:]
 
 
 class PackageIntegrityError(Exception):
@@ -48,10 +71,21 @@ def verify_package(folder):
                                         % (full, redo))
         listed.add(relative)
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         for name in filenames:
             relative = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            if relative != "manifest.json" and relative not in listed and name.endswith(CHECKED_SUFFIXES):
-                raise PackageIntegrityError("%s is not in manifest.json (added after the build); %s"
+            if relative == "manifest.json" or relative in listed or not name.endswith(CHECKED_SUFFIXES):
+                continue
+            if os.path.basename(dirpath) == "__pycache__":
+                import re
+
+                match = re.match(_CACHED, name)
+                source = os.path.join(os.path.dirname(dirpath), match.group("stem") + ".py") if match else None
+                source_relative = os.path.relpath(source, root).replace(os.sep, "/") if source else None
+                if source_relative in listed and _compiled_from(os.path.join(dirpath, name), source):
+                    continue  # Python's own cache of a checked module: the same code
+                raise PackageIntegrityError("%s is bytecode that is not the compiled form of a listed module (added "
+                                            "after the build); delete that __pycache__ folder, or %s"
                                             % (os.path.join(dirpath, name), redo))
+            raise PackageIntegrityError("%s is not in manifest.json (added after the build); %s"
+                                        % (os.path.join(dirpath, name), redo))
     return manifest

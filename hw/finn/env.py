@@ -218,6 +218,11 @@ def prepare_finn(work_dir: str | Path) -> Path:
     Calling it again with another folder re-points the settings (one build after another in one process).
     """
     global _prepared_dir
+    workers = os.environ.get("NUM_DEFAULT_WORKERS")
+    if workers is not None and (not workers.strip().isdigit() or int(workers) < 1):
+        # qonnx int()s it in the middle of the build: a traceback there
+        raise FinnEnvironmentError(f"$NUM_DEFAULT_WORKERS={workers!r} is not a positive integer (FINN's worker "
+                                   "count); set it to e.g. 2 or unset it")
     work = Path(work_dir).resolve()
     try:
         work.mkdir(parents=True, exist_ok=True)

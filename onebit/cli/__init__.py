@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("hw.check.validate", "run a test set through software and the accelerator, compare"),
     "bench": ("bench.run_all", "run the benchmarks, results under bench/results/"),
     "sweep": ("onebit.sweep", "grids of trainings and builds as Ray tasks (local or a cluster), one results table"),
+    "unlock": ("onebit.cli.unlock", "clear the lock a killed onebit left on a build folder (e.g. from another host)"),
     "demo": ("onebit.cli.demo", "the main job end to end: train TFC-w1a1 on Fashion-MNIST, build, verify"),
 }
 

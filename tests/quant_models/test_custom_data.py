@@ -55,14 +55,15 @@ def test_folder_without_splits_holds_out_every_fifth_grayscale(tmp_path: Path) -
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NHW"])
 def test_npz_layouts_and_splits(tmp_path: Path, layout: str) -> None:
     rng = np.random.default_rng(2)
-    nchw = rng.integers(0, 256, (10, 3 if layout != "NHW" else 1, 8, 9), dtype=np.uint8)
+    # 20 samples: 5 per class, so every class has its 5th in the test split (an empty split is refused)
+    nchw = rng.integers(0, 256, (20, 3 if layout != "NHW" else 1, 8, 9), dtype=np.uint8)
     stored = {"NCHW": nchw, "NHWC": nchw.transpose(0, 2, 3, 1), "NHW": nchw[:, 0]}[layout]
-    labels = np.arange(10) % 4
+    labels = np.arange(20) % 4
     np.savez(tmp_path / "d.npz", images=stored, labels=labels, classes=np.array(["w", "x", "y", "z"]))
     train, test = load_dataset(f"npz:{tmp_path / 'd.npz'}", "train"), load_dataset(f"npz:{tmp_path / 'd.npz'}", "test")
-    assert train.images.shape[1:] == nchw.shape[1:] and len(train) + len(test) == 10
+    assert train.images.shape[1:] == nchw.shape[1:] and len(train) + len(test) == 20 and len(test) == 4
     assert train.classes == ["w", "x", "y", "z"]
-    # the held-out test samples are the 5th of each class (indices 4..7 for classes 0..3 in order)
+    # the held-out test samples are the 5th of each class (indices 16..19 for classes 0..3 in order)
     held = [i for c in range(4) for i in np.flatnonzero(labels == c)[4::5]]
     assert np.array_equal(test.images, nchw[held]) and np.array_equal(test.labels, labels[held])
 

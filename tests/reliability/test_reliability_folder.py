@@ -78,6 +78,8 @@ def test_claim_adopts_only_what_onebit_wrote(tmp_path):
 
 def test_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path):
     """Item 2: `.deploy.tmp-PID`, `.x.onnx.PID.xxxxxxxx.tmp.onnx` of a killed run go at the next run; a live one stays."""
+    from onebit.temporaries import JOURNAL, start_time
+
     dead, alive = _dead_pid(), os.getpid()
     stale = [tmp_path / f".deploy.tmp-{dead}", tmp_path / f".deploy.zip.tmp-{dead}",
              tmp_path / "finn" / f".step_tidy_up.onnx.{dead}.abcd_123.tmp.onnx",
@@ -87,6 +89,10 @@ def test_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path):
     for path in stale + live + user:
         path.parent.mkdir(parents=True, exist_ok=True)
         (path.mkdir() if path.name.startswith(".deploy.tmp") else path.write_text("x"))
+    # as their writers recorded them (onebit/temporaries.py): only recorded temporaries are ever removed
+    (tmp_path / JOURNAL).write_text("".join(json.dumps(
+        {"pid": pid, "start": start_time(pid), "path": p.relative_to(tmp_path).as_posix()}) + "\n"
+        for pid, paths in ((dead, stale), (alive, live)) for p in paths))
     removed = clean_stale_temporaries(tmp_path)
     assert sorted(removed) == sorted(stale)
     assert all(p.exists() for p in live + user) and not any(p.exists() for p in stale)

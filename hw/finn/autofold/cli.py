@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.model)
     if not path.is_file():
         raise AutoFoldError(f"model file {path} not found; pass the ONNX saved after step_specialize_layers")
+    from export.onnx_domains import BUILD_DOMAINS, check_domains
     from hw.finn.env import prepare_finn
 
+    check_domains(path, BUILD_DOMAINS)  # before qonnx, which imports each node's domain as a module (issue 23)
     prepare_finn(Path(args.out) / "finn_tmp")
     from qonnx.core.modelwrapper import ModelWrapper
 
