@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from hw.rtl.verilator import simulator_complaint
 from hw.check.levels import (LevelContext, LevelOutcome, cache_root, mismatch_rows, python_node_output, random_frames,
                              selected_nodes)
 
@@ -130,9 +131,13 @@ def _first_error(text: str) -> str:
 
 def run_simulator(binary: Path, beats: list[int] | np.ndarray, in_width: int, expected_out: int, out_width: int,
                   seed: int = 0, p_stall: float = P_STALL, p_backpressure: float = P_BACKPRESSURE,
-                  idle_limit: int = 100_000) -> tuple[np.ndarray, dict[str, Any]]:
+                  idle_limit: int = 100_000, cwd: Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Stream `beats` (ints, or pack_elements' bytes) into the simulator; returns the `expected_out` output
-    beats (uint32 words, least significant first: expected_out x words(out_width)) and the run's statistics."""
+    beats (uint32 words, least significant first: expected_out x words(out_width)) and the run's statistics.
+
+    cwd: where the simulator runs, i.e. where the design's relative `$readmemh("./...")` paths resolve: the
+    node's code-gen folder (node_run_dir). Any complaint the simulator prints (a missing init file, an
+    assertion, an error) is a SimulationError with that line, even when it exits 0."""
     in_bytes, out_bytes = words(in_width) * 4, words(out_width) * 4
     with tempfile.TemporaryDirectory(prefix="onebit-sim-") as tmp:
         in_file, out_file = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
@@ -141,7 +146,11 @@ def run_simulator(binary: Path, beats: list[int] | np.ndarray, in_width: int, ex
         else:
             in_file.write_bytes(b"".join(int(b).to_bytes(in_bytes, "little") for b in beats))
         done = subprocess.run([str(binary), str(in_file), str(out_file), str(expected_out), str(seed),
-                               str(p_stall), str(p_backpressure), str(idle_limit)], capture_output=True, text=True)
+                               str(p_stall), str(p_backpressure), str(idle_limit)], capture_output=True, text=True,
+                              cwd=cwd)
+        complaint = simulator_complaint(done.stderr + "\n" + done.stdout)
+        if complaint is not None:
+            raise SimulationError(f"{complaint} (simulator run in {cwd or Path.cwd()})")
         if done.returncode != 0:
             raise SimulationError((done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}")
                                   .splitlines()[0][:300])
@@ -194,6 +203,23 @@ def _words_to_ints(words: np.ndarray) -> list[int]:
 # ---------------------------------------------------------------------------------------------------
 # one node
 
+def node_sources(inst) -> tuple[list[Path], list[Path], Path]:
+    """(source files, include folders, run folder) of one RTL node: the files the build folder holds for it
+    and hands to Vivado (FINN's get_rtl_file_list: the node's code-gen folder, plus finn-rtllib for FINN's own
+    nodes), and the folder its init files are read from (the code-gen folder: FINN's generated Verilog reads
+    them by `./` paths, which FINN's ReplaceVerilogRelPaths makes absolute for Vivado). Every level that
+    simulates a node reads its files through here."""
+    sources = [Path(p) for p in inst.get_rtl_file_list(abspath=True)]
+    absent = [str(p) for p in sources if not p.is_file()]
+    if absent:
+        raise SimulationError(f"generated file {absent[0]} is missing; rerun the build (step_hw_codegen)")
+    run_dir = Path(inst.get_nodeattr("code_gen_dir_ipgen") or "")
+    if not str(run_dir) or not run_dir.is_dir():
+        raise SimulationError(f"code-gen folder {run_dir or '(none)'} is missing; rerun the build (step_hw_codegen)")
+    include_dirs = sorted({p.parent for p in sources} | {Path(d) for d in inst.get_verilog_paths()})
+    return sources, include_dirs, run_dir.resolve()
+
+
 def rtl_nodes_of(model) -> list:
     return [n for n in model.graph.node if n.domain.endswith(".rtl") or n.op_type.endswith("_rtl")]
 
@@ -210,11 +236,7 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
                               "the harness drives nodes with one input and one output stream")
     (in_port, in_width), (out_port, out_width) = interfaces["s_axis"][0], interfaces["m_axis"][0]
     top = inst.get_verilog_top_module_name()
-    sources = [Path(p) for p in inst.get_rtl_file_list(abspath=True)]
-    absent = [str(p) for p in sources if not p.is_file()]
-    if absent:
-        raise SimulationError(f"generated file {absent[0]} is missing; rerun the build (step_hw_codegen)")
-    include_dirs = sorted({p.parent for p in sources} | {Path(d) for d in inst.get_verilog_paths()})
+    sources, include_dirs, run_dir = node_sources(inst)
     binary, compiled, build_seconds = build_simulator(
         top, sources, include_dirs, ports_header(top, in_port, in_width, out_port, out_width), cache_dir)
 
@@ -234,7 +256,8 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
         raise SimulationError("onebit's input packing disagrees with FINN's npy_to_rtlsim_input")
     out_per_frame = int(np.prod(folded_out[:-1]))
     started = time.perf_counter()
-    out, stats = run_simulator(binary, beats, in_width, out_per_frame * len(frames), out_width, seed=seed)
+    out, stats = run_simulator(binary, beats, in_width, out_per_frame * len(frames), out_width, seed=seed,
+                               cwd=run_dir)
     sim_seconds = time.perf_counter() - started
     normal_out = tuple(inst.get_normal_output_shape(0))
 
