@@ -56,6 +56,14 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
     spec = IOSpec.load(build_dir / "driver" / "io.json")
     path = Path(final_model) if final_model is not None else final_model_path(build_dir, spec.hw_model)
     model = ModelWrapper(str(path))
+    if init_dir is None:  # a build's simulation: every node from the files the build folder holds
+        from hw.rtl.stitch import plan_accelerator
+
+        stand_ins = [note for note in plan_accelerator(model).notes
+                     if "repository" in note or "step_hw_codegen not run" in note]
+        if stand_ins:
+            raise OnebitError(f"{NAME}: {stand_ins[0]}; the build folder lacks files Vivado would receive: "
+                              "rerun `onebit build`")
     started = time.perf_counter()
     sim = RTLAccelerator(model, workdir=init_dir, fifo_depth=fifo_depth, artifacts=build_dir / "hw" / NAME,
                          overwrite_init_files=init_dir is None)

@@ -204,20 +204,14 @@ def _words_to_ints(words: np.ndarray) -> list[int]:
 # one node
 
 def node_sources(inst) -> tuple[list[Path], list[Path], Path]:
-    """(source files, include folders, run folder) of one RTL node: the files the build folder holds for it
-    and hands to Vivado (FINN's get_rtl_file_list: the node's code-gen folder, plus finn-rtllib for FINN's own
-    nodes), and the folder its init files are read from (the code-gen folder: FINN's generated Verilog reads
-    them by `./` paths, which FINN's ReplaceVerilogRelPaths makes absolute for Vivado). Every level that
-    simulates a node reads its files through here."""
-    sources = [Path(p) for p in inst.get_rtl_file_list(abspath=True)]
-    absent = [str(p) for p in sources if not p.is_file()]
-    if absent:
-        raise SimulationError(f"generated file {absent[0]} is missing; rerun the build (step_hw_codegen)")
-    run_dir = Path(inst.get_nodeattr("code_gen_dir_ipgen") or "")
-    if not str(run_dir) or not run_dir.is_dir():
-        raise SimulationError(f"code-gen folder {run_dir or '(none)'} is missing; rerun the build (step_hw_codegen)")
-    include_dirs = sorted({p.parent for p in sources} | {Path(d) for d in inst.get_verilog_paths()})
-    return sources, include_dirs, run_dir.resolve()
+    """(sources, include folders, run folder) of a built node: hw.rtl.custom_op.node_build_files, the one
+    place that says which files the build folder holds for a node; the run folder is its code-gen folder."""
+    from hw.rtl.custom_op import node_build_files
+
+    try:
+        return node_build_files(inst)
+    except FileNotFoundError as error:
+        raise SimulationError(str(error)) from None
 
 
 def rtl_nodes_of(model) -> list:

@@ -104,6 +104,35 @@ def error_entry(error: str, how: str = "", seconds: float = 0.0) -> dict[str, An
             "seconds": round(seconds, 2)}
 
 
+def describe_level(entry: dict[str, Any]) -> str:
+    """One line for a terminal: the outcome first (passed / FAILED / skipped), then counts, error or reason."""
+    status = level_status(entry)
+    if not entry.get("executed"):
+        if status == "failed":
+            return f"FAILED: {entry.get('error') or entry.get('reason')}"
+        reason = str(entry.get("reason") or "")
+        return reason if reason.startswith("skipped") else f"skipped: {reason}"
+    head = "passed" if status == "passed" else "FAILED"
+    if entry.get("argmax_mismatches") is None:  # node levels: node outputs compared
+        bad = [f"{n['node']} ({n['status']})" for n in entry.get("nodes") or [] if n.get("status") != "ok"]
+        return (f"{head}: {entry['integer_mismatches']} mismatching node outputs on {entry['samples']} images "
+                f"+ random inputs, {len(entry.get('nodes') or [])} nodes ({entry['seconds']} s)"
+                + (f"; {', '.join(bad[:5])}" if bad else ""))
+    return (f"{head}: {entry['integer_mismatches']} integer / {entry['argmax_mismatches']} argmax mismatches "
+            f"({entry['seconds']} s)")
+
+
+def drift_line(drift: dict[str, Any]) -> str:
+    """The terminal line of collapse drift (empty when there is none)."""
+    if not drift.get("integer_mismatches"):
+        return ""
+    near = drift.get("nearest_threshold_distance")
+    measured = f", nearest threshold {near:.2g} from an integer" if near is not None else ""
+    return (f"collapse drift (pytorch_trained vs the collapsed model, not a failure): {drift['integer_mismatches']} "
+            f"images {drift['images'][:10]}: BatchNorm thresholds within float32 rounding of an integer "
+            f"accumulator (either direction{measured})")
+
+
 def judge(levels: dict[str, dict[str, Any]], order: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
     """{"ok", "first_divergent_level", "failed_levels", "skipped_levels"} of levels compared against REFERENCE
     (the trained level never counts). A level fails on mismatches or on an error running it; skipped levels

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from hw.rtl.registry import ensure_onebit_ops
-from hw.rtl.verilator import StreamDeadlock, StreamResult, build_simulator, run_stream
+from hw.rtl.verilator import SV_DIR, StreamDeadlock, StreamResult, build_simulator, run_stream
 from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
@@ -46,6 +46,9 @@ CONTROLS_FILE = "onebit_sim_controls.dat"   # read by the top level under Verila
 # FINN's FMPadding_rtl needs packed structs in Verilator 5.006; FINN's RTL expects registers it does not
 # reset to start at 0, as in Vivado's simulator (x-initial 0), not at Verilator's random "fast" values.
 FINN_FLAGS = ("--structs-packed", "--x-assign", "0", "--x-initial", "0")
+# onebit's modules that only the simulation adds (FINN inserts its own FIFOs and width converters in
+# Vivado), taken from the repository; every node's modules come from the build folder's copies
+STITCH_SOURCES = ("onebit_fifo.sv", "onebit_dwc.sv")
 
 
 @dataclass
@@ -73,6 +76,7 @@ class AcceleratorDesign:
     init_files: dict[str, str]                # file name in the run folder -> content (model's view)
     init_sources: dict[str, Path]             # file name -> the generated file it is copied from
     node_names: list[str]
+    library_sources: list[Path]               # onebit's modules: the build's code-gen copies + stitch-only ones
     in_width: int
     out_width: int
     out_folded: tuple[int, ...] = ()          # the last node's folded output shape (batch 1)
@@ -232,7 +236,7 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
     from finn.util.fpgadataflow import is_hls_node
     from qonnx.custom_op.registry import getCustomOp
 
-    from hw.rtl.custom_op import OnebitMVAU_rtl, OnebitPool_rtl
+    from hw.rtl.custom_op import OnebitMVAU_rtl, OnebitPool_rtl, node_build_files
 
     ensure_onebit_ops(model)
     nodes = _chain(model)
@@ -244,6 +248,7 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
         raise OnebitError(f"fifo_depth must be at least 2, got {fifo_depth}")
     stages: list[Stage] = []
     sources: list[Path] = []
+    library: dict[str, tuple[Path, str]] = {}  # onebit module file name -> (the build's copy, node it came from)
     include_dirs: list[Path] = []
     init_files: dict[str, str] = {}
     init_sources: dict[str, Path] = {}
@@ -293,13 +298,20 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
                 else:
                     notes.append(f"{node.name}: no generated {file_name} (step_hw_codegen not run); written "
                                  "from the model's weights")
+            _add_build_copies(model, node, inst, library, notes)
             stages.append(Stage(node.name, rtl.top, params, in_w, out_w, "onebit", cycles, node.op_type, **beats))
         else:
-            files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
-            missing = [f for f in files if not f.is_file()]
-            if missing:
-                raise OnebitError(f"{node.name}: generated file {missing[0]} is missing; run the build's "
-                                  "step_hw_codegen (onebit build) before simulating the accelerator")
+            try:
+                files, _, code_gen = node_build_files(inst)
+            except FileNotFoundError as error:
+                raise OnebitError(f"{node.name}: {error}; run the build's step_hw_codegen (onebit build) before "
+                                  "simulating the accelerator") from None
+            # FINN's generated Verilog reads its init files by "./" paths: the run folder gets copies
+            for dat in sorted(code_gen.glob("*.dat")):
+                if dat.name in init_files and init_sources.get(dat.name) != dat:
+                    raise OnebitError(f"{node.name}: init file {dat.name} also belongs to another node")
+                init_files[dat.name] = dat.read_text()
+                init_sources[dat.name] = dat
             for f in files:
                 if f.resolve() not in [s.resolve() for s in sources]:
                     sources.append(f)
@@ -315,9 +327,35 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
             stages.append(Stage(node.name, module, {}, in_w, out_w, "finn", cycles, node.op_type, tied, **beats))
     last = insts[-1]
     stages.append(fifo("fifo_out", last.get_outstream_width_padded(), [last.get_nodeattr("outFIFODepths")[0]]))
+    library_sources = [path for path, _ in library.values()] + [SV_DIR / name for name in STITCH_SOURCES]
     return AcceleratorDesign(stages, sources, include_dirs, init_files, init_sources, [n.name for n in nodes],
+                             library_sources,
                              stages[0].in_width, stages[-1].out_width,
                              tuple(int(v) for v in last.get_folded_output_shape()), notes)
+
+
+def _add_build_copies(model, node, inst, library: dict[str, tuple[Path, str]], notes: list[str]) -> None:
+    """Add the build folder's copies of onebit's modules for one onebit node to `library` (the files Vivado
+    receives, hw.rtl.custom_op.node_build_files), after checking its generated wrapper still binds the
+    model's parameters; one module with two different copies in the build is refused."""
+    try:
+        files, _, code_gen = node_build_files(inst)
+    except FileNotFoundError as error:
+        notes.append(f"{node.name}: {error}; simulated with the repository's hw/rtl/sv")
+        for name in inst.SOURCES:
+            library.setdefault(name, (SV_DIR / name, "the repository"))
+        return
+    wrapper, modules = files[0], files[1:]  # get_rtl_file_list: the generated wrapper first
+    if wrapper.read_text() != inst.wrapper_text(model, Path(inst.get_nodeattr("code_gen_dir_ipgen"))):
+        raise OnebitError(f"{node.name}: the build's {wrapper} does not bind the model's parameters (edited or left "
+                          "from another build); rerun `onebit build`")
+    for path in modules:
+        seen = library.get(path.name)
+        if seen is None:
+            library[path.name] = (path, node.name)
+        elif seen[0].read_bytes() != path.read_bytes():
+            raise OnebitError(f"{node.name}: the build's {path} differs from {seen[1]}'s copy {seen[0]}; one module "
+                              "cannot have two versions in one design: rerun `onebit build`")
 
 
 @dataclass
@@ -353,6 +391,7 @@ def _build(design: AcceleratorDesign, folder: Path):
     top = write_text_atomic(folder / f"{TOP}.sv", design.top_verilog())
     finn_nodes = any(s.kind == "finn" for s in design.stages)
     return top, build_simulator(TOP, {}, name="rtl_accelerator", extra_sources=[top, *design.sources],
+                                library=design.library_sources,
                                 include_dirs=design.include_dirs, extra_flags=FINN_FLAGS if finn_nodes else ())
 
 

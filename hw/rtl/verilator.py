@@ -113,12 +113,13 @@ def _user_errors(log: str) -> list[str]:
 
 def build_simulator(top: str, parameters: dict[str, int | str], name: str | None = None,
                     jobs: int = 2, extra_sources: list[Path] = (), include_dirs: list[Path] = (),
-                    extra_flags: tuple[str, ...] = ()) -> Simulator:
-    """Verilate `top` (a module in hw/rtl/sv, or in extra_sources: a generated top level, FINN's
-    generated node files) with `parameters`, or reuse the cached build. The key covers every source's
-    content and the files in include_dirs (FINN's `include`d templates)."""
+                    extra_flags: tuple[str, ...] = (), library: list[Path] | None = None) -> Simulator:
+    """Verilate `top` (a module in `library`, or in extra_sources: a generated top level, FINN's
+    generated node files) with `parameters`, or reuse the cached build. library: onebit's modules
+    (default the repository's hw/rtl/sv; a build's simulation passes the build folder's copies). The key
+    covers every source's content and the files in include_dirs (FINN's `include`d templates)."""
     tool_version("verilator")
-    sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
+    sources = [*(sv_sources() if library is None else [Path(p) for p in library]), *[Path(p) for p in extra_sources]]
     included = sorted(f for d in include_dirs for f in Path(d).glob("*") if f.is_file() and
                       f.suffix in (".v", ".sv", ".vh", ".svh", ".dat") and f not in sources)
     params = tuple(sorted(parameters.items()))
