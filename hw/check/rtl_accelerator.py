@@ -16,6 +16,7 @@ With `--mvau hls` the partition holds HLS nodes (only Vitis HLS turns those into
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -127,6 +128,13 @@ def mismatch_message(result: dict[str, Any]) -> str | None:
     return f"{NAME}: {n} of {result['samples']} images differ from the accelerator model; {named}"
 
 
+def _naming_the_node(message: str) -> str:
+    """`node N: message` when the message points into node N's code-gen folder (a compiler error in the
+    build's copy of a file), else the message."""
+    match = re.search(r"code_gen_ipgen_(\w+?)_[A-Za-z0-9_]{8}/", message)
+    return f"node {match.group(1)}: {message}" if match and not message.startswith("node ") else message
+
+
 class RTLAcceleratorLevel:
     """The hw/check/levels.py interface (name, default, skipped, run)."""
 
@@ -144,9 +152,14 @@ class RTLAcceleratorLevel:
             result = run_rtl_accelerator(ctx.build_dir, ctx.images, final_model=ctx.final_model,
                                          progress=ctx.progress)
         except OnebitError as error:
-            if "FINN HLS nodes" in str(error):
-                return LevelOutcome(executed=False, reason=f"skipped: {error}")
-            raise
+            if "FINN HLS nodes" in str(error):  # only Vitis HLS (absent) turns these into RTL
+                return LevelOutcome.skip(str(error))
+            raise OnebitError(_naming_the_node(str(error))) from None
+        except Exception as error:  # a failure of this level, by node where the message shows it
+            named = _naming_the_node(str(error))
+            if named == str(error):
+                raise
+            raise OnebitError(f"{named} ({type(error).__name__})") from None
         message = mismatch_message(result)
         how = (f"whole accelerator in Verilator ({len(result['nodes'])} nodes, FIFOs, width converters), "
                f"driver-packed DMA bytes; {result['cycles_per_image']:.0f} cycles/image "

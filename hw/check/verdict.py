@@ -24,8 +24,8 @@ import numpy as np
 REFERENCE = "pytorch_collapsed"
 TRAINED = "pytorch_trained"
 MAX_LISTED = 20
-DRIFT_EXPLANATION = ("the trained float32 model and the exact integer collapse differ only where a BatchNorm "
-                     "threshold T lies within float32 rounding of a reachable integer accumulator z: PyTorch's float32 "
+DRIFT_EXPLANATION = ("the trained float32 model and the exact integer collapse differ only at near-ties, where a "
+                     "BatchNorm threshold T lies within float32 rounding of a reachable integer accumulator z: PyTorch's float32 "
                      "y = k (z - mu) + beta can land on the other side of 0 than the exact comparison z >= T, in "
                      "both directions (-1 where the collapse gives +1, and +1 where it gives -1); the accelerator "
                      "follows the collapse")

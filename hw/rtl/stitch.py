@@ -338,6 +338,8 @@ def _add_build_copies(model, node, inst, library: dict[str, tuple[Path, str]], n
     """Add the build folder's copies of onebit's modules for one onebit node to `library` (the files Vivado
     receives, hw.rtl.custom_op.node_build_files), after checking its generated wrapper still binds the
     model's parameters; one module with two different copies in the build is refused."""
+    from hw.rtl.custom_op import node_build_files
+
     try:
         files, _, code_gen = node_build_files(inst)
     except FileNotFoundError as error:
