@@ -9,6 +9,12 @@ unpacked with FINN's own packing helpers and compared with FINN's Python executi
 the same inputs: the node's real inputs for the first N test images (captured from the HW-layer graph)
 and random frames over the node's input datatype (all-max, all-min, uniform).
 
+Each simulator runs in the node's code-gen folder: FINN's generated Verilog reads its init files by
+`$readmemh("./<node>_threshs_0_0.dat")`, relative to the working directory (FINN's ReplaceVerilogRelPaths
+makes them absolute for Vivado), so they resolve to the build's files and never to a stale copy where onebit
+was started. Verilator only warns about a missing init file and reads zeros: any such complaint (missing or
+unreadable file, assertion, error) fails the node with that line (hw.rtl.verilator.simulator_complaint).
+
 What it proves: the generated Verilog of these nodes computes, cycle-accurately in a simulator and under
 any stream timing, what FINN's Python model of them computes. What not: timing closure, synthesis,
 Vivado-specific behaviour, the stitched design (FIFO depths, width converters), HLS nodes (level cppsim).
@@ -32,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from hw.rtl.verilator import simulator_complaint
 from hw.check.levels import (LevelContext, LevelOutcome, cache_root, mismatch_rows, python_node_output, random_frames,
                              selected_nodes)
+from hw.rtl.verilator import simulator_complaint
 
 HARNESS = Path(__file__).resolve().parent / "verilator" / "axis_harness.cpp"
 # FINN's SystemVerilog trips many lint warnings that Vivado accepts; FMPadding_rtl's packed structs need
