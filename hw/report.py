@@ -175,7 +175,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                else f"{ver['compared_against']}: the imported QONNX model on the declared float input")
     lines += ["", f"## Verification (integers compared on every sample, against {against})", ""]
     lines += mismatch_table(ver["levels"])
-    lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}", ""]
+    lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}"
+              + (f"; failed levels: {', '.join(ver['failed_levels'])}" if ver.get("failed_levels") else "")
+              + (f"; skipped (a tool absent): {', '.join(ver['skipped_levels'])}" if ver.get("skipped_levels") else "")
+              + ". Outcomes and what each level executes: docs/verification.md in the onebit repository.", ""]
     drift = ver.get("collapse_drift") or {}
     if drift.get("integer_mismatches"):
         lines += [f"Collapse drift (pytorch_trained row; does not fail the build): {drift['integer_mismatches']} "
