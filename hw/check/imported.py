@@ -137,7 +137,6 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
             entry["accuracy"] = float(np.mean(z.argmax(1) == labels))
         levels[level] = with_status(entry)
 
-    failed = first_line
 
     started = time.perf_counter()
     y, s = reference_outputs(build.out_dir, images, record)
@@ -154,7 +153,7 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
         record_level("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", images, batch_size=100),
                      "qonnx execute_onnx of model_qonnx.onnx (pre-processing merged, tail cut) on raw pixels", alpha)
     except Exception as error:  # a level that cannot run is reported, not fatal
-        record_level("qonnx", started, None, "", error=failed(error))
+        record_level("qonnx", started, None, "", error=first_line(error))
     for level, step in (("finn_streamlined", "step_streamline"), ("finn_hw_layers", "step_create_dataflow_partition")):
         started = time.perf_counter()
         path = build.step_model(step)
@@ -169,7 +168,7 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
                 scale, how = alpha, how + "; z = output / alpha"
             record_level(level, started, values, f"FINN execute_onnx (python), {how}", scale)
         except Exception as error:
-            record_level(level, started, None, "", error=failed(error))
+            record_level(level, started, None, "", error=first_line(error))
 
     levels.update(run_hardware_levels(build, images, hardware_levels, node_samples, progress, z_ref))
     compared = [lv for lv in levels if lv != REFERENCE_LEVEL]
