@@ -36,7 +36,7 @@ from hw.rtl.verilator import SV_DIR
 FINN_RTL_DOMAIN = "finn.custom_op.fpgadataflow.rtl"
 ONEBIT_DOMAIN = "hw.rtl.custom_op"
 
-__all__ = ["OnebitMVAU_rtl", "OnebitPool_rtl", "node_build_files", "register", "FINN_RTL_DOMAIN", "ONEBIT_DOMAIN"]
+__all__ = ["OnebitMVAU_rtl", "OnebitPool_rtl", "build_modules", "node_build_files", "register", "FINN_RTL_DOMAIN", "ONEBIT_DOMAIN"]
 
 # the SystemVerilog each node needs, in compile order (packages and leaves first)
 MVAU_SOURCES = ["onebit_skid.sv", "onebit_rom.sv", "onebit_popcount.sv", "onebit_addtree.sv", "onebit_dot.sv",
@@ -203,6 +203,19 @@ def node_build_files(inst) -> tuple[list[Path], list[Path], Path]:
         raise FileNotFoundError(f"code-gen folder {folder or '(none)'} is missing; rerun the build (step_hw_codegen)")
     include_dirs = sorted({p.parent for p in sources} | {Path(d) for d in inst.get_verilog_paths()})
     return sources, include_dirs, Path(folder).resolve()
+
+
+def build_modules(model, inst: _OnebitRTL) -> list[Path]:
+    """The build folder's copies of a onebit node's modules (what Vivado receives), after checking that the
+    node's generated wrapper still binds the model's parameters; FileNotFoundError where the build has none."""
+    from onebit.errors import OnebitError
+
+    files, _, _ = node_build_files(inst)
+    wrapper, modules = files[0], files[1:]  # get_rtl_file_list: the generated wrapper first
+    if wrapper.read_text() != inst.wrapper_text(model, Path(inst.get_nodeattr("code_gen_dir_ipgen"))):
+        raise OnebitError(f"{inst.onnx_node.name}: the build's {wrapper} does not bind the model's parameters "
+                          "(edited, or left from another build); rerun `onebit build`")
+    return modules
 
 
 def register() -> None:

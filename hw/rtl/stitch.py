@@ -335,27 +335,18 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
 
 
 def _add_build_copies(model, node, inst, library: dict[str, tuple[Path, str]], notes: list[str]) -> None:
-    """Add the build folder's copies of onebit's modules for one onebit node to `library` (the files Vivado
-    receives, hw.rtl.custom_op.node_build_files), after checking its generated wrapper still binds the
-    model's parameters; one module with two different copies in the build is refused."""
-    from hw.rtl.custom_op import node_build_files
+    """Add one onebit node's modules as the build folder holds them (custom_op.build_modules) to `library`;
+    one module with two different copies in the build is refused."""
+    from hw.rtl.custom_op import build_modules
 
     try:
-        files, _, code_gen = node_build_files(inst)
+        modules = build_modules(model, inst)
     except FileNotFoundError as error:
         notes.append(f"{node.name}: {error}; simulated with the repository's hw/rtl/sv")
-        for name in inst.SOURCES:
-            library.setdefault(name, (SV_DIR / name, "the repository"))
-        return
-    wrapper, modules = files[0], files[1:]  # get_rtl_file_list: the generated wrapper first
-    if wrapper.read_text() != inst.wrapper_text(model, Path(inst.get_nodeattr("code_gen_dir_ipgen"))):
-        raise OnebitError(f"{node.name}: the build's {wrapper} does not bind the model's parameters (edited or left "
-                          "from another build); rerun `onebit build`")
+        modules = [SV_DIR / name for name in inst.SOURCES]
     for path in modules:
-        seen = library.get(path.name)
-        if seen is None:
-            library[path.name] = (path, node.name)
-        elif seen[0].read_bytes() != path.read_bytes():
+        seen = library.setdefault(path.name, (path, node.name))
+        if seen[0].read_bytes() != path.read_bytes():
             raise OnebitError(f"{node.name}: the build's {path} differs from {seen[1]}'s copy {seen[0]}; one module "
                               "cannot have two versions in one design: rerun `onebit build`")
 
