@@ -179,7 +179,7 @@ def build_verification(build_report: dict[str, Any]) -> dict[str, Any]:
     if failed is None:  # a report written before levels had a status
         failed = [lv for lv, e in levels.items() if lv not in ("pytorch_trained", "pytorch_collapsed")
                   and level_status(e) == "failed"]
-    return {"ok": bool(ver.get("ok", False)) and not failed, "first_divergent_level": ver.get("first_divergent_level"),
+    return {"ok": bool(ver.get("ok", True)) and not failed, "first_divergent_level": ver.get("first_divergent_level"),
             "failed_levels": list(failed)}
 
 
