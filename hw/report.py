@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hw.finn.build import BuildResult
+from hw.check.verdict import describe_level, drift_line
 from hw.check.verify import LEVELS, mismatch_table
 from onebit.atomic import save_figure_atomic, write_text_atomic
 
@@ -234,7 +235,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                else f"{ver['compared_against']}: the imported QONNX model on the declared float input")
     lines += ["", f"## Verification (integers compared on every sample, against {against})", ""]
     lines += mismatch_table(ver["levels"])
-    lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}", ""]
+    lines += ["", f"First divergent level: {ver['first_divergent_level'] or 'none'}"
+              + (f"; failed levels: {', '.join(ver['failed_levels'])}" if ver.get("failed_levels") else "")
+              + (f"; skipped (a tool absent): {', '.join(ver['skipped_levels'])}" if ver.get("skipped_levels") else "")
+              + ". Outcomes and what each level executes: docs/verification.md in the onebit repository.", ""]
     drift = ver.get("collapse_drift") or {}
     if drift.get("integer_mismatches"):
         lines += [f"Collapse drift (pytorch_trained row; does not fail the build): {drift['integer_mismatches']} "
@@ -323,19 +327,12 @@ def print_summary(report: dict[str, Any]) -> None:
     acc = report["accuracy"]
     say(f"accuracy {acc:.2%} on {ver['samples']} {ver['dataset']} test images" if acc is not None else "")
     for level, e in ver["levels"].items():  # in the order they ran
-        if e.get("executed") and e["argmax_mismatches"] is None:  # node levels: node outputs compared
-            say(f"  {level:<18} {e['integer_mismatches']} mismatching node outputs on {e['samples']} images "
-                f"+ random inputs, {len(e.get('nodes') or [])} nodes ({e['seconds']} s)")
-        elif e.get("executed"):
-            say(f"  {level:<18} {e['integer_mismatches']} integer / {e['argmax_mismatches']} argmax mismatches "
-                f"on {e['samples']} images ({e['seconds']} s)")
-        else:
-            say(f"  {level:<18} not executed: {e['reason']}")
-    drift = ver.get("collapse_drift") or {}
-    if drift.get("integer_mismatches"):
-        say(f"  collapse drift (pytorch_trained vs the collapsed model, not a failure): "
-            f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
-    say(f"first divergent level: {ver['first_divergent_level'] or 'none'}; "
+        say(f"  {level:<18} {describe_level(e)}")
+    if drift_line(ver.get("collapse_drift") or {}):
+        say(f"  {drift_line(ver['collapse_drift'])}")
+    failed = [lv for lv in ver.get("failed_levels") or [] if lv != ver["first_divergent_level"]]
+    say(f"first divergent level: {ver['first_divergent_level'] or 'none'}"
+        + (f" (also failed: {', '.join(failed)})" if failed else "") + "; "
         f"{len(report['skipped_steps'])} FINN steps skipped (see skipped.txt)")
     say(f"build folder: {report['artifacts']['build_dir']} (report.md, report.json)")
 

@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
-# The hardware levels (Verilator per RTL node, FINN cppsim) run by default in `onebit build`; in the suite
-# only tests/hw/test_hardware_levels.py runs them (explicitly), so the many other builds stay fast.
+# The hardware levels (Verilator per RTL node, FINN cppsim, the whole RTL accelerator) run by default in
+# `onebit build`. The builds that stand for what a user gets run them at their defaults, whatever the setup
+# installed: the tfc_build fixture below, tests/hw/test_verification_truth.py (an --input-bits 1 TFC with a
+# Thresholding_rtl node, and one failing mutation per level), test_build.py's CNV, and the QONNX imports
+# (tests/export/test_qonnx_import.py). The many other builds (folding presets, methods, reliability) use
+# none, so the suite stays fast.
 os.environ.setdefault("ONEBIT_LEVELS", "none")
+DEFAULT_LEVELS_ENV = "ONEBIT_LEVELS"
 
 
 def _train(out: Path, model: str, extra: list[str]) -> Path:
@@ -51,7 +56,10 @@ def _pipeline(checkpoint: Path, out_dir: Path) -> Path:
     """A finished build folder (report.json, integrity record, deployment package): what `onebit build` makes."""
     from hw.pipeline import main as build_main
 
-    assert build_main([str(checkpoint), "--out", str(out_dir), "--verify-samples", "20", "--no-progress"]) == 0
+    with pytest.MonkeyPatch.context() as patch:  # the default levels, as a user's build runs them
+        patch.delenv(DEFAULT_LEVELS_ENV, raising=False)
+        assert build_main([str(checkpoint), "--out", str(out_dir), "--verify-samples", "20", "--node-samples", "10",
+                           "--no-progress"]) == 0
     return out_dir
 
 

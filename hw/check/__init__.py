@@ -7,6 +7,7 @@ level is one module here that returns integer scores (and per-node rows) for the
 named in verify.LEVELS; levels that execute hardware code (rtl_nodes.py: FINN's RTL nodes in Verilator,
 cppsim.py: FINN's C++ simulation, rtl_accelerator.py: onebit's whole RTL accelerator) follow the interface in
 levels.py and are named in levels.LEVEL_MODULES. verdict.py is the one rule both commands judge by
-(reference: the collapsed model; the trained model's ties are collapse drift, reported apart); finished.py
-refuses unfinished or changed builds.
+(reference: the collapsed model; the trained model's near-ties are collapse drift, reported apart; every
+other level passes, fails - mismatches or an error running it - or is skipped for a missing tool); finished.py
+refuses unfinished or changed builds, generated hardware included. Table of levels: docs/verification.md.
 """

@@ -35,6 +35,8 @@ import numpy as np
 
 from hw.check.levels import LevelContext, LevelOutcome, cache_root, mismatch_rows, random_frames, selected_nodes
 from hw.check.python_exec import execute_padded
+from hw.check.verdict import first_line
+from hw.rtl.verilator import simulator_complaint
 
 HLSLIB_ENV, AP_INT_ENV = "ONEBIT_FINN_HLSLIB", "ONEBIT_AP_INT"
 SHIMS = Path(__file__).resolve().parent / "cppsim_shims"
@@ -231,11 +233,41 @@ def _first_error(text: str) -> str:
     return (lines[0] if lines else "compilation failed without output").strip()[:300]
 
 
+@contextlib.contextmanager
+def checked_executable_runs():
+    """FINN runs a compiled cppsim node in the caller's directory and only logs what it prints: for the
+    duration, each runs in its own code-gen folder (where FINN wrote its files) and a non-zero exit or any
+    complaint it prints (a file it cannot open, an assertion, an error) raises with that line."""
+    from finn.custom_op.fpgadataflow.hlsbackend import HLSBackend
+
+    original = HLSBackend.exec_precompiled_singlenode_model
+
+    def run(self) -> None:
+        executable = self.get_nodeattr("executable_path")
+        folder = self.get_nodeattr("code_gen_dir_cppsim")
+        if not executable or not Path(executable).is_file():
+            raise RuntimeError(f"{self.onnx_node.name}: no compiled cppsim executable ({executable or 'none'})")
+        done = subprocess.run([executable], capture_output=True, text=True, cwd=folder or None)
+        complaint = simulator_complaint(done.stderr + "\n" + done.stdout)
+        if done.returncode != 0:
+            detail = complaint or first_line(done.stderr or done.stdout) or "no output"
+            raise RuntimeError(f"cppsim executable exited {done.returncode}: {detail}")
+        if complaint is not None:
+            raise RuntimeError(f"cppsim executable (run in {folder}): {complaint}")
+
+    HLSBackend.exec_precompiled_singlenode_model = run
+    try:
+        yield
+    finally:
+        HLSBackend.exec_precompiled_singlenode_model = original
+
+
 def run_cppsim(single, used: int, frames: np.ndarray) -> np.ndarray:
     """The compiled node on `frames` (F x normal input shape[1:]), `used` frames per run (last run padded)."""
     from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
 
-    return execute_padded(single.transform(SetExecMode("cppsim")), frames, used)
+    with checked_executable_runs():
+        return execute_padded(single.transform(SetExecMode("cppsim")), frames, used)
 
 
 def reference_outputs(model, node, frames: np.ndarray) -> np.ndarray:
@@ -298,7 +330,14 @@ class CppsimLevel:
                     rows.append(row)
                     continue
                 started = time.perf_counter()
-                actual = run_cppsim(single, used, frames)
+                try:
+                    actual = run_cppsim(single, used, frames)
+                except Exception as error:  # the node's executable failed: this node fails, by name
+                    failed += 1
+                    row.update({"status": f"failed: {first_line(error)}", "mismatching_images": n_images,
+                                "mismatching_random": ctx.random_samples})
+                    rows.append(row)
+                    continue
                 row["sim_seconds"] = round(time.perf_counter() - started, 2)
                 expected = reference_outputs(model, node, frames)
                 wrong = mismatch_rows(expected, actual.reshape(expected.shape))
@@ -314,7 +353,7 @@ class CppsimLevel:
         return LevelOutcome(
             executed=True, samples=n_images, integer_mismatches=total_bad, first_mismatches=sorted(bad_images)[:20],
             nodes=rows, how=f"FINN cppsim (g++), {len(nodes)} HLS nodes x ({n_images} images + {ctx.random_samples} "
-                            f"random frames), {failed} not compiled; finn-hlslib {hlslib}, {headers}")
+                            f"random frames), {failed} not compiled or not run; finn-hlslib {hlslib}, {headers}")
 
 
 LEVEL = CppsimLevel()

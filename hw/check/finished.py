@@ -2,7 +2,9 @@
 
 * finished: report.json exists (the pipeline writes it last, hw/pipeline.py); an interrupted build has none.
 * unchanged: report.json's "integrity" lists the sha256 of the files validation reads (model.pt, the
-  QONNX model, finn/*.onnx, driver/*); one that differs or is missing stops validation with its name.
+  QONNX model, finn/*.onnx, driver/*) and of the generated hardware the hardware levels simulate and
+  Vivado receives (HDL/HLS sources and init files in hw/code_gen_ipgen_<node>_*/); one that differs or is
+  missing stops validation with its name (and, for generated hardware, its node).
 * package intact: deploy/manifest.json (hw/deploy.py) is checked file by file (hw/driver/integrity.py, the
   same function the board runs), and its own sha256 against the one report.json recorded.
 Every path read from these files stays inside the build folder (onebit.buildfolder.inside).
@@ -10,6 +12,7 @@ Every path read from these files stays inside the build folder (onebit.buildfold
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,38 @@ from onebit.errors import OnebitError
 # The files whose sha256 a build records (relative glob patterns): what validation and the package read.
 INTEGRITY_PATTERNS = ("model.pt", "model_qonnx.onnx", "model_imported.onnx", "finn/*.onnx", "driver/*", "driver/**/*.py",
                       "folding.json")
+# the generated hardware of every node (the files rtl_nodes, cppsim and rtl_accelerator simulate, the files
+# Vivado receives): HDL, HLS C++ and Tcl sources and init files, top level of each code-gen folder
+GENERATED_SUFFIXES = ("v", "sv", "vh", "svh", "dat", "cpp", "h", "hpp", "tcl")
+GENERATED_PATTERNS = tuple(f"hw/code_gen_ipgen_*/*.{suffix}" for suffix in GENERATED_SUFFIXES) + (
+    "hw/onebit_rtl_sv/*.sv",)  # onebit's shared RTL sources, one copy per build (hw/rtl/custom_op.py)
+_CODE_GEN_FOLDER = re.compile(r"^hw/code_gen_ipgen_(?P<node>.+)_[A-Za-z0-9_]{8}/")
 
 
 def build_integrity(build_dir: str | Path) -> dict[str, str]:
     """sha256 of the build's files that validation reads (stored in report.json by the pipeline)."""
-    return integrity_record(build_dir, INTEGRITY_PATTERNS)
+    return integrity_record(build_dir, INTEGRITY_PATTERNS + GENERATED_PATTERNS)
+
+
+def node_of(relative: str) -> str | None:
+    """The node whose code-gen folder holds a build file (hw/code_gen_ipgen_<node>_<8 chars>/...), else None."""
+    match = _CODE_GEN_FOLDER.match(relative)
+    return match.group("node") if match else None
+
+
+def _check_generated(build_dir: Path, record: dict[str, str]) -> None:
+    """The generated hardware first, so that a changed file is refused naming its node."""
+    for relative, digest in sorted(record.items()):
+        node = node_of(relative)
+        if node is None:
+            continue
+        path = inside(build_dir, relative)
+        state = "is missing" if not path.is_file() else ("changed" if sha256_file(path) != digest else None)
+        if state:
+            raise BuildFolderError(
+                f"integrity: {path} of node {node} (generated hardware: what the levels rtl_nodes, cppsim and "
+                f"rtl_accelerator simulate and Vivado receives) {state} since the build (report.json's integrity "
+                "record); validation would not test the build's design: rerun `onebit build`")
 
 
 def stopped_message(build_dir: str | Path) -> str | None:
@@ -69,6 +99,15 @@ def check_build_files(build_dir: str | Path, report: dict[str, Any]) -> dict[str
     checked: dict[str, Any] = {}
     record = report.get("integrity")
     if isinstance(record, dict) and record:
+        generated = {relative: digest for relative, digest in record.items() if node_of(relative)}
+        if generated and not (build_dir / "hw").is_dir():
+            # a copy without hw/ (what the accelerator model and the board need is elsewhere): nothing there can
+            # be simulated with changed files; a hardware level asked to run fails on the missing files
+            record = {relative: digest for relative, digest in record.items() if relative not in generated}
+            checked["generated_hardware_files"] = "absent: no hw/ in this folder, the hardware levels cannot run"
+        else:
+            _check_generated(build_dir, generated)
+            checked["generated_hardware_files"] = len(generated)
         verify_integrity(build_dir, record, "report.json's integrity record")
         checked["build_files"] = len(record)
     else:
@@ -99,5 +138,5 @@ def check_build_integrity(build_dir: str | Path, report: dict[str, Any]) -> dict
     return checked
 
 
-__all__ = ["INTEGRITY_PATTERNS", "build_integrity", "check_build_files", "check_build_integrity", "finished_report",
-           "inside", "stopped_message"]
+__all__ = ["GENERATED_PATTERNS", "INTEGRITY_PATTERNS", "build_integrity", "check_build_files", "check_build_integrity",
+           "finished_report", "inside", "node_of", "stopped_message"]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from export.qonnx_import import REFERENCE_FILE, declared_input, read_import_record
+from hw.check.verdict import error_entry, first_line, level_status, with_status
 from hw.check.verify import compare, run_graph, run_hardware_levels, write_validation
 from onebit.errors import OnebitError
 
@@ -126,20 +127,19 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
     scores: dict[str, np.ndarray] = {}
 
     def record_level(level: str, started: float, values, how: str, scale: float = 1.0, error: str | None = None):
-        entry: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 2), "how": how}
-        if error is not None:
-            entry.update({"executed": False, "reason": error})
-        else:
-            z, exact, distance = near_integers(values, scale)
-            scores[level] = z
-            entry.update({"executed": True, **compare(scores.get(REFERENCE_LEVEL, z)[:len(z)], z, exact),
-                          "max_distance_from_integer": distance})
-            if labels is not None:
-                entry["accuracy"] = float(np.mean(z.argmax(1) == labels[:len(z)]))
-        levels[level] = entry
+        seconds = time.perf_counter() - started
+        if error is not None:  # the level could not run: a failure, never a skip
+            levels[level] = error_entry(error, how, seconds)
+            return
+        entry: dict[str, Any] = {"seconds": round(seconds, 2), "how": how}
+        z, exact, distance = near_integers(values, scale)
+        scores[level] = z
+        entry.update({"executed": True, **compare(scores.get(REFERENCE_LEVEL, z)[:len(z)], z, exact),
+                      "max_distance_from_integer": distance})
+        if labels is not None:
+            entry["accuracy"] = float(np.mean(z.argmax(1) == labels[:len(z)]))
+        levels[level] = with_status(entry)
 
-    def failed(error: Exception) -> str:
-        return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
     started = time.perf_counter()
     y, s = reference_outputs(build.out_dir, images, record)
@@ -158,7 +158,7 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
         record_level("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", python_images, batch_size=100),
                      "qonnx execute_onnx of model_qonnx.onnx (pre-processing merged, tail cut) on raw pixels", alpha)
     except Exception as error:  # a level that cannot run is reported, not fatal
-        record_level("qonnx", started, None, "", error=failed(error))
+        record_level("qonnx", started, None, "", error=first_line(error))
     for level, step in (("finn_streamlined", "step_streamline"), ("finn_hw_layers", "step_create_dataflow_partition")):
         started = time.perf_counter()
         path = build.step_model(step)
@@ -173,14 +173,15 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
                 scale, how = alpha, how + "; z = output / alpha"
             record_level(level, started, values, f"FINN execute_onnx (python), {how}", scale)
         except Exception as error:
-            record_level(level, started, None, "", error=failed(error))
+            record_level(level, started, None, "", error=first_line(error))
 
     levels.update(run_hardware_levels(build, images, hardware_levels, node_samples, progress, z_ref))
     compared = [lv for lv in levels if lv != REFERENCE_LEVEL]
-    first_divergent = next((lv for lv in compared if levels[lv].get("executed") and levels[lv]["integer_mismatches"]),
-                           None)
+    failed_levels = [lv for lv in compared if level_status(levels[lv]) == "failed"]
+    first_divergent = failed_levels[0] if failed_levels else None
     if not levels[REFERENCE_LEVEL]["executed"] or levels[REFERENCE_LEVEL]["non_integer_outputs"]:
         first_divergent = first_divergent or REFERENCE_LEVEL
+        failed_levels = [REFERENCE_LEVEL, *failed_levels]
     not_executed = [lv for lv in levels if not levels[lv].get("executed")]
     tail = record["score_tail"]
     result = {
@@ -190,6 +191,8 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
         "score_tail": {**tail, "float_form_from_z": f"y = {tail['scale'] * alpha:.6g} * z {tail['offset']:+.6g}",
                        "argmax_changes_measured": tail_changes},
         "levels": levels, "first_divergent_level": first_divergent, "not_executed": not_executed,
+        "failed_levels": failed_levels,
+        "skipped_levels": [lv for lv in compared if level_status(levels[lv]) == "skipped"],
         "ok": first_divergent is None and tail_changes == 0,
     }
     write_validation(build.out_dir, result, scores.get(REFERENCE_LEVEL), labels, "imported model")

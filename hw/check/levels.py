@@ -11,11 +11,18 @@ stitched accelerator) and may need a tool that is absent; each is one module wit
         def run(self, ctx: LevelContext) -> LevelOutcome
 
 registered by adding its module to LEVEL_MODULES. `LevelOutcome.entry()` has the fields every level has
-(executed, samples, integer_mismatches, argmax_mismatches, first_mismatches, how, seconds) plus `nodes`,
+(status, executed, samples, integer_mismatches, argmax_mismatches, first_mismatches, how, seconds) plus `nodes`,
 one row per hardware node, and `scores` where a level computes class scores (verify compares those with
 the collapsed integer model like the other levels). Node levels compare each node with FINN's Python execution of
 the same node on the same inputs: the node's real inputs for the first test images (captured here from
 the HW-layer graph, `capture_node_inputs`) and random inputs over the node's input datatype.
+
+Every level ends in one of three outcomes (`status`, hw/check/verdict.py applies them):
+  passed   it ran and every output matched (the counts say on how much)
+  failed   mismatches, or the design could not be run: a compile error, a simulator that exits non-zero or
+           complains (a missing init file, an assertion), any exception; `error` holds the first error line
+  skipped  a tool or dependency is absent (`reason` says which and how to get it); the exit status ignores it
+A level skips only through `skipped()` or by returning `LevelOutcome.skip(...)`; an exception is a failure.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import numpy as np
 
 from hw.check.python_exec import fast_python_execution
 from onebit.errors import OnebitError
+from hw.check.verdict import first_line
 
 # name -> module defining LEVEL; order = report order (after verify.LEVELS)
 LEVEL_MODULES: dict[str, str] = {
@@ -63,10 +71,13 @@ class LevelContext:
         return {t: self._captured[t] for t in tensor_names}
 
 
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
 @dataclass
 class LevelOutcome:
-    executed: bool
-    reason: str | None = None
+    executed: bool                        # the design ran to a comparison (False: skipped, or an error first)
+    reason: str | None = None             # why skipped ("skipped: ...")
     samples: int = 0
     integer_mismatches: int = 0
     argmax_mismatches: int | None = None  # node levels compare node outputs, not class scores
@@ -75,14 +86,44 @@ class LevelOutcome:
     seconds: float = 0.0
     nodes: list[dict[str, Any]] = field(default_factory=list)
     scores: np.ndarray | None = None
+    error: str | None = None              # the first error line of a design that could not be run
+
+    @classmethod
+    def skip(cls, reason: str) -> "LevelOutcome":
+        return cls(executed=False, reason=reason if reason.startswith("skipped") else f"skipped: {reason}")
+
+    @classmethod
+    def failure(cls, error: str, **fields: Any) -> "LevelOutcome":
+        return cls(executed=False, error=error, **fields)
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return FAILED
+        if not self.executed:
+            return SKIPPED
+        return FAILED if self.integer_mismatches else PASSED
 
     def entry(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"status": FAILED, "executed": False, "error": self.error, "reason": f"failed: {self.error}",
+                    "how": self.how, "seconds": round(self.seconds, 2), "nodes": self.nodes}
         if not self.executed:
-            return {"executed": False, "reason": self.reason, "how": self.how, "seconds": round(self.seconds, 2),
-                    "nodes": self.nodes}
-        return {"executed": True, "samples": self.samples, "integer_mismatches": self.integer_mismatches,
+            return {"status": SKIPPED, "executed": False, "reason": self.reason, "how": self.how,
+                    "seconds": round(self.seconds, 2), "nodes": self.nodes}
+        return {"status": self.status, "executed": True, "samples": self.samples,
+                "integer_mismatches": self.integer_mismatches,
                 "argmax_mismatches": self.argmax_mismatches, "first_mismatches": self.first_mismatches,
                 "how": self.how, "seconds": round(self.seconds, 2), "nodes": self.nodes}
+
+
+def failed_nodes_error(rows: list[dict[str, Any]]) -> str | None:
+    """'node N: <its error>' of the first node row that could not be run (status failed...), else None."""
+    bad = [r for r in rows if str(r.get("status", "")).startswith(("failed", "not compiled"))]
+    if not bad:
+        return None
+    more = f" (and {len(bad) - 1} more node(s))" if len(bad) > 1 else ""
+    return f"node {bad[0]['node']}: {bad[0]['status']}{more}"[:400]
 
 
 class Level(Protocol):
@@ -101,21 +142,25 @@ def get_level(name: str) -> Level:
 
 
 def run_level(name: str, ctx: LevelContext) -> dict[str, Any]:
-    """The level's report entry; a level that cannot run (tool missing, or raised) is reported with why."""
+    """The level's report entry: passed, failed (mismatches, or any error running it) or skipped (a tool
+    or dependency absent). An exception is a failure with its first line, never a skip."""
     started = time.perf_counter()
     level = get_level(name)
     reason = level.skipped()
     if reason:
-        return LevelOutcome(executed=False, reason=reason).entry()
+        return LevelOutcome.skip(reason).entry()
     try:
         with fast_python_execution():  # the levels' FINN Python references and input capture: same values, faster
             outcome = level.run(ctx)
-    except Exception as error:  # a level that cannot run is reported, never fatal for the build
-        first = (str(error).strip().splitlines() or [""])[0][:300]
-        outcome = LevelOutcome(executed=False, reason=f"{type(error).__name__}: {first}")
+    except Exception as error:  # reported as this level's failure, never fatal for the build
+        outcome = LevelOutcome.failure(first_line(error))
+    if outcome.error is None and outcome.executed:  # a node that could not be run fails the level by name
+        outcome.error = failed_nodes_error(outcome.nodes)
+        if outcome.error is not None:
+            outcome = LevelOutcome.failure(outcome.error, how=outcome.how, nodes=outcome.nodes)
     outcome.seconds = time.perf_counter() - started
     entry = outcome.entry()
-    if outcome.scores is not None:
+    if outcome.scores is not None and outcome.error is None:
         entry["scores"] = outcome.scores
     return entry
 

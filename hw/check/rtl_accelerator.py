@@ -16,6 +16,7 @@ With `--mvau hls` the partition holds HLS nodes (only Vitis HLS turns those into
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -57,6 +58,14 @@ def run_rtl_accelerator(build_dir: str | Path, images: np.ndarray, *, final_mode
     spec = IOSpec.load(build_dir / "driver" / "io.json")
     path = Path(final_model) if final_model is not None else final_model_path(build_dir, spec.hw_model)
     model = ModelWrapper(str(path))
+    if init_dir is None:  # a build's simulation: every node from the files the build folder holds
+        from hw.rtl.stitch import plan_accelerator
+
+        stand_ins = [note for note in plan_accelerator(model).notes
+                     if "repository" in note or "step_hw_codegen not run" in note]
+        if stand_ins:
+            raise OnebitError(f"{NAME}: {stand_ins[0]}; the build folder lacks files Vivado would receive: "
+                              "rerun `onebit build`")
     started = time.perf_counter()
     sim = RTLAccelerator(model, workdir=init_dir, fifo_depth=fifo_depth, artifacts=build_dir / "hw" / NAME,
                          overwrite_init_files=init_dir is None)
@@ -121,6 +130,13 @@ def mismatch_message(result: dict[str, Any]) -> str | None:
     return f"{NAME}: {n} of {result['samples']} images differ from the accelerator model; {named}"
 
 
+def _naming_the_node(message: str) -> str:
+    """`node N: message` when the message points into node N's code-gen folder (a compiler error in the
+    build's copy of a file), else the message."""
+    match = re.search(r"code_gen_ipgen_(\w+?)_[A-Za-z0-9_]{8}/", message)
+    return f"node {match.group(1)}: {message}" if match and not message.startswith("node ") else message
+
+
 class RTLAcceleratorLevel:
     """The hw/check/levels.py interface (name, default, skipped, run)."""
 
@@ -138,9 +154,14 @@ class RTLAcceleratorLevel:
             result = run_rtl_accelerator(ctx.build_dir, ctx.images, final_model=ctx.final_model,
                                          progress=ctx.progress)
         except OnebitError as error:
-            if "FINN HLS nodes" in str(error):
-                return LevelOutcome(executed=False, reason=f"skipped: {error}")
-            raise
+            if "FINN HLS nodes" in str(error):  # only Vitis HLS (absent) turns these into RTL
+                return LevelOutcome.skip(str(error))
+            raise OnebitError(_naming_the_node(str(error))) from None
+        except Exception as error:  # a failure of this level, by node where the message shows it
+            named = _naming_the_node(str(error))
+            if named == str(error):
+                raise
+            raise OnebitError(f"{named} ({type(error).__name__})") from None
         message = mismatch_message(result)
         how = (f"whole accelerator in Verilator ({len(result['nodes'])} nodes, FIFOs, width converters), "
                f"driver-packed DMA bytes; {result['cycles_per_image']:.0f} cycles/image "

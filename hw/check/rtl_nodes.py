@@ -9,6 +9,12 @@ unpacked with FINN's own packing helpers and compared with FINN's Python executi
 the same inputs: the node's real inputs for the first N test images (captured from the HW-layer graph)
 and random frames over the node's input datatype (all-max, all-min, uniform).
 
+Each simulator runs in the node's code-gen folder: FINN's generated Verilog reads its init files by
+`$readmemh("./<node>_threshs_0_0.dat")`, relative to the working directory (FINN's ReplaceVerilogRelPaths
+makes them absolute for Vivado), so they resolve to the build's files and never to a stale copy where onebit
+was started. Verilator only warns about a missing init file and reads zeros: any such complaint (missing or
+unreadable file, assertion, error) fails the node with that line (hw.rtl.verilator.simulator_complaint).
+
 What it proves: the generated Verilog of these nodes computes, cycle-accurately in a simulator and under
 any stream timing, what FINN's Python model of them computes. What not: timing closure, synthesis,
 Vivado-specific behaviour, the stitched design (FIFO depths, width converters), HLS nodes (level cppsim).
@@ -34,6 +40,7 @@ import numpy as np
 
 from hw.check.levels import (LevelContext, LevelOutcome, cache_root, mismatch_rows, python_node_output, random_frames,
                              selected_nodes)
+from hw.rtl.verilator import simulator_complaint
 
 HARNESS = Path(__file__).resolve().parent / "verilator" / "axis_harness.cpp"
 # FINN's SystemVerilog trips many lint warnings that Vivado accepts; FMPadding_rtl's packed structs need
@@ -130,9 +137,13 @@ def _first_error(text: str) -> str:
 
 def run_simulator(binary: Path, beats: list[int] | np.ndarray, in_width: int, expected_out: int, out_width: int,
                   seed: int = 0, p_stall: float = P_STALL, p_backpressure: float = P_BACKPRESSURE,
-                  idle_limit: int = 100_000) -> tuple[np.ndarray, dict[str, Any]]:
+                  idle_limit: int = 100_000, cwd: Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Stream `beats` (ints, or pack_elements' bytes) into the simulator; returns the `expected_out` output
-    beats (uint32 words, least significant first: expected_out x words(out_width)) and the run's statistics."""
+    beats (uint32 words, least significant first: expected_out x words(out_width)) and the run's statistics.
+
+    cwd: where the simulator runs, i.e. where the design's relative `$readmemh("./...")` paths resolve: the
+    node's code-gen folder (node_run_dir). Any complaint the simulator prints (a missing init file, an
+    assertion, an error) is a SimulationError with that line, even when it exits 0."""
     in_bytes, out_bytes = words(in_width) * 4, words(out_width) * 4
     with tempfile.TemporaryDirectory(prefix="onebit-sim-") as tmp:
         in_file, out_file = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
@@ -141,7 +152,11 @@ def run_simulator(binary: Path, beats: list[int] | np.ndarray, in_width: int, ex
         else:
             in_file.write_bytes(b"".join(int(b).to_bytes(in_bytes, "little") for b in beats))
         done = subprocess.run([str(binary), str(in_file), str(out_file), str(expected_out), str(seed),
-                               str(p_stall), str(p_backpressure), str(idle_limit)], capture_output=True, text=True)
+                               str(p_stall), str(p_backpressure), str(idle_limit)], capture_output=True, text=True,
+                              cwd=cwd)
+        complaint = simulator_complaint(done.stderr + "\n" + done.stdout)
+        if complaint is not None:
+            raise SimulationError(f"{complaint} (simulator run in {cwd or Path.cwd()})")
         if done.returncode != 0:
             raise SimulationError((done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}")
                                   .splitlines()[0][:300])
@@ -194,6 +209,17 @@ def _words_to_ints(words: np.ndarray) -> list[int]:
 # ---------------------------------------------------------------------------------------------------
 # one node
 
+def node_sources(inst) -> tuple[list[Path], list[Path], Path]:
+    """(sources, include folders, run folder) of a built node: hw.rtl.custom_op.node_build_files, the one
+    place that says which files the build folder holds for a node; the run folder is its code-gen folder."""
+    from hw.rtl.custom_op import node_build_files
+
+    try:
+        return node_build_files(inst)
+    except FileNotFoundError as error:
+        raise SimulationError(str(error)) from None
+
+
 def rtl_nodes_of(model) -> list:
     return [n for n in model.graph.node if n.domain.endswith(".rtl") or n.op_type.endswith("_rtl")]
 
@@ -210,11 +236,7 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
                               "the harness drives nodes with one input and one output stream")
     (in_port, in_width), (out_port, out_width) = interfaces["s_axis"][0], interfaces["m_axis"][0]
     top = inst.get_verilog_top_module_name()
-    sources = [Path(p) for p in inst.get_rtl_file_list(abspath=True)]
-    absent = [str(p) for p in sources if not p.is_file()]
-    if absent:
-        raise SimulationError(f"generated file {absent[0]} is missing; rerun the build (step_hw_codegen)")
-    include_dirs = sorted({p.parent for p in sources} | {Path(d) for d in inst.get_verilog_paths()})
+    sources, include_dirs, run_dir = node_sources(inst)
     binary, compiled, build_seconds = build_simulator(
         top, sources, include_dirs, ports_header(top, in_port, in_width, out_port, out_width), cache_dir)
 
@@ -234,7 +256,8 @@ def simulate_node(model, node, frames: np.ndarray, cache_dir: Path | None, seed:
         raise SimulationError("onebit's input packing disagrees with FINN's npy_to_rtlsim_input")
     out_per_frame = int(np.prod(folded_out[:-1]))
     started = time.perf_counter()
-    out, stats = run_simulator(binary, beats, in_width, out_per_frame * len(frames), out_width, seed=seed)
+    out, stats = run_simulator(binary, beats, in_width, out_per_frame * len(frames), out_width, seed=seed,
+                               cwd=run_dir)
     sim_seconds = time.perf_counter() - started
     normal_out = tuple(inst.get_normal_output_shape(0))
 

@@ -86,6 +86,15 @@ def software_scores(build_dir: Path, images: np.ndarray, with_trained: bool = Fa
     return integer_scores(plain, images)
 
 
+def _threshold_distances(build_dir: Path) -> np.ndarray:
+    """How close the checkpoint's BatchNorm thresholds come to integers (the collapse drift explanation)."""
+    import quant_models.compat  # noqa: F401  (Brevitas on torch 2.13)
+    from export.collapse import threshold_distances
+    from quant_models.checkpoint import load_checkpoint
+
+    return threshold_distances(load_checkpoint(build_dir / "model.pt")[0])
+
+
 def run_build_levels(build_dir: Path, images: np.ndarray, names: list[str] | None, node_samples: int | None,
                      progress: bool, reference: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
     """The hardware levels on a finished build folder (FINN's scratch: the build's hw/, as during the build).
@@ -161,7 +170,9 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
         if folder is not None:
             folder.claim(["validation"])
         report = _validate(build_dir, dataset, limit, backend, batch_size, cppsim, data_root, accel_model,
-                           progress, write, {"integrity": integrity}, levels, node_samples,
+                           progress, write, {"integrity": integrity,
+                                             "build_verification": build_verification(build_report)},
+                           levels, node_samples,
                            default_root=((build_report.get("checkpoint") or {}).get("dataset") or {}).get("root"))
         if folder is not None:
             folder.record(["validation"])
@@ -169,6 +180,20 @@ def validate_build(build_dir: str | Path, dataset: str | None = None, limit: int
     finally:
         if folder is not None:
             folder.release()
+
+
+def build_verification(build_report: dict[str, Any]) -> dict[str, Any]:
+    """What the build's own verification (report.json, written by `onebit build`) concluded."""
+    ver = build_report.get("verification") or {}
+    levels = ver.get("levels") or {}
+    from hw.check.verdict import level_status
+
+    failed = ver.get("failed_levels")
+    if failed is None:  # a report written before levels had a status
+        failed = [lv for lv, e in levels.items() if lv not in ("pytorch_trained", "pytorch_collapsed")
+                  and level_status(e) == "failed"]
+    return {"ok": bool(ver.get("ok", True)) and not failed, "first_divergent_level": ver.get("first_divergent_level"),
+            "failed_levels": list(failed)}
 
 
 def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: str, batch_size: int | None,
@@ -242,7 +267,8 @@ def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: 
         "confusion_matrix": confusion_matrix(labels, pred_hw, k).tolist(),
         "ok": verdict["ok"], "compared_against": verdict["reference"],
         # an imported model has no trained PyTorch model: no collapse to drift from
-        "collapse_drift": collapse_drift(z_trained, z_sw, labels) if z_trained is not None else None, **extra,
+        "collapse_drift": (collapse_drift(z_trained, z_sw, labels, _threshold_distances(build_dir))
+                           if z_trained is not None else None), **extra,
     }
     if cppsim:  # the older flag: cppsim in addition to the selected levels
         from hw.check.levels import default_levels
@@ -252,6 +278,11 @@ def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: 
         report["levels"] = run_build_levels(build_dir, images, levels, node_samples, progress, z_sw)
         report["level_mismatches"] = sum(e.get("integer_mismatches", 0) for e in report["levels"].values()
                                          if e.get("executed"))
+        level_verdict = judge(report["levels"])
+        report["failed_levels"], report["skipped_levels"] = level_verdict["failed_levels"], level_verdict["skipped_levels"]
+        report["ok"] = report["ok"] and level_verdict["ok"]
+    if not (report.get("build_verification") or {}).get("ok", True):
+        report["ok"] = False  # this run may agree, but the build itself was not verified: say so, fail
     if write:
         out = build_dir / "validation"
         out.mkdir(exist_ok=True)
@@ -272,19 +303,22 @@ def format_report(r: dict[str, Any]) -> str:
         f"  accelerator accuracy: {r['accelerator_accuracy']:.2%}  ({r['accelerator_images_per_s']:.0f} images/s)",
         f"  integer score mismatches: {r['mismatches']}" + (f" (first at {r['first_mismatches']})" if r["mismatches"] else ""),
     ]
-    drift = r.get("collapse_drift") or {}
-    if drift.get("integer_mismatches"):
-        lines.append(f"  collapse drift (trained float model vs the collapsed integer model, not a failure): "
-                     f"{drift['integer_mismatches']} images {drift['images'][:10]}: ties at BatchNorm thresholds")
+    from hw.check.verdict import describe_level, drift_line
+
+    if drift_line(r.get("collapse_drift") or {}):
+        lines.append(f"  {drift_line(r['collapse_drift'])}")
     for name, e in (r.get("levels") or {}).items():
-        if e.get("executed"):
-            bad = [f"{n['node']} ({n['status']})" for n in e.get("nodes", []) if n["status"] != "ok"]
-            lines.append(f"  {name}: {e['integer_mismatches']} mismatching node outputs, {len(e.get('nodes', []))} nodes, "
-                         f"{e['samples']} images + random inputs ({e['seconds']} s)" + (f"; {', '.join(bad[:5])}" if bad else ""))
-        else:
-            lines.append(f"  {name}: {e['reason']}")
+        lines.append(f"  {name}: {describe_level(e)}")
     if r["range_violations"]:
         lines.append(f"  values outside their FINN datatype (the hardware would wrap them): {r['range_violations']}")
+    built = r.get("build_verification") or {}
+    if not built.get("ok", True):
+        lines.append(f"  THE BUILD'S OWN VERIFICATION FAILED (report.json): first divergent level "
+                     f"{built.get('first_divergent_level')}, failed levels {built.get('failed_levels')}; this build "
+                     "is not verified whatever this run shows: fix the cause and rerun `onebit build`")
+    lines.append(f"  verdict: {'passed' if r['ok'] else 'FAILED'}"
+                 + (f" (failed levels: {', '.join(r['failed_levels'])})" if r.get("failed_levels") else "")
+                 + (f"; skipped: {', '.join(r['skipped_levels'])}" if r.get("skipped_levels") else ""))
     return "\n".join(lines)
 
 
@@ -322,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                             node_samples=args.node_samples)
     print(format_report(report))
     print(f"  written: {args.build_dir / 'validation'}/validation.json, confusion.png")
-    return 0 if report["ok"] and not report.get("level_mismatches") else 1
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":

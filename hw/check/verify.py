@@ -29,7 +29,8 @@ import numpy as np
 from hw.check.host_input import NAME as HOST_INPUT, check_host_input
 from hw.check.levels import host_input
 from hw.check.python_exec import chunked, execute_padded, fast_python_execution, parallel_map  # noqa: F401
-from hw.check.verdict import REFERENCE, collapse_drift, compare, judge  # noqa: F401 (compare: API)
+from hw.check.verdict import (REFERENCE, collapse_drift, compare, error_entry, first_line,  # noqa: F401 (compare)
+                              judge, level_status, with_status)
 from onebit.atomic import save_figure_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
@@ -190,7 +191,7 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     hardware_levels: names from hw.check.levels.LEVEL_MODULES (None = their defaults, [] = none).
     torch_levels: a hw.check.torch_levels.PendingTorchLevels started before the build, or None.
     """
-    from export.collapse import integer_scores, scores_batch
+    from export.collapse import integer_scores, scores_batch, threshold_distances
     from export.qonnx import run_qonnx
 
     if images is None:
@@ -202,16 +203,17 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     scores: dict[str, np.ndarray] = {}
 
     def record(level: str, started: float, values: np.ndarray | None, how: str, error: str | None = None):
-        entry: dict[str, Any] = {"seconds": round(time.perf_counter() - started, 2), "how": how}
-        if error is not None:
-            entry.update({"executed": False, "reason": error})
-        else:
-            z, exact = _as_integers(values)
-            scores[level] = z
-            entry.update({"executed": True, **compare(scores.get(REFERENCE, z)[:len(z)], z, exact)})
-            if labels is not None:
-                entry["accuracy"] = float(np.mean(z.argmax(1) == labels[:len(z)]))
-        levels[level] = entry
+        seconds = time.perf_counter() - started
+        if error is not None:  # the level could not run: a failure, never a skip
+            levels[level] = error_entry(error, how, seconds)
+            return
+        entry: dict[str, Any] = {"seconds": round(seconds, 2), "how": how}
+        z, exact = _as_integers(values)
+        scores[level] = z
+        entry.update({"executed": True, **compare(scores.get(REFERENCE, z)[:len(z)], z, exact)})
+        if labels is not None:
+            entry["accuracy"] = float(np.mean(z.argmax(1) == labels[:len(z)]))
+        levels[level] = with_status(entry)
 
     ready = torch_levels.result(images) if torch_levels is not None else None
     for level, model, note in (("pytorch_collapsed", plain, ""), ("pytorch_trained", trained, " (collapse drift only)")):
@@ -242,8 +244,8 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         with fast_python_execution():
             record("qonnx", started, run_qonnx(build.out_dir / "model_qonnx.onnx", python_images),
                    "qonnx execute_onnx, batched 1000")
-    except Exception as error:  # a level that cannot run is reported, not fatal
-        record("qonnx", started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+    except Exception as error:  # a level that cannot run is a failure, reported, not fatal
+        record("qonnx", started, None, "", first_line(error))
 
     for level, step in (("finn_streamlined", "step_streamline"), ("finn_hw_layers", "step_create_dataflow_partition")):
         started = time.perf_counter()
@@ -259,7 +261,7 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
                 how += "; z = 2p - n"
             record(level, started, values, f"FINN execute_onnx (python), {how}")
         except Exception as error:
-            record(level, started, None, "", f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+            record(level, started, None, "", first_line(error))
 
     levels.update(run_hardware_levels(build, images, hardware_levels, node_samples, progress, scores.get(REFERENCE)))
     verdict = judge(levels)  # every level in the order it ran, against the collapsed model
@@ -270,8 +272,10 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
         "compared_against": REFERENCE,
         "score_form": "z = sum(w*a) over +-1 weights and activations (the score layer's accumulator)",
         "levels": levels, "first_divergent_level": first_divergent, "not_executed": not_executed,
+        "failed_levels": verdict["failed_levels"], "skipped_levels": verdict["skipped_levels"],
         "ok": verdict["ok"],
-        "collapse_drift": collapse_drift(scores["pytorch_trained"], scores[REFERENCE], labels),
+        "collapse_drift": collapse_drift(scores["pytorch_trained"], scores[REFERENCE], labels,
+                                         threshold_distances(trained)),
         "collapse_check": {"trained_vs_collapsed_integer_mismatches": levels["pytorch_trained"]["integer_mismatches"],
                            "trained_vs_collapsed_argmax_mismatches": levels["pytorch_trained"]["argmax_mismatches"]},
     }
@@ -301,24 +305,32 @@ def run_hardware_levels(build, images: np.ndarray, names: list[str] | None, node
         if level_scores is not None and reference is not None:
             z, exact = _as_integers(level_scores)
             entry.update(compare(reference[:count], z, exact))
-        entries[name] = entry
+        entries[name] = with_status(entry)
     return entries
 
 
 def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
     """The per-level verification table (Markdown rows), for validation/mismatches.md and report.md."""
-    rows = ["| level | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| level | outcome | samples | integer mismatches | argmax mismatches | first mismatching indices | how |",
+            "|---|---|---|---|---|---|---|"]
     for level, e in levels.items():  # in the order they ran (pipeline order; imported models have their own)
+        status = level_status(e)
         if e.get("executed"):
             argmax = "-" if e["argmax_mismatches"] is None else e["argmax_mismatches"]
-            rows.append(f"| {level} | {e['samples']} | {e['integer_mismatches']} | {argmax} | "
+            rows.append(f"| {level} | {status} | {e['samples']} | {e['integer_mismatches']} | {argmax} | "
                         f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")
+        elif status == "failed":  # the design could not be run: its first error line
+            rows.append(f"| {level} | **failed**: {_cell(e.get('error') or e.get('reason'))} | | | | | |")
         else:
-            rows.append(f"| {level} | not executed: {e['reason']} | | | | |")
+            rows.append(f"| {level} | {_cell(e.get('reason'))} | | | | | |")
     from hw.check.levels import node_table
 
     return rows + node_table(levels)
+
+
+def _cell(text) -> str:
+    """A Markdown table cell: one line, no column separators."""
+    return str(text or "").replace("|", "/").replace("\n", " ")
 
 
 def _write_validation(out_dir: Path, result: dict[str, Any], scores: dict[str, np.ndarray], labels,

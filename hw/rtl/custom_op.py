@@ -35,7 +35,7 @@ from hw.rtl.verilator import SV_DIR
 FINN_RTL_DOMAIN = "finn.custom_op.fpgadataflow.rtl"
 ONEBIT_DOMAIN = "hw.rtl.custom_op"
 
-__all__ = ["OnebitMVAU_rtl", "OnebitPool_rtl", "register", "FINN_RTL_DOMAIN", "ONEBIT_DOMAIN"]
+__all__ = ["OnebitMVAU_rtl", "OnebitPool_rtl", "build_modules", "node_build_files", "register", "FINN_RTL_DOMAIN", "ONEBIT_DOMAIN"]
 
 # the SystemVerilog each node needs, in compile order (packages and leaves first)
 MVAU_SOURCES = ["onebit_skid.sv", "onebit_rom.sv", "onebit_popcount.sv", "onebit_addtree.sv", "onebit_dot.sv",
@@ -144,20 +144,26 @@ class _OnebitRTL(RTLBackend):
                    f"{self.onnx_node.name}")
         return cmd
 
+    def wrapper_text(self, model, code_gen_dir: Path) -> str:
+        """The generated top (`<top>_wrapper.v`) for the model's values, init files by absolute path in
+        code_gen_dir (Vivado reads them at synthesis)."""
+        node = self.rtl_node(model)
+        params = node.parameters()
+        for file_name in node.init_files():
+            key = "WEIGHT_FILE" if file_name.startswith("weights") else "THRESH_FILE"
+            params[key] = str(code_gen_dir / file_name)
+        return wrapper_verilog(self.get_verilog_top_module_name(), self.CORE, params,
+                               self.get_instream_width_padded(), self.get_outstream_width_padded())
+
     def generate_hdl(self, model, fpgapart, clk) -> None:
         code_gen_dir = Path(self.get_nodeattr("code_gen_dir_ipgen"))
         code_gen_dir.mkdir(parents=True, exist_ok=True)
         node = self.rtl_node(model)
         top = self.get_verilog_top_module_name()
         self.set_nodeattr("gen_top_module", top)
-        params = node.parameters()
-        for file_name in node.init_files():  # init files by absolute path: Vivado reads them at synthesis
-            key = "WEIGHT_FILE" if file_name.startswith("weights") else "THRESH_FILE"
-            params[key] = str(code_gen_dir / file_name)
         node.write_init_files(code_gen_dir)
         copy_shared_sources(code_gen_dir, self.SOURCES)
-        (code_gen_dir / f"{top}_wrapper.v").write_text(
-            wrapper_verilog(top, self.CORE, params, self.get_instream_width_padded(), self.get_outstream_width_padded()))
+        (code_gen_dir / f"{top}_wrapper.v").write_text(self.wrapper_text(model, code_gen_dir))
         self.set_nodeattr("ipgen_path", str(code_gen_dir))
         self.set_nodeattr("ip_path", str(code_gen_dir))
 
@@ -228,6 +234,37 @@ class OnebitPool_rtl(_OnebitRTL, Pool):
         node = self.onnx_node
         sim = self.rtl_node().simulate(context[node.input[0]])
         context[node.output[0]] = sim.outputs.reshape(self.get_normal_output_shape()).astype(np.float32)
+
+
+def node_build_files(inst) -> tuple[list[Path], list[Path], Path]:
+    """(source files, include folders, code-gen folder) the build folder holds for one generated RTL node,
+    onebit's or FINN's: exactly what its code_generation_ipi hands to Vivado (get_rtl_file_list: the
+    node's code-gen folder, plus finn-rtllib for FINN's own nodes), and the folder its init files live in
+    (FINN's generated Verilog reads them by `./` paths, which FINN's ReplaceVerilogRelPaths makes absolute
+    for Vivado). Every simulation of a built node (levels rtl_nodes, rtl_accelerator) reads its files
+    through here, never from the repository's hw/rtl/sv. Raises FileNotFoundError naming a missing file."""
+    sources = [Path(p) for p in inst.get_rtl_file_list(abspath=True)]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"generated file {missing[0]} is missing; rerun the build (step_hw_codegen)")
+    folder = inst.get_nodeattr("code_gen_dir_ipgen")
+    if not folder or not Path(folder).is_dir():
+        raise FileNotFoundError(f"code-gen folder {folder or '(none)'} is missing; rerun the build (step_hw_codegen)")
+    include_dirs = sorted({p.parent for p in sources} | {Path(d) for d in inst.get_verilog_paths()})
+    return sources, include_dirs, Path(folder).resolve()
+
+
+def build_modules(model, inst: _OnebitRTL) -> list[Path]:
+    """The build folder's copies of a onebit node's modules (what Vivado receives), after checking that the
+    node's generated wrapper still binds the model's parameters; FileNotFoundError where the build has none."""
+    from onebit.errors import OnebitError
+
+    files, _, _ = node_build_files(inst)
+    wrapper, modules = files[0], files[1:]  # get_rtl_file_list: the generated wrapper first
+    if wrapper.read_text() != inst.wrapper_text(model, Path(inst.get_nodeattr("code_gen_dir_ipgen"))):
+        raise OnebitError(f"{inst.onnx_node.name}: the build's {wrapper} does not bind the model's parameters "
+                          "(edited, or left from another build); rerun `onebit build`")
+    return modules
 
 
 def register() -> None:

@@ -110,6 +110,7 @@ def isolated_rates(design: AcceleratorDesign, folder: str | Path | None = None, 
     top = write_text_atomic(folder / f"{TOP}.sv", isolated_top(nodes, run_cycles))
     finn_nodes = any(s.kind == "finn" for s in nodes)
     sim = build_simulator(TOP, {}, name="isolated nodes", extra_sources=[top, *design.sources],
+                          library=design.library_sources,
                           include_dirs=design.include_dirs, extra_flags=FINN_FLAGS if finn_nodes else ())
     run = folder / "run"
     run.mkdir(exist_ok=True)

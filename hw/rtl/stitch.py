@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from hw.rtl.chain import (FIFO_DEPTHS_KEY, STITCH_OPS, _add_build_copies, _chain,  # noqa: F401 (API)
+                          stitched_depths, vector_beats)
 from hw.rtl.registry import ensure_onebit_ops
-from hw.rtl.verilator import StreamDeadlock, StreamResult, build_simulator, run_stream
+from hw.rtl.verilator import SV_DIR, StreamDeadlock, StreamResult, build_simulator, run_stream
 from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
@@ -46,6 +48,9 @@ CONTROLS_FILE = "onebit_sim_controls.dat"   # read by the top level under Verila
 # FINN's FMPadding_rtl needs packed structs in Verilator 5.006; FINN's RTL expects registers it does not
 # reset to start at 0, as in Vivado's simulator (x-initial 0), not at Verilator's random "fast" values.
 FINN_FLAGS = ("--structs-packed", "--x-assign", "0", "--x-initial", "0")
+# onebit's modules that only the simulation adds (FINN inserts its own FIFOs and width converters in
+# Vivado), taken from the repository; every node's modules come from the build folder's copies
+STITCH_SOURCES = ("onebit_fifo.sv", "onebit_dwc.sv")
 
 
 @dataclass
@@ -73,6 +78,7 @@ class AcceleratorDesign:
     init_files: dict[str, str]                # file name in the run folder -> content (model's view)
     init_sources: dict[str, Path]             # file name -> the generated file it is copied from
     node_names: list[str]
+    library_sources: list[Path]               # onebit's modules: the build's code-gen copies + stitch-only ones
     in_width: int
     out_width: int
     out_folded: tuple[int, ...] = ()          # the last node's folded output shape (batch 1)
@@ -200,83 +206,6 @@ def _ident(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
-# FINN's stitching nodes (InsertFIFO / InsertDWC in step_set_fifo_depths): the whole-accelerator top level
-# has its own FIFO and width converter stages in their places, at the depths these FIFOs carry.
-STITCH_OPS = ("StreamingFIFO", "StreamingDataWidthConverter")
-
-
-def _chain(model) -> tuple[list, list[list[int]] | None]:
-    """The partition's compute nodes in stream order, and the depths of FINN's stitched FIFOs in each gap
-    (before the first node, between two nodes, after the last; None when FINN inserted none). A graph
-    that is not one chain is refused."""
-    from qonnx.custom_op.registry import getCustomOp
-
-    nodes = list(model.graph.node)
-    if not nodes:
-        raise OnebitError("the dataflow partition has no node")
-    for prev, node in zip(nodes, nodes[1:]):
-        if len(prev.output) != 1 or node.input[0] != prev.output[0]:
-            raise OnebitError(f"{node.name}: the whole-accelerator simulation chains nodes in order, but "
-                              f"{node.name} does not read {prev.name}'s output (branching graphs are not supported)")
-    compute, gaps = [], [[]]
-    for node in nodes:
-        if node.op_type.startswith(STITCH_OPS[0]):
-            gaps[-1].append(int(getCustomOp(node).get_nodeattr("depth")))
-        elif not node.op_type.startswith(STITCH_OPS[1]):
-            compute.append(node)
-            gaps.append([])
-    if not compute:
-        raise OnebitError("the dataflow partition has no compute node (only FIFOs / width converters)")
-    return compute, (gaps if any(gaps) else None)
-
-
-def stitched_depths(model) -> tuple[dict[str, int] | None, str]:
-    """The FIFO depths the design is stitched with, by this module's FIFO stage names, and where they
-    come from: FINN's StreamingFIFO nodes (after step_set_fifo_depths), else the depths onebit's FIFO
-    sizing wrote into the nodes' inFIFODepths/outFIFODepths (hw/finn/fifo_depths.py records them in the
-    model's metadata); (None, "") when neither (the design is sized here)."""
-    import json
-
-    ensure_onebit_ops(model)
-    _, gaps = _chain(model)
-    if gaps is not None:
-        rule = plan_accelerator(model, attribute_depths=False)
-        names: list[list[str]] = [[]]
-        for stage in rule.stages:
-            if stage.kind == "fifo":
-                names[-1].append(stage.name)
-            elif stage.kind != "dwc":
-                names.append([])
-        if [len(g) for g in gaps] != [len(n) for n in names]:
-            raise OnebitError(f"FINN's stitched FIFOs ({[len(g) for g in gaps]} per gap between nodes) are not laid "
-                              f"out as the whole-accelerator simulation places them ({[len(n) for n in names]})")
-        return {name: depth for gap, group in zip(gaps, names) for name, depth in zip(group, gap)}, \
-            "FINN's StreamingFIFO nodes"
-    recorded = model.get_metadata_prop(FIFO_DEPTHS_KEY) if hasattr(model, "get_metadata_prop") else None
-    if recorded:
-        data = json.loads(recorded)
-        if data.get("source") == "onebit":
-            return {k: int(v) for k, v in data["depths"].items()}, "onebit's FIFO sizing (node attributes)"
-    return None, ""
-
-
-FIFO_DEPTHS_KEY = "onebit_fifo_depths"   # model metadata written by hw/finn/fifo_depths.py
-
-
-def vector_beats(consumer, elems: int) -> int:
-    """Beats of `elems` elements in one input vector of an MVAU consumer (0 for other nodes).
-
-    An MVAU reads its whole input vector during its first output fold and then computes NF - 1 more
-    folds without reading; the producer keeps producing meanwhile, so the FIFO between them must hold
-    one vector or the producer stalls and the chain runs slower than its bottleneck (FINN's own MVAU
-    behaves the same; FINN's step_set_fifo_depths sizes these FIFOs by simulation on a Vivado host).
-    """
-    attrs = consumer.get_nodeattr_types()
-    if "MW" not in attrs or "SIMD" not in attrs:
-        return 0
-    return -(-int(consumer.get_nodeattr("MW")) // int(elems))
-
-
 def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str, int] | None = None,
                      exact_depths: dict[str, int] | None = None, attribute_depths: bool = True) -> AcceleratorDesign:
     """The stitched design of a final (code-generated) dataflow partition, a qonnx ModelWrapper; FINN's
@@ -287,7 +216,7 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
     from finn.util.fpgadataflow import is_hls_node
     from qonnx.custom_op.registry import getCustomOp
 
-    from hw.rtl.custom_op import OnebitMVAU_rtl, OnebitPool_rtl
+    from hw.rtl.custom_op import OnebitMVAU_rtl, OnebitPool_rtl, node_build_files
 
     ensure_onebit_ops(model)
     nodes, _ = _chain(model)
@@ -299,6 +228,7 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
         raise OnebitError(f"fifo_depth must be at least 2, got {fifo_depth}")
     stages: list[Stage] = []
     sources: list[Path] = []
+    library: dict[str, tuple[Path, str]] = {}  # onebit module file name -> (the build's copy, node it came from)
     include_dirs: list[Path] = []
     init_files: dict[str, str] = {}
     init_sources: dict[str, Path] = {}
@@ -357,13 +287,20 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
                 else:
                     notes.append(f"{node.name}: no generated {file_name} (step_hw_codegen not run); written "
                                  "from the model's weights")
+            _add_build_copies(model, node, inst, library, notes)
             stages.append(Stage(node.name, rtl.top, params, in_w, out_w, "onebit", cycles, node.op_type, **beats))
         else:
-            files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
-            missing = [f for f in files if not f.is_file()]
-            if missing:
-                raise OnebitError(f"{node.name}: generated file {missing[0]} is missing; run the build's "
-                                  "step_hw_codegen (onebit build) before simulating the accelerator")
+            try:
+                files, _, code_gen = node_build_files(inst)
+            except FileNotFoundError as error:
+                raise OnebitError(f"{node.name}: {error}; run the build's step_hw_codegen (onebit build) before "
+                                  "simulating the accelerator") from None
+            # FINN's generated Verilog reads its init files by "./" paths: the run folder gets copies
+            for dat in sorted(code_gen.glob("*.dat")):
+                if dat.name in init_files and init_sources.get(dat.name) != dat:
+                    raise OnebitError(f"{node.name}: init file {dat.name} also belongs to another node")
+                init_files[dat.name] = dat.read_text()
+                init_sources[dat.name] = dat
             for f in files:
                 if f.resolve() not in [s.resolve() for s in sources]:
                     sources.append(f)
@@ -379,7 +316,9 @@ def plan_accelerator(model, fifo_depth: int | None = None, fifo_depths: dict[str
             stages.append(Stage(node.name, module, {}, in_w, out_w, "finn", cycles, node.op_type, tied, **beats))
     last = insts[-1]
     stages.append(fifo("fifo_out", last.get_outstream_width_padded(), [attr(last, "outFIFODepths")]))
+    library_sources = [path for path, _ in library.values()] + [SV_DIR / name for name in STITCH_SOURCES]
     return AcceleratorDesign(stages, sources, include_dirs, init_files, init_sources, [n.name for n in nodes],
+                             library_sources,
                              stages[0].in_width, stages[-1].out_width,
                              tuple(int(v) for v in last.get_folded_output_shape()), notes)
 
@@ -417,6 +356,7 @@ def _build(design: AcceleratorDesign, folder: Path):
     top = write_text_atomic(folder / f"{TOP}.sv", design.top_verilog())
     finn_nodes = any(s.kind == "finn" for s in design.stages)
     return top, build_simulator(TOP, {}, name="rtl_accelerator", extra_sources=[top, *design.sources],
+                                library=design.library_sources,
                                 include_dirs=design.include_dirs, extra_flags=FINN_FLAGS if finn_nodes else ())
 
 

@@ -91,18 +91,35 @@ class Simulator:
     parameters: tuple[tuple[str, int | str], ...]
 
 
+# What a simulation prints that makes its result worthless even when it exits 0: Verilator's run-time
+# warnings and errors ("%Warning: ./x.dat:0: $readmem file not found", "$readmem file ended before ..."),
+# failed assertions ($error, $fatal, immediate assertions) and X values a design reports.
+_COMPLAINT = re.compile(r"^%(Warning|Error|Fatal)|\$readmem|[Aa]ssert(ion)? fail|\bfile not found\b|"
+                        r"cannot (open|read)|^\[?(ERROR|FATAL)\b|\bX (value|detected)", re.MULTILINE)
+
+
+def simulator_complaint(text: str) -> str | None:
+    """The first line of a simulator's output that reports a missing/unreadable file, an assertion, an error
+    or an X (None when there is none): any of them fails the simulated node with that line."""
+    for line in text.splitlines():
+        if _COMPLAINT.search(line.strip()):
+            return line.strip()[:300]
+    return None
+
+
 def _user_errors(log: str) -> list[str]:
     return [m.group(1).strip() for m in re.finditer(r"%(?:Warning|Error)-USER(?:ERROR|FATAL):[^:]*:\d+:\d+: (.*)", log)]
 
 
 def build_simulator(top: str, parameters: dict[str, int | str], name: str | None = None,
                     jobs: int = 2, extra_sources: list[Path] = (), include_dirs: list[Path] = (),
-                    extra_flags: tuple[str, ...] = ()) -> Simulator:
-    """Verilate `top` (a module in hw/rtl/sv, or in extra_sources: a generated top level, FINN's
-    generated node files) with `parameters`, or reuse the cached build. The key covers every source's
-    content and the files in include_dirs (FINN's `include`d templates)."""
+                    extra_flags: tuple[str, ...] = (), library: list[Path] | None = None) -> Simulator:
+    """Verilate `top` (a module in `library`, or in extra_sources: a generated top level, FINN's
+    generated node files) with `parameters`, or reuse the cached build. library: onebit's modules
+    (default the repository's hw/rtl/sv; a build's simulation passes the build folder's copies). The key
+    covers every source's content and the files in include_dirs (FINN's `include`d templates)."""
     tool_version("verilator")
-    sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
+    sources = [*(sv_sources() if library is None else [Path(p) for p in library]), *[Path(p) for p in extra_sources]]
     included = sorted(f for d in include_dirs for f in Path(d).glob("*") if f.is_file() and
                       f.suffix in (".v", ".sv", ".vh", ".svh", ".dat") and f not in sources)
     params = tuple(sorted(parameters.items()))
@@ -197,6 +214,9 @@ def run_stream(sim: Simulator, in_words: np.ndarray, n_out: int, out_words: int,
                str(-1 if sink_capacity is None else sink_capacity)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
         stats_line = next((line for line in reversed(proc.stdout.splitlines()) if line.startswith("STATS ")), None)
+        complaint = simulator_complaint(proc.stderr + "\n" + proc.stdout)
+        if complaint is not None:  # a missing init file reads as zeros: the run proves nothing
+            raise OnebitError(f"{name}: simulation of {sim.top} in {workdir}: {complaint}")
         if stats_line is None:
             detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise OnebitError(f"{name}: simulation of {sim.top} failed (exit {proc.returncode}): {detail}")
