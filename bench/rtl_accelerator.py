@@ -100,6 +100,19 @@ def cycle_analysis(out: Path, images: int = 12) -> dict[str, Any]:
             "isolated": [r.as_dict() for r in rates]}
 
 
+def _timing_fields(counts: dict[str, Any]) -> dict[str, Any]:
+    """Estimated Fmax of the pipelined node and the same node unpipelined (hw/rtl/timing.py), with the LUT/FF
+    the pipelining costs."""
+    t = counts.get("timing") or {}
+    p = counts.get("pipelining") or {}
+    old = p.get("unpipelined") or {}
+    return {"fmax_mhz": t.get("fmax_mhz"), "timing_error": t.get("error"), "mem_reg": p.get("mem_reg"),
+            "tree_stages": p.get("tree_stages"), "latency_cycles": p.get("latency_cycles"),
+            "unpipelined_lut": old.get("lut_total"), "unpipelined_ff": old.get("ff"),
+            "unpipelined_fmax_mhz": (old.get("timing") or {}).get("fmax_mhz"),
+            "unpipelined_latency_cycles": p.get("unpipelined_latency_cycles")}
+
+
 def measure(out: Path, n: int) -> dict[str, Any]:
     import numpy as np
 
@@ -130,7 +143,8 @@ def measure(out: Path, n: int) -> dict[str, Any]:
         mvaus.append({"node": name, "PE": row.get("PE"), "SIMD": row.get("SIMD"), "yosys_lut": counts["lut_total"],
                       "yosys_lutram_luts": counts["lutram_luts"], "yosys_ff": counts["ff"], "yosys_bram18": counts["bram18"],
                       "finn_hls_lut_estimate": est, "ratio": counts["lut_total"] / est if est else None,
-                      "yosys_dot_instances": (counts.get("instances") or {}).get("onebit_dot")})
+                      "yosys_dot_instances": (counts.get("instances") or {}).get("onebit_dot"),
+                      **_timing_fields(counts)})
     cycles, bottleneck = result["cycles_per_image"], result["estimated_bottleneck_cycles"]
     n_last = min(len(images), 500)  # the wait counters are those of the last chunk's run
     levels = report["verification"]["levels"]
@@ -151,7 +165,10 @@ def measure(out: Path, n: int) -> dict[str, Any]:
                    "input_wait_cycles_per_image": round(r["input_wait_cycles"] / max(1, n_last), 1)}
                   for r in result["nodes"]],
         "folding": {r["layer"]: (r["PE"], r["SIMD"]) for r in report["layers"]},
-        "mvau_luts": mvaus, "mvau_synth_errors": synth_errors, "whole_design_synth": {k: v for k, v in (synth.get("total") or {}).items() if k != "cells"},
+        "mvau_luts": mvaus, "mvau_synth_errors": synth_errors,
+        "node_fmax_mhz": {k: (v.get("timing") or {}).get("fmax_mhz", (v.get("timing") or {}).get("error"))
+                          for k, v in (synth.get("nodes") or {}).items()},
+        "fmax_warnings": synth.get("fmax_warnings"), "whole_design_synth": {k: v for k, v in (synth.get("total") or {}).items() if k != "cells"},
         "simulated_cycles": result["simulated_cycles"], "fifo_sizing": result.get("fifo_sizing"),
         "cycle_analysis": cycle_analysis(out),
     }
