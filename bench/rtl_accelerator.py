@@ -255,6 +255,7 @@ def markdown(results: dict[str, Any]) -> str:
             ratio = f"{m['ratio']:.2f}" if m["ratio"] is not None else "-"
             lines.append(f"| {name} | {m['node']} | {m['PE']} | {m['SIMD']} | {m['yosys_lut']} | "
                          f"{m['finn_hls_lut_estimate']:.0f} | {ratio} | {m['yosys_ff']} | {m['yosys_bram18']} |")
+    lines += timing_table(results)
     for name, r in results.items():
         if "error" not in r:
             lines += gap_section(name, r)
@@ -280,6 +281,31 @@ def markdown(results: dict[str, Any]) -> str:
               "cnv-full's build also leaves out the rtl_nodes level (--levels none: every node's own Verilator run at full "
               "width), the rtl_accelerator level of this bench covers the whole design."]
     return "\n".join(lines) + "\n"
+
+
+def timing_table(results: dict[str, Any]) -> list[str]:
+    """Estimated Fmax of each onebit MVAU, pipelined for the board clock and as it was before (unpipelined)."""
+    rows = [(name, m) for name, r in results.items() if ":" not in name for m in r.get("mvau_luts", [])
+            if m.get("fmax_mhz") is not None or m.get("timing_error")]
+    if not rows:
+        return []
+    lines = ["", "## Estimated Fmax of onebit's MVAU: pipelined (now) vs unpipelined (before)", "",
+             "hw/rtl/timing.py: yosys sta cell delays (7-series -1) + 0.5 ns routing allowance per general-routing net; "
+             "one PE per node; ignores placement, routing detail, fanout, clock skew (hw/rtl/README.md). The "
+             "unpipelined figures are the same node with MEM_REG = TREE_STAGES = 0, synthesized in the same run. "
+             "Pynq-Z1 board clock 100 MHz, target 125 MHz.", "",
+             "| case | node | PE x SIMD | MEM_REG, tree ranks | est. Fmax MHz (pipelined / unpipelined) | LUT (pipelined / "
+             "unpipelined) | FF (pipelined / unpipelined) | latency cycles (pipelined / unpipelined) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in rows:
+        fmax = m.get("fmax_mhz") if m.get("fmax_mhz") is not None else f"not estimated: {m.get('timing_error')}"
+        lines.append(f"| {name} | {m['node']} | {m['PE']} x {m['SIMD']} | {m.get('mem_reg')}, {m.get('tree_stages')} | "
+                     f"{fmax} / {m.get('unpipelined_fmax_mhz')} | {m['yosys_lut']} / {m.get('unpipelined_lut')} | "
+                     f"{m['yosys_ff']} / {m.get('unpipelined_ff')} | {m.get('latency_cycles')} / "
+                     f"{m.get('unpipelined_latency_cycles')} |")
+    warnings = [f"{name}: {w}" for name, r in results.items() for w in (r.get("fmax_warnings") or [])]
+    lines += [""] + [f"- WARNING {w}" for w in warnings] if warnings else []
+    return lines
 
 
 def method_of(case: str) -> tuple[str, str]:

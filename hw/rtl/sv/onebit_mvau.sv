@@ -86,9 +86,9 @@ module onebit_mvau #(
     assign clk   = ap_clk;
     assign rst_n = ap_rst_n;
 
-    // ---- stage 0: fold counters, input buffer, weight read ------------------------------------
+    // ---- rank 0: fold counters, issue ----------------------------------------------------------
     logic           advance;          // the whole pipeline moves this cycle
-    logic           res_valid;        // stage 3 holds a result
+    logic           res_valid;        // the result register holds a result
     logic           skid_ready;       // registered ready of the output skid buffer
     logic [SFW-1:0] sf;
     logic [NFW-1:0] nf;

@@ -87,7 +87,7 @@ def test_pipeline_parameters_checked_at_elaboration():
 
 @needs_yosys
 def test_timing_estimate_of_a_small_node_and_what_pipelining_buys():
-    cfg, weights, thresholds = _case(64, 4, 2, 16, "UINT8", 0, 0)
+    cfg, weights, thresholds = _case(16, 4, 2, 8, "UINT8", 0, 0)
     flat = RTLMvau(cfg, weights, thresholds)
     piped = RTLMvau(dataclasses.replace(cfg, tree_stages=2, mem_reg=1), weights, thresholds)
     t_flat, t_piped = flat.timing(), piped.timing()
@@ -100,13 +100,13 @@ def test_timing_estimate_of_a_small_node_and_what_pipelining_buys():
 
 
 LONG_PATH = """
-module chain #(parameter int N = 1) (input logic clk, input logic [15:0] a, b, output logic [15:0] q);
-  logic [15:0] ra, rb;
-  logic [15:0] s [N + 1];
+module chain #(parameter int N = 1) (input logic clk, input logic [7:0] a, b, output logic [7:0] q);
+  logic [7:0] ra, rb;
+  logic [7:0] s [N + 1];
   always_ff @(posedge clk) begin ra <= a; rb <= b; q <= s[N]; end
   assign s[0] = ra;
-  for (genvar i = 0; i < N; i++) begin : g
-    assign s[i + 1] = (s[i] ^ {s[i][7:0], s[i][15:8]}) + (rb ^ 16'(i * 40503));
+  for (genvar i = 0; i < N; i++) begin : g   // N adders in series, each fed through a LUT level
+    assign s[i + 1] = (s[i] ^ {s[i][3:0], s[i][7:4]}) + (rb ^ 8'(i * 157));
   end
 endmodule
 """
@@ -117,7 +117,7 @@ def test_a_long_combinational_path_gives_a_lower_fmax_and_a_warning(tmp_path):
     source = tmp_path / "chain.sv"
     source.write_text(LONG_PATH)
     short = estimate_timing("chain", {"N": 1}, extra_sources=[source])
-    long = estimate_timing("chain", {"N": 8}, extra_sources=[source])
+    long = estimate_timing("chain", {"N": 6}, extra_sources=[source])
     assert long.fmax_mhz < short.fmax_mhz / 3
     assert long.nets > short.nets
     synth = {"nodes": {"short": {"timing": short.as_dict()}, "long": {"timing": long.as_dict()}}}
