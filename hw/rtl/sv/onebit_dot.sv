@@ -61,7 +61,6 @@ module onebit_dot #(
         localparam int TW = IBITS + 1;            // holds x and -x for signed and unsigned x
         logic [SIMD*TW-1:0] terms;
         logic [TW+$clog2(SIMD)-1:0] tree;
-        logic [$clog2(SIMD+1)-1:0] negatives;
         for (genvar i = 0; i < SIMD; i++) begin : g_lane
             logic [TW-1:0] xe;
             assign xe = ISIGNED ? {x[i*IBITS+IBITS-1], x[i*IBITS +: IBITS]} : {1'b0, x[i*IBITS +: IBITS]};
@@ -69,9 +68,12 @@ module onebit_dot #(
         end
         onebit_addtree #(.N(SIMD), .IW(TW), .SIGNED(1), .STAGES(STAGES), .SPAN(TOP + 1)) u_tree (
             .clk(clk), .en(en), .terms(terms), .sum(tree));
-        onebit_popcount #(.N(SIMD), .INVERT(1), .STAGES(INNER)) u_neg (
-            .clk(clk), .en(en), .bits(w), .count(negatives));
+        // popcount(~w) = SIMD - popcount(w): Verilator 5.006 miscounted popcount(~w) by one where w is a lane
+        // of a weight word wider than 64 bits (PE 16 x SIMD 9: lane 7; tests/hw/rtl/test_rtl_mvau_lanes.py)
+        logic [$clog2(SIMD+1)-1:0] positives;
+        onebit_popcount #(.N(SIMD), .STAGES(INNER)) u_pos (
+            .clk(clk), .en(en), .bits(w), .count(positives));
         // Exact modulo 2**DW, and the true sum fits DW bits, so the result is exact.
-        assign total = DW'($signed(tree)) + DW'(negatives);
+        assign total = DW'($signed(tree)) + DW'(SIMD) - DW'(positives);
     end
 endmodule

@@ -1,11 +1,10 @@
-// Population count of N bits (of their complements when INVERT). Leaves are 3-bit full adders
+// Population count of N bits. Leaves are 3-bit full adders
 // written as logic (not `+`), so synthesis packs them, together with the XNORs or compares that
 // feed them, into LUT6s; the 2-bit partial counts are then summed by a balanced adder tree with
 // STAGES register ranks spread over SPAN levels (onebit_addtree: the count holds (clog2(leaves)*STAGES)/SPAN
 // of them, all STAGES by default; latency that many cycles of `en`, 0 = combinational).
 module onebit_popcount #(
     parameter int N      = 8,
-    parameter bit INVERT = 0,
     parameter int STAGES = 0,
     parameter int SPAN   = $clog2((N + 2) / 3)
 ) (
@@ -23,15 +22,7 @@ module onebit_popcount #(
     logic [2*LEAVES-1:0] partial;
     logic [2+$clog2(LEAVES)-1:0] total;
 
-    // bit by bit (inverting the whole vector of a lane wider words were cut from made Verilator
-    // 5.006 miscount: tests/hw/rtl/test_rtl_mvau_lanes.py)
-    for (genvar i = 0; i < 3 * LEAVES; i++) begin : g_pad
-        if (i < N) begin : g_bit
-            assign padded[i] = bits[i] ^ INVERT;
-        end else begin : g_zero
-            assign padded[i] = 1'b0;
-        end
-    end
+    assign padded = {{(3*LEAVES-N){1'b0}}, bits};
 
     for (genvar i = 0; i < LEAVES; i++) begin : g_leaf
         logic a, b, c;
