@@ -275,6 +275,12 @@ def markdown(results: dict[str, Any]) -> str:
               "network that ABC's SAT sweeping does not finish (TFC's first layer at PE 32 x SIMD 16 ran past "
               "15 minutes; 94 s this way, measured once on the 2 shared cores).",
               synth_note(results),
+              "- onebit's MVAU is pipelined for the board clock (issue 21; hw/rtl/README.md: memory output register "
+              "and TREE_STAGES ranks in each PE's adder tree): one fold step per cycle as before, so cycles/image "
+              "do not change; each MVAU's latency grows by 1 + its ranks. Rows without an Fmax in the table above "
+              "were measured before it (main 3282ef9: tfc 7168 / 7168 cycles, first-image latency 15833, MVAU "
+              "yosys LUT 441 / 154 / 150 / 70, FF 134 / 54 / 53 / 57). Estimated Fmax of every MVAU at these "
+              "foldings, pipelined vs unpipelined: bench/results/rtl_timing.md (`python bench/rtl_timing.py`).",
               f"- cnv-full's build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} s, tfc-auto's with "
               f"{AUTO_SYNTH_LIMIT_S} s when it is built again (hw/rtl/yosys.py), so an MVAU "
               "whose synthesis takes longer has no count (listed above) instead of holding the bench for hours; "
