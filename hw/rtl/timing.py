@@ -34,13 +34,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hw.rtl.verilator import cache_root, content_key, sv_literal, sv_sources, tool_version
-from hw.rtl.yosys import synthesis_timeout
+from hw.rtl.yosys import run_yosys
 from onebit.atomic import write_text_atomic
 from onebit.errors import OnebitError
 
@@ -165,32 +163,18 @@ def estimate_timing(top: str, parameters: dict[str, int | str], init_files: dict
     cached = cache_root() / "yosys" / f"{top}-sta-{key}.json"
     if cached.is_file():
         return Timing(**json.loads(cached.read_text()))
-    with tempfile.TemporaryDirectory(prefix="onebit-sta-") as tmp:
-        tmp = Path(tmp)
-        for file_name, text in init_files.items():
-            (tmp / file_name).write_text(text)
-        chparams = " ".join(f"-set {k} {sv_literal(v)}" for k, v in params)
-        script = [f"read_verilog -defer -sv {' '.join(str(s) for s in sources)}",
-                  f"chparam {chparams} {top}" if params else "",
-                  f"hierarchy -top {top}",
-                  f"synth_xilinx -family xc7 -top {top} -flatten -noiopad -noclkbuf",
-                  f"read_verilog -lib -specify {CELLS_LIBRARY}",
-                  "tee -q -o sta.txt sta"]
-        (tmp / "sta.ys").write_text("\n".join(script) + "\n")
-        limit = synthesis_timeout()
-        try:
-            proc = subprocess.run(["yosys", "-q", "-l", "yosys.log", "sta.ys"], capture_output=True, text=True,
-                                  cwd=tmp, timeout=limit)
-        except subprocess.TimeoutExpired:
-            raise OnebitError(f"{what}: timing estimate not made: yosys synthesis of {top} did not finish within "
-                              f"{limit:g} s (ONEBIT_YOSYS_TIMEOUT); unset it to synthesize without a limit") from None
-        if proc.returncode != 0 or not (tmp / "sta.txt").is_file():
-            errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
-            raise OnebitError(f"{what}: yosys timing run of {top} failed: {errors[0] if errors else proc.returncode}")
-        try:
-            result = parse_sta((tmp / "sta.txt").read_text())
-        except OnebitError as error:
-            raise OnebitError(f"{what}: {error}") from None
+    chparams = " ".join(f"-set {k} {sv_literal(v)}" for k, v in params)
+    script = [f"read_verilog -defer -sv {' '.join(str(s) for s in sources)}",
+              f"chparam {chparams} {top}" if params else "",
+              f"hierarchy -top {top}",
+              f"synth_xilinx -family xc7 -top {top} -flatten -noiopad -noclkbuf",
+              f"read_verilog -lib -specify {CELLS_LIBRARY}",
+              "tee -q -o sta.txt sta"]
+    report = run_yosys(script, init_files, "sta.txt", f"{what}: timing estimate not made: yosys synthesis of {top}")
+    try:
+        result = parse_sta(report)
+    except OnebitError as error:
+        raise OnebitError(f"{what}: {error}") from None
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cached, json.dumps(asdict(result), indent=1))
     return result
