@@ -121,7 +121,7 @@ def parse_sta(text: str) -> Timing:
     arrival_ps = int(found.group(2))
     cells: dict[str, int] = {}
     nets = 0
-    start_time, start_name, start_pin = steps[-1]
+    _, start_name, start_pin = steps[-1]
     for _, name, pin in steps[:-1]:
         if "->" not in pin:       # the endpoint: its D/CE/R net (or "<unknown>": see below)
             nets += 1
@@ -136,15 +136,18 @@ def parse_sta(text: str) -> Timing:
             nets += 1
     extra_ps = 0
     if "<primary input>" in start_pin and not re.search(r"clk", start_name, re.I):
-        extra_ps = round(CLOCK_TO_OUT_NS * 1000)   # a stream input driven by the producer's register
-        nets += 1 if not any(p.endswith("C->Q") for _, _, p in steps) else 0
+        # a stream input, driven by the producer's register: its clock-to-out (the net from the port into
+        # the first cell is counted above)
+        extra_ps = round(CLOCK_TO_OUT_NS * 1000)
     cell_ns = (arrival_ps + extra_ps) / 1000.0
     route_ns = nets * ROUTE_NS
     path = [f"{t / 1000:.3f} ns {pin} {name}" for t, name, pin in reversed(steps)]
     # yosys reports the latest arrival on any net; where that is an unused carry-chain output ("<unknown>"
     # endpoint: the top bit of an adder whose lower bits feed registers) it is a few carry steps later
     # than the registered bits, so the estimate errs on the slow side
-    end = steps[0][1] or f"unregistered net after {steps[1][1]}" if len(steps) > 1 else steps[0][1]
+    end = steps[0][1]
+    if not end and len(steps) > 1:
+        end = f"unregistered net after {steps[1][1]}"
     start = steps[-2][1] if len(steps) > 1 and steps[-1][2] == "<primary input>" and "clk" in start_name.lower() \
         else start_name
     return Timing(round(cell_ns + route_ns, 3), round(cell_ns, 3), round(route_ns, 3), nets, cells, start, end,
@@ -158,7 +161,7 @@ def estimate_timing(top: str, parameters: dict[str, int | str], init_files: dict
     init_files = dict(init_files or {})
     params = tuple(sorted(parameters.items()))
     sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
-    key = content_key("yosys-sta-1", tool_version("yosys"), top, params, sorted(init_files.items()), ROUTE_NS,
+    key = content_key("yosys-sta-2", tool_version("yosys"), top, params, sorted(init_files.items()), ROUTE_NS,
                       files=sources)
     cached = cache_root() / "yosys" / f"{top}-sta-{key}.json"
     if cached.is_file():

@@ -138,3 +138,38 @@ def test_a_timing_run_over_the_time_limit_is_an_error_not_a_pass(tmp_path, monke
     entry = _timing(lambda: estimate_timing("chain", {"N": 7}, extra_sources=[source]))
     assert "did not finish" in entry["error"]
     assert fmax_warnings({"nodes": {"chain": {"timing": entry}}}, 100.0)[0].startswith("chain: no Fmax estimate")
+
+
+def test_sta_report_parsing_counts_routed_nets_and_port_paths():
+    """yosys `sta` text (the format of yosys 0.23) -> cell delays + 0.5 ns per general-routing net: carry-chain
+    CI and MUXF7 inputs are dedicated (no allowance); a path from a stream port gets the producer's clock-to-out."""
+    from hw.rtl.timing import parse_sta
+
+    reg_to_reg = """Latest arrival time in 'top' is 2000:
+    2000 r2 (FDRE.D)
+           s [5]
+    2000 c1 (CARRY4.CI->O)
+           co [3]
+    1600 c0 (CARRY4.S->CO)
+           t
+    1200 m7 (MUXF7.I1->O)
+           f
+     950 l6 (LUT6.I0->O)
+           q
+     303 r1 (FDRE.C->Q)
+       0   \\ap_clk (<primary input>)
+"""
+    t = parse_sta(reg_to_reg)
+    assert (t.nets, t.cell_ns, t.start, t.end) == (3, 2.0, "r1", "r2")   # LUT6, CARRY4.S and the endpoint
+    assert t.period_ns == 3.5 and round(t.fmax_mhz) == 286
+    from_port = """Latest arrival time in 'top' is 1000:
+    1000 r (FDRE.D)
+           n
+    1000 l (LUT6.I0->O)
+           \\in0_V_TVALID
+       0   \\in0_V_TVALID (<primary input>)
+"""
+    t = parse_sta(from_port)
+    assert (t.nets, t.cell_ns) == (2, 1.303)
+    with pytest.raises(OnebitError, match="no timing path"):
+        parse_sta("End of script.")
