@@ -182,14 +182,3 @@ def estimate_timing(top: str, parameters: dict[str, int | str], init_files: dict
     write_text_atomic(cached, json.dumps(asdict(result), indent=1))
     return result
 
-
-def below_clock(timings: dict[str, dict], clock_mhz: float) -> list[str]:
-    """One warning line per node whose estimated Fmax is below the board clock (or was not estimated)."""
-    lines = []
-    for node, t in timings.items():
-        if "error" in t:
-            lines.append(f"{node}: no timing estimate ({t['error'][:160]})")
-        elif t["fmax_mhz"] < clock_mhz:
-            lines.append(f"{node}: estimated Fmax {t['fmax_mhz']:.0f} MHz is below the {clock_mhz:.0f} MHz board clock "
-                         f"({t['nets']} nets, {t['cell_ns']:.2f} ns cells + {t['route_ns']:.2f} ns routing allowance)")
-    return lines
