@@ -105,6 +105,19 @@ def cycle_analysis(out: Path, images: int = 12) -> dict[str, Any]:
             "isolated": [r.as_dict() for r in rates]}
 
 
+def _timing_fields(counts: dict[str, Any]) -> dict[str, Any]:
+    """Estimated Fmax of the pipelined node and the same node unpipelined (hw/rtl/timing.py), with the LUT/FF
+    the pipelining costs."""
+    t = counts.get("timing") or {}
+    p = counts.get("pipelining") or {}
+    old = p.get("unpipelined") or {}
+    return {"fmax_mhz": t.get("fmax_mhz"), "timing_error": t.get("error"), "mem_reg": p.get("mem_reg"),
+            "tree_stages": p.get("tree_stages"), "latency_cycles": p.get("latency_cycles"),
+            "unpipelined_lut": old.get("lut_total"), "unpipelined_ff": old.get("ff"),
+            "unpipelined_fmax_mhz": (old.get("timing") or {}).get("fmax_mhz"),
+            "unpipelined_latency_cycles": p.get("unpipelined_latency_cycles")}
+
+
 def measure(out: Path, n: int) -> dict[str, Any]:
     import numpy as np
 
@@ -135,7 +148,8 @@ def measure(out: Path, n: int) -> dict[str, Any]:
         mvaus.append({"node": name, "PE": row.get("PE"), "SIMD": row.get("SIMD"), "yosys_lut": counts["lut_total"],
                       "yosys_lutram_luts": counts["lutram_luts"], "yosys_ff": counts["ff"], "yosys_bram18": counts["bram18"],
                       "finn_hls_lut_estimate": est, "ratio": counts["lut_total"] / est if est else None,
-                      "yosys_dot_instances": (counts.get("instances") or {}).get("onebit_dot")})
+                      "yosys_dot_instances": (counts.get("instances") or {}).get("onebit_dot"),
+                      **_timing_fields(counts)})
     cycles, bottleneck = result["cycles_per_image"], result["estimated_bottleneck_cycles"]
     n_last = min(len(images), 500)  # the wait counters are those of the last chunk's run
     levels = report["verification"]["levels"]
@@ -156,7 +170,10 @@ def measure(out: Path, n: int) -> dict[str, Any]:
                    "input_wait_cycles_per_image": round(r["input_wait_cycles"] / max(1, n_last), 1)}
                   for r in result["nodes"]],
         "folding": {r["layer"]: (r["PE"], r["SIMD"]) for r in report["layers"]},
-        "mvau_luts": mvaus, "mvau_synth_errors": synth_errors, "whole_design_synth": {k: v for k, v in (synth.get("total") or {}).items() if k != "cells"},
+        "mvau_luts": mvaus, "mvau_synth_errors": synth_errors,
+        "node_fmax_mhz": {k: (v.get("timing") or {}).get("fmax_mhz", (v.get("timing") or {}).get("error"))
+                          for k, v in (synth.get("nodes") or {}).items()},
+        "fmax_warnings": synth.get("fmax_warnings"), "whole_design_synth": {k: v for k, v in (synth.get("total") or {}).items() if k != "cells"},
         "simulated_cycles": result["simulated_cycles"], "fifo_sizing": result.get("fifo_sizing"),
         "cycle_analysis": cycle_analysis(out),
     }
@@ -243,6 +260,7 @@ def markdown(results: dict[str, Any]) -> str:
             ratio = f"{m['ratio']:.2f}" if m["ratio"] is not None else "-"
             lines.append(f"| {name} | {m['node']} | {m['PE']} | {m['SIMD']} | {m['yosys_lut']} | "
                          f"{m['finn_hls_lut_estimate']:.0f} | {ratio} | {m['yosys_ff']} | {m['yosys_bram18']} |")
+    lines += timing_table(results)
     for name, r in results.items():
         if "error" not in r:
             lines += gap_section(name, r)
@@ -262,12 +280,43 @@ def markdown(results: dict[str, Any]) -> str:
               "network that ABC's SAT sweeping does not finish (TFC's first layer at PE 32 x SIMD 16 ran past "
               "15 minutes; 94 s this way, measured once on the 2 shared cores).",
               synth_note(results),
+              "- onebit's MVAU is pipelined for the board clock (issue 21; hw/rtl/README.md: memory output register "
+              "and TREE_STAGES ranks in each PE's adder tree): one fold step per cycle as before, so cycles/image "
+              "do not change; each MVAU's latency grows by 1 + its ranks. Rows without an Fmax in the table above "
+              "were measured before it (main 3282ef9: tfc 7168 / 7168 cycles, first-image latency 15833, MVAU "
+              "yosys LUT 441 / 154 / 150 / 70, FF 134 / 54 / 53 / 57). Estimated Fmax of every MVAU at these "
+              "foldings, pipelined vs unpipelined: bench/results/rtl_timing.md (`python bench/rtl_timing.py`).",
               f"- cnv-full's build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} s, tfc-auto's with "
               f"{AUTO_SYNTH_LIMIT_S} s when it is built again (hw/rtl/yosys.py), so an MVAU "
               "whose synthesis takes longer has no count (listed above) instead of holding the bench for hours; "
               "cnv-full's build also leaves out the rtl_nodes level (--levels none: every node's own Verilator run at full "
               "width), the rtl_accelerator level of this bench covers the whole design."]
     return "\n".join(lines) + "\n"
+
+
+def timing_table(results: dict[str, Any]) -> list[str]:
+    """Estimated Fmax of each onebit MVAU, pipelined for the board clock and as it was before (unpipelined)."""
+    rows = [(name, m) for name, r in results.items() if ":" not in name for m in r.get("mvau_luts", [])
+            if m.get("fmax_mhz") is not None or m.get("timing_error")]
+    if not rows:
+        return []
+    lines = ["", "## Estimated Fmax of onebit's MVAU: pipelined (now) vs unpipelined (before)", "",
+             "hw/rtl/timing.py: yosys sta cell delays (7-series -1) + 0.5 ns routing allowance per general-routing net; "
+             "one PE per node; ignores placement, routing detail, fanout, clock skew (hw/rtl/README.md). The "
+             "unpipelined figures are the same node with MEM_REG = TREE_STAGES = 0, synthesized in the same run. "
+             "Pynq-Z1 board clock 100 MHz, target 125 MHz.", "",
+             "| case | node | PE x SIMD | MEM_REG, tree ranks | est. Fmax MHz (pipelined / unpipelined) | LUT (pipelined / "
+             "unpipelined) | FF (pipelined / unpipelined) | latency cycles (pipelined / unpipelined) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in rows:
+        fmax = m.get("fmax_mhz") if m.get("fmax_mhz") is not None else f"not estimated: {m.get('timing_error')}"
+        lines.append(f"| {name} | {m['node']} | {m['PE']} x {m['SIMD']} | {m.get('mem_reg')}, {m.get('tree_stages')} | "
+                     f"{fmax} / {m.get('unpipelined_fmax_mhz')} | {m['yosys_lut']} / {m.get('unpipelined_lut')} | "
+                     f"{m['yosys_ff']} / {m.get('unpipelined_ff')} | {m.get('latency_cycles')} / "
+                     f"{m.get('unpipelined_latency_cycles')} |")
+    warnings = [f"{name}: {w}" for name, r in results.items() for w in (r.get("fmax_warnings") or [])]
+    lines += [""] + [f"- WARNING {w}" for w in warnings] if warnings else []
+    return lines
 
 
 def method_of(case: str) -> tuple[str, str]:

@@ -169,9 +169,16 @@ def resources_synth(result: BuildResult) -> dict[str, Any]:
         return {"executed": False, "reason": "yosys not found (apt-get install yosys; tools/setup_env.sh installs it)"}
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from hw.rtl.synth_report import synth_resources
+    import logging
 
-    return {"executed": True, **synth_resources(ModelWrapper(str(result.final_model)), result.board.fpga_part)}
+    from hw.rtl.synth_report import fmax_warnings, synth_resources
+
+    synth = {"executed": True, **synth_resources(ModelWrapper(str(result.final_model)), result.board.fpga_part)}
+    # every --mvau rtl build (auto-fold's included) says which node's estimated Fmax misses the board clock
+    synth["fmax_warnings"] = fmax_warnings(synth, result.board.clock_mhz)
+    for line in synth["fmax_warnings"]:
+        logging.getLogger("onebit").warning("timing estimate: %s", line)
+    return synth
 
 
 def _output_datatype(result: BuildResult) -> str | None:
@@ -262,7 +269,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if synth.get("executed"):
         from hw.rtl.synth_report import markdown_rows
 
-        lines += markdown_rows(synth, report["layers"]) + [""]
+        lines += markdown_rows(synth, report["layers"], est["clock_mhz"]) + [""]
+        lines += [f"**WARNING (timing estimate): {w}**" for w in synth.get("fmax_warnings", [])] + [""]
     elif synth:
         lines += [f"Resources by yosys: not run ({synth['reason']}).", ""]
     packing = report.get("input_packing")

@@ -62,9 +62,10 @@ def _unsupported(model, node, inst) -> str | None:
     return None
 
 
-def replace_with_rtl(model) -> tuple[Any, dict[str, Any]]:
+def replace_with_rtl(model, clock_ns: float | None = None) -> tuple[Any, dict[str, Any]]:
     """The model with every supported MVAU_hls / Pool_hls node replaced in place (same name, inputs,
-    outputs, folding); returns (model, {"replaced": [...], "kept": {name: reason}})."""
+    outputs, folding); returns (model, {"replaced": [...], "kept": {name: reason}}). clock_ns: the
+    synthesis clock period, which decides how deep each MVAU is pipelined (attribute clk_ns)."""
     from onnx import helper
     from qonnx.custom_op.registry import getCustomOp
 
@@ -98,6 +99,8 @@ def replace_with_rtl(model) -> tuple[Any, dict[str, Any]]:
         new_inst = getCustomOp(new)
         if node.op_type == "MVAU_hls":
             new_inst.set_nodeattr("mem_mode", "internal_embedded")  # weights in the node's own ROM
+            if clock_ns:
+                new_inst.set_nodeattr("clk_ns", float(clock_ns))
         graph.node.remove(node)
         graph.node.insert(index, new)
         replaced.append(node.name)
@@ -117,7 +120,7 @@ def replace_with_rtl(model) -> tuple[Any, dict[str, Any]]:
 
 def step_onebit_rtl_nodes(model, cfg):
     """FINN builder step (hw/finn/build.py puts it after step_minimize_bit_width with --mvau rtl)."""
-    model, summary = replace_with_rtl(model)
+    model, summary = replace_with_rtl(model, getattr(cfg, "synth_clk_period_ns", None))
     log = logging.getLogger("onebit")
     log.info("onebit RTL nodes: %d replaced (%s)", len(summary["replaced"]), ", ".join(summary["replaced"]))
     for name, reason in summary["kept"].items():

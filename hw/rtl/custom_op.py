@@ -156,6 +156,8 @@ class _OnebitRTL(RTLBackend):
                                self.get_instream_width_padded(), self.get_outstream_width_padded())
 
     def generate_hdl(self, model, fpgapart, clk) -> None:
+        if clk and "clk_ns" in self.get_nodeattr_types():  # FINN's synthesis clock decides the pipelining
+            self.set_nodeattr("clk_ns", float(clk))
         code_gen_dir = Path(self.get_nodeattr("code_gen_dir_ipgen"))
         code_gen_dir.mkdir(parents=True, exist_ok=True)
         node = self.rtl_node(model)
@@ -182,6 +184,9 @@ class OnebitMVAU_rtl(_OnebitRTL, MVAU):
         attrs = {}
         attrs.update(MVAU.get_nodeattr_types(self))
         attrs.update(RTLBackend.get_nodeattr_types(self))
+        # target clock period (ns) the datapath is pipelined for (hw.rtl.timing.tree_stages); set from the
+        # build's synth_clk_period_ns by hw/finn/rtl_mvau.py and again by generate_hdl
+        attrs["clk_ns"] = ("f", False, 10.0)
         return attrs
 
     # FINN's estimates of the HLS MVAU at the same folding (see the module docstring)

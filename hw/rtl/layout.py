@@ -55,9 +55,19 @@ class MVAUConfig:
     name: str = "MVAU"
     ram_style: str = "auto"              # weight memory: auto, block, distributed (no URAM: refused)
     ram_style_thresholds: str = "auto"   # threshold memory: auto, block, distributed
+    clock_ns: float = 10.0               # target clock period (the board's): decides the pipelining
+    tree_stages: int | None = None       # register ranks in each dot product; None: from clock_ns (hw.rtl.timing)
+    mem_reg: int = 1                     # output register on the weight / threshold memories
 
     def __post_init__(self) -> None:
         node = self.name
+        if not float(self.clock_ns) > 0:
+            raise OnebitError(f"{node}: target clock period must be positive, got {self.clock_ns} ns")
+        if self.mem_reg not in (0, 1):
+            raise OnebitError(f"{node}: mem_reg must be 0 or 1, got {self.mem_reg}")
+        if self.tree_stages is not None and not 0 <= self.tree_stages <= max_tree_stages(self.simd):
+            raise OnebitError(f"{node}: tree_stages must be in 0..{max_tree_stages(self.simd)} for SIMD {self.simd}, "
+                              f"got {self.tree_stages}")
         for attr in ("mw", "mh", "pe", "simd"):
             if int(getattr(self, attr)) < 1:
                 raise OnebitError(f"{node}: {attr.upper()} must be at least 1, got {getattr(self, attr)}")
@@ -99,6 +109,21 @@ class MVAUConfig:
     def wmem(self) -> int:
         return self.sf * self.nf
 
+    @property
+    def stages(self) -> int:
+        """Register ranks in each dot product: given, or the fewest the target clock needs (hw.rtl.timing)."""
+        if self.tree_stages is not None:
+            return int(self.tree_stages)
+        from hw.rtl.timing import tree_stages
+
+        ibits = 1 if self.xnor else datatype_info(self.idt)[0]
+        return tree_stages(self.simd, ibits, self.xnor, self.clock_ns)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a vector's first input beat to its first output beat, without stalls (hw/rtl/README.md)."""
+        return self.sf + 3 + self.mem_reg + self.stages
+
     def exp_cycles(self, n_vectors: int = 1) -> int:
         """Cycles per n_vectors input vectors at full throughput (FINN's get_exp_cycles)."""
         return self.nf * self.sf * n_vectors
@@ -111,7 +136,24 @@ class MVAUConfig:
                    idt=get("inputDataType"), wdt=get("weightDataType"), odt=get("outputDataType"),
                    binary_xnor=bool(get("binaryXnorMode")), no_activation=bool(get("noActivation")),
                    act_val=int(get("ActVal")), name=name or inst.onnx_node.name,
-                   ram_style=get("ram_style"), ram_style_thresholds=get("ram_style_thresholds"))
+                   ram_style=get("ram_style"), ram_style_thresholds=get("ram_style_thresholds"),
+                   clock_ns=float(_clock_attr(inst)))
+
+
+def _clock_attr(inst: Any) -> float:
+    """onebit's OnebitMVAU_rtl carries its target clock (`clk_ns`, set from the build's synth clock); FINN's
+    MVAU nodes do not: the Zynq-7000 boards' 10 ns then."""
+    try:
+        value = float(inst.get_nodeattr("clk_ns"))
+    except Exception:  # qonnx raises AttributeError for an attribute the op does not define
+        return 10.0
+    return value if value > 0 else 10.0
+
+
+def max_tree_stages(simd: int) -> int:
+    """Most register ranks a dot product of SIMD lanes takes: its clog2(SIMD) adder levels and the one
+    that adds popcount(~w) (onebit_mvau checks the same at elaboration)."""
+    return max(0, int(simd - 1).bit_length()) + 1
 
 
 def weight_bits(cfg: MVAUConfig, weights: np.ndarray) -> np.ndarray:
@@ -256,6 +298,7 @@ def mvau_image(cfg: MVAUConfig, weights: np.ndarray, thresholds: np.ndarray | No
                   "IBITS": 1 if cfg.xnor else ibits, "ISIGNED": int(isigned and not cfg.xnor),
                   "XNOR": int(cfg.xnor), "ACC_BITS": acc_bits, "ACC_SIGNED": int(acc_signed),
                   "NTHR": nthr, "OBITS": obits, "ACT_VAL": int(cfg.act_val),
-                  "RAM_STYLE": _style(cfg.ram_style), "RAM_STYLE_THRESHOLDS": _style(cfg.ram_style_thresholds)}
+                  "RAM_STYLE": _style(cfg.ram_style), "RAM_STYLE_THRESHOLDS": _style(cfg.ram_style_thresholds),
+                  "MEM_REG": int(cfg.mem_reg), "TREE_STAGES": cfg.stages}
     weights_text = hex_lines(weight_words(cfg, weights), cfg.pe * cfg.simd)
     return MVAUImage(cfg, parameters, weights_text, thr_lines, (lo, hi), thr)

@@ -4,7 +4,7 @@ execute_node in rtlsim mode calls `simulate`, its resource estimate calls `resou
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from hw.driver.packing import datatype_info, datatype_range
 from hw.rtl.layout import MVAUConfig, MVAUImage, mvau_image
 from hw.rtl.stream import values_to_words, words_per_beat, words_to_values
+from hw.rtl.timing import Timing, estimate_timing
 from hw.rtl.verilator import StreamResult, build_simulator, run_stream
 from hw.rtl.yosys import Resources, synthesize
 from onebit.errors import OnebitError
@@ -63,6 +64,10 @@ class _Node:
         """yosys synth_xilinx counts of this node for the board family ('xc7' or 'xcup')."""
         return synthesize(self.top, self.parameters(), self.init_files(), family, name=self.name)
 
+    def timing(self) -> Timing:
+        """Estimated Fmax of this node (hw/rtl/timing.py: yosys cell delays + routing allowance, 7-series)."""
+        return estimate_timing(self.top, self.parameters(), self.init_files(), name=self.name)
+
     def write_init_files(self, folder: str | Path) -> list[Path]:
         from onebit.atomic import write_text_atomic
 
@@ -92,6 +97,13 @@ class _Node:
         return words_to_values(result.words, out_dtype, out_values_per_beat), result
 
 
+def _lane_zero(lines: str, bits: int) -> str:
+    """PE 0's part of an init file (the low `bits` of every word), in the same hex format."""
+    digits = max(1, -(-bits // 4))
+    mask = (1 << bits) - 1
+    return "".join(f"{int(line, 16) & mask:0{digits}x}\n" for line in lines.split())
+
+
 class RTLMvau(_Node):
     """onebit_mvau configured like one FINN MVAU node (weights (MW, MH), thresholds (MH, T) or None)."""
 
@@ -119,6 +131,33 @@ class RTLMvau(_Node):
 
     def init_files(self) -> dict[str, str]:
         return self.image.files()
+
+    def unpipelined(self) -> "RTLMvau":
+        """The same node without the pipelining (no memory output register, combinational dot products):
+        onebit's MVAU before it was pipelined, for the cost and the timing the pipelining buys."""
+        node = RTLMvau.__new__(RTLMvau)
+        node.cfg, node.name = replace(self.cfg, mem_reg=0, tree_stages=0), self.name
+        node.image = replace(self.image, parameters={**self.image.parameters, "MEM_REG": 0, "TREE_STAGES": 0})
+        return node
+
+    def timing(self) -> Timing:
+        """Estimated Fmax (hw/rtl/timing.py) of one PE of this node: the PEs are copies of one datapath
+        sharing the input slice and the pipeline enable, and the model has no fanout, so one PE has the
+        node's critical path, and the synthesis stays seconds where a wide layer's flat one does not
+        finish. The weight memory keeps the style (block / LUT) of the whole node."""
+        cfg, params = self.cfg, dict(self.image.parameters)
+        if cfg.pe == 1:
+            return estimate_timing(self.top, params, self.init_files(), name=self.name)
+        nthr, acc_bits = int(params["NTHR"]), int(params["ACC_BITS"])
+        if params["RAM_STYLE"] == "auto" and cfg.pe * cfg.simd * cfg.wmem >= 16384:   # onebit_rom's rule
+            params["RAM_STYLE"] = "block"
+        if nthr and params["RAM_STYLE_THRESHOLDS"] == "auto" and cfg.pe * nthr * acc_bits * cfg.nf >= 16384:
+            params["RAM_STYLE_THRESHOLDS"] = "block"
+        params.update(MH=cfg.nf, PE=1)
+        files = {"weights.dat": _lane_zero(self.image.weight_lines, cfg.simd)}
+        if self.image.threshold_lines is not None:
+            files["thresholds.dat"] = _lane_zero(self.image.threshold_lines, max(1, nthr) * acc_bits)
+        return estimate_timing(self.top, params, files, name=self.name)
 
     def simulate(self, x: np.ndarray, *, init_dir: str | Path | None = None, **stream_options: Any) -> Simulation:
         """x: (..., MW) input values (FINN's view: BINARY 0/1 in XNOR mode, UINT8, ...) -> outputs

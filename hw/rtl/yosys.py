@@ -109,6 +109,27 @@ def synthesis_timeout() -> float | None:
     return seconds
 
 
+def run_yosys(script: list[str], init_files: dict[str, str], output: str, what: str) -> str:
+    """Run a yosys script in a fresh folder holding the init files, bounded by $ONEBIT_YOSYS_TIMEOUT; the text
+    of the file `output` it writes. `what` starts every error ("<node>: yosys synthesis of <top>")."""
+    with tempfile.TemporaryDirectory(prefix="onebit-yosys-") as tmp:
+        tmp = Path(tmp)
+        for file_name, text in init_files.items():
+            (tmp / file_name).write_text(text)
+        (tmp / "script.ys").write_text("\n".join(script) + "\n")
+        limit = synthesis_timeout()
+        try:
+            proc = subprocess.run(["yosys", "-q", "-l", "yosys.log", "script.ys"], capture_output=True, text=True,
+                                  cwd=tmp, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise OnebitError(f"{what} did not finish within {limit:g} s (ONEBIT_YOSYS_TIMEOUT); unset it to "
+                              "synthesize without a limit") from None
+        if proc.returncode != 0 or not (tmp / output).is_file():
+            errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+            raise OnebitError(f"{what} failed: {errors[0] if errors else proc.returncode}")
+        return (tmp / output).read_text()
+
+
 def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str, str] | None = None,
                family: str = "xc7", name: str | None = None, extra_sources: list[Path] = ()) -> Resources:
     """Synthesize `top` (a module in hw/rtl/sv or extra_sources) with `parameters` for `family` ('xc7' or
@@ -125,29 +146,14 @@ def synthesize(top: str, parameters: dict[str, int | str], init_files: dict[str,
     if cached.is_file():
         data = json.loads(cached.read_text())
         return Resources(**data)
-    with tempfile.TemporaryDirectory(prefix="onebit-yosys-") as tmp:
-        tmp = Path(tmp)
-        for file_name, text in init_files.items():
-            (tmp / file_name).write_text(text)
-        chparams = " ".join(f"-set {k} {sv_literal(v)}" for k, v in params)
-        script = [f"read_verilog -defer -sv {' '.join(str(s) for s in sources)}",
-                  f"chparam {chparams} {top}" if params else "",
-                  f"hierarchy -top {top}",
-                  *[f"setattr -mod -set keep_hierarchy 1 *{m}" for m in PER_INSTANCE],
-                  f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf",
-                  f"tee -q -o stat.json stat -json -top {top}"]
-        (tmp / "synth.ys").write_text("\n".join(script) + "\n")
-        limit = synthesis_timeout()
-        try:
-            proc = subprocess.run(["yosys", "-q", "-l", "yosys.log", "synth.ys"], capture_output=True, text=True,
-                                  cwd=tmp, timeout=limit)
-        except subprocess.TimeoutExpired:
-            raise OnebitError(f"{what}: yosys synthesis of {top} did not finish within {limit:g} s "
-                              "(ONEBIT_YOSYS_TIMEOUT); unset it to synthesize without a limit") from None
-        if proc.returncode != 0 or not (tmp / "stat.json").is_file():
-            errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
-            raise OnebitError(f"{what}: yosys synthesis of {top} failed: {errors[0] if errors else proc.returncode}")
-        stat = json.loads((tmp / "stat.json").read_text())
+    chparams = " ".join(f"-set {k} {sv_literal(v)}" for k, v in params)
+    script = [f"read_verilog -defer -sv {' '.join(str(s) for s in sources)}",
+              f"chparam {chparams} {top}" if params else "",
+              f"hierarchy -top {top}",
+              *[f"setattr -mod -set keep_hierarchy 1 *{m}" for m in PER_INSTANCE],
+              f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf",
+              f"tee -q -o stat.json stat -json -top {top}"]
+    stat = json.loads(run_yosys(script, init_files, "stat.json", f"{what}: yosys synthesis of {top}"))
     cells = stat.get("design", stat).get("num_cells_by_type", {})  # the whole hierarchy's (stat -top)
     result = parse_stat(cells, family, _instances(stat, top))
     cached.parent.mkdir(parents=True, exist_ok=True)

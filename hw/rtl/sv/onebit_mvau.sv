@@ -9,11 +9,14 @@
 // hw/rtl/README.md); `act` is the multi-threshold activation of onebit_threshold, or the raw
 // accumulator when NTHR = 0.
 //
-// Pipeline (one fold step per cycle when not stalled):
-//   issue (counters, input buffer, weight ROM read) -> dot products per PE -> accumulate over SF
-//   -> threshold compare -> output register -> skid buffer -> out0_V.
-// Every stage advances on `advance`, which depends only on registers, so the input's TREADY has
-// no combinational path from the output's TREADY.
+// Pipeline (one fold step per cycle when not stalled), register ranks:
+//   0 issue (counters) -> 1 input slice + weight memory read -> [MEM_REG: memory output register]
+//   -> TREE_STAGES ranks inside the per-PE dot products -> accumulate over SF -> threshold compare
+//   -> result register -> skid buffer -> out0_V.
+// MEM_REG and TREE_STAGES add latency, never cycles per vector (hw/rtl/README.md: latency);
+// hw.rtl.layout chooses them from the target clock. Every rank advances on `advance`, which
+// depends only on registers, so the input's TREADY has no combinational path from the output's
+// TREADY.
 module onebit_mvau #(
     parameter int    MW          = 16,
     parameter int    MH          = 16,
@@ -30,7 +33,9 @@ module onebit_mvau #(
     parameter        WEIGHT_FILE = "weights.dat",
     parameter        THRESH_FILE = "thresholds.dat",
     parameter        RAM_STYLE   = "auto",   // weight memory: auto, block, distributed (FINN's ram_style)
-    parameter        RAM_STYLE_THRESHOLDS = "auto"
+    parameter        RAM_STYLE_THRESHOLDS = "auto",
+    parameter int    MEM_REG     = 1,    // 1: output register on the weight and threshold memories
+    parameter int    TREE_STAGES = 0     // register ranks inside each PE's dot product (adder tree)
 ) (
     input  logic                                   ap_clk,
     input  logic                                   ap_rst_n,
@@ -57,6 +62,14 @@ module onebit_mvau #(
     if (ACC_BITS < 2 || ACC_BITS > 62) begin : g_bad_acc
         $error("onebit_mvau: ACC_BITS (%0d) must be in 2..62", ACC_BITS);
     end
+    if (MEM_REG != 0 && MEM_REG != 1) begin : g_bad_mem_reg
+        $error("onebit_mvau: MEM_REG (%0d) must be 0 or 1", MEM_REG);
+    end
+    // a dot product has clog2(SIMD) adder levels and one more (popcount(~w)); more ranks only add latency
+    if (TREE_STAGES < 0 || TREE_STAGES > $clog2(SIMD) + 1) begin : g_bad_tree_stages
+        $error("onebit_mvau: TREE_STAGES (%0d) must be in 0..clog2(SIMD)+1 = %0d for SIMD %0d",
+               TREE_STAGES, $clog2(SIMD) + 1, SIMD);
+    end
 
     localparam int SF    = MW / SIMD;          // synapse folds per output fold
     localparam int NF    = MH / PE;            // output (neuron) folds
@@ -73,9 +86,9 @@ module onebit_mvau #(
     assign clk   = ap_clk;
     assign rst_n = ap_rst_n;
 
-    // ---- stage 0: fold counters, input buffer, weight read ------------------------------------
+    // ---- rank 0: fold counters, issue ----------------------------------------------------------
     logic           advance;          // the whole pipeline moves this cycle
-    logic           res_valid;        // stage 3 holds a result
+    logic           res_valid;        // the result register holds a result
     logic           skid_ready;       // registered ready of the output skid buffer
     logic [SFW-1:0] sf;
     logic [NFW-1:0] nf;
@@ -104,48 +117,53 @@ module onebit_mvau #(
         end
     end
 
-    // stage-1 registers: the input slice, its weights (ROM output) and its place in the fold
-    logic                 s1_valid, s1_first, s1_last;
-    logic [NFW-1:0]       s1_nf;
+    // rank 1: the input slice and the weight memory's read register; fold position in `ctrl`
+    localparam int CW   = 3 + NFW;                 // valid, first, last, nf
+    localparam int P    = MEM_REG + TREE_STAGES;   // ranks between rank 1 and the dot products' outputs
     logic [IW-1:0]        s1_x;
-    logic [PE*SIMD-1:0]   s1_w;
+    logic [PE*SIMD-1:0]   dot_w;                   // weights at the dot products' inputs (rank 1 + MEM_REG)
+    logic [IW-1:0]        dot_x;
 
     if (NF > 1) begin : g_input_buffer
         // The input vector is reused for every output fold: stored while the first fold streams it.
         logic [IW-1:0] buffer [SF];
         always_ff @(posedge clk) begin
-            if (issue) begin
-                if (need_input) begin
-                    buffer[sf] <= in0_V_TDATA[IW-1:0];
-                    s1_x <= in0_V_TDATA[IW-1:0];
-                end else begin
-                    s1_x <= buffer[sf];
-                end
-            end
+            if (issue && need_input) buffer[sf] <= in0_V_TDATA[IW-1:0];
+            if (advance) s1_x <= need_input ? in0_V_TDATA[IW-1:0] : buffer[sf];
         end
     end else begin : g_no_buffer
         always_ff @(posedge clk) begin
-            if (issue) s1_x <= in0_V_TDATA[IW-1:0];
+            if (advance) s1_x <= in0_V_TDATA[IW-1:0];
         end
     end
 
-    onebit_rom #(.WIDTH(PE*SIMD), .DEPTH(WMEM), .INIT_FILE(WEIGHT_FILE), .RAM_STYLE(RAM_STYLE)) u_weights (
-        .clk(clk), .en(issue), .addr(waddr), .data(s1_w));
+    // Read every cycle the pipeline advances: a rank that holds no step (a bubble) carries data no
+    // one uses, and the memory's ranks stay in step with the others through stalls.
+    onebit_rom #(.WIDTH(PE*SIMD), .DEPTH(WMEM), .INIT_FILE(WEIGHT_FILE), .RAM_STYLE(RAM_STYLE),
+                 .OUT_REG(MEM_REG)) u_weights (
+        .clk(clk), .en(advance), .addr(waddr), .data(dot_w));
 
+    if (MEM_REG == 1) begin : g_x_reg
+        always_ff @(posedge clk) if (advance) dot_x <= s1_x;
+    end else begin : g_x_direct
+        assign dot_x = s1_x;
+    end
+
+    // fold position through ranks 1 .. 1+P (ctrl_at(k) = rank 1+k)
+    logic [(P+1)*CW-1:0] ctrl;
     always_ff @(posedge clk) begin
+        if (advance) begin
+            ctrl[CW-1:0] <= {nf, sf == SFW'(SF - 1), sf == '0, issue};
+            for (int k = 1; k <= P; k++) ctrl[k*CW +: CW] <= ctrl[(k-1)*CW +: CW];
+        end
         if (!rst_n) begin
-            s1_valid <= 1'b0;
-        end else if (advance) begin
-            s1_valid <= issue;
-            if (issue) begin
-                s1_first <= (sf == '0);
-                s1_last  <= (sf == SFW'(SF - 1));
-                s1_nf    <= nf;
-            end
+            for (int k = 0; k <= P; k++) ctrl[k*CW] <= 1'b0;   // valid bits
         end
     end
+    logic           d_valid, d_first, d_last;   // the step at the dot products' outputs
+    assign {d_last, d_first, d_valid} = ctrl[P*CW +: 3];
 
-    // ---- stage 1 -> 2: dot products, accumulation over the SF input folds ---------------------
+    // ---- dot products, accumulation over the SF input folds ----------------------------------
     logic [PE*ACC_BITS-1:0] acc;
     logic                   s2_valid;
     logic [TW-1:0]          s2_thr;
@@ -153,8 +171,9 @@ module onebit_mvau #(
     for (genvar p = 0; p < PE; p++) begin : g_pe
         logic [DW-1:0]       dot;
         logic [ACC_BITS-1:0] dot_ext;
-        onebit_dot #(.SIMD(SIMD), .IBITS(IBITS), .ISIGNED(ISIGNED), .XNOR(XNOR), .DW(DW)) u_dot (
-            .x(s1_x), .w(s1_w[p*SIMD +: SIMD]), .dot(dot));
+        onebit_dot #(.SIMD(SIMD), .IBITS(IBITS), .ISIGNED(ISIGNED), .XNOR(XNOR), .STAGES(TREE_STAGES),
+                     .DW(DW)) u_dot (
+            .clk(clk), .en(advance), .x(dot_x), .w(dot_w[p*SIMD +: SIMD]), .dot(dot));
         // XNOR counts are unsigned; add/sub sums are two's complement. Wrapping modulo
         // 2**ACC_BITS is harmless: the final sum fits (layout.py sizes ACC_BITS from the weights).
         if (XNOR) begin : g_zext
@@ -163,20 +182,24 @@ module onebit_mvau #(
             assign dot_ext = ACC_BITS'($signed(dot));
         end
         always_ff @(posedge clk) begin
-            if (advance && s1_valid)
-                acc[p*ACC_BITS +: ACC_BITS] <= (s1_first ? '0 : acc[p*ACC_BITS +: ACC_BITS]) + dot_ext;
+            if (advance && d_valid)
+                acc[p*ACC_BITS +: ACC_BITS] <= (d_first ? '0 : acc[p*ACC_BITS +: ACC_BITS]) + dot_ext;
         end
     end
 
     always_ff @(posedge clk) begin
         if (!rst_n) s2_valid <= 1'b0;
-        else if (advance) s2_valid <= s1_valid && s1_last;
+        else if (advance) s2_valid <= d_valid && d_last;
     end
 
     if (NTHR > 0) begin : g_thr_mem
+        // The accumulator's rank is 2+P; a read of latency 1+MEM_REG issued from rank 1+TREE_STAGES
+        // lands there with the same step's output fold (every rank advances together).
+        logic [NFW-1:0] thr_addr;
+        assign thr_addr = ctrl[TREE_STAGES*CW + 3 +: NFW];
         onebit_rom #(.WIDTH(TW), .DEPTH(NF), .INIT_FILE(THRESH_FILE),
-                     .RAM_STYLE(RAM_STYLE_THRESHOLDS)) u_thresholds (
-            .clk(clk), .en(advance && s1_valid && s1_last), .addr(s1_nf), .data(s2_thr));
+                     .RAM_STYLE(RAM_STYLE_THRESHOLDS), .OUT_REG(MEM_REG)) u_thresholds (
+            .clk(clk), .en(advance), .addr(thr_addr), .data(s2_thr));
     end else begin : g_no_thr
         assign s2_thr = '0;
     end

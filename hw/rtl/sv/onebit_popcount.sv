@@ -1,9 +1,15 @@
-// Population count of N bits. Leaves are 3-bit full adders written as logic (not `+`), so
-// synthesis packs them, together with the XNORs or compares that feed them, into LUT6s; the
-// 2-bit partial counts are then summed by a balanced adder tree.
+// Population count of N bits. Leaves are 3-bit full adders
+// written as logic (not `+`), so synthesis packs them, together with the XNORs or compares that
+// feed them, into LUT6s; the 2-bit partial counts are then summed by a balanced adder tree with
+// STAGES register ranks spread over SPAN levels (onebit_addtree: the count holds (clog2(leaves)*STAGES)/SPAN
+// of them, all STAGES by default; latency that many cycles of `en`, 0 = combinational).
 module onebit_popcount #(
-    parameter int N = 8
+    parameter int N      = 8,
+    parameter int STAGES = 0,
+    parameter int SPAN   = $clog2((N + 2) / 3)
 ) (
+    input  logic                     clk,
+    input  logic                     en,
     input  logic [N-1:0]             bits,
     output logic [$clog2(N+1)-1:0]   count
 );
@@ -25,7 +31,8 @@ module onebit_popcount #(
         assign partial[2*i + 1] = (a & b) | (a & c) | (b & c);    // carry bit
     end
 
-    onebit_addtree #(.N(LEAVES), .IW(2), .SIGNED(0)) u_tree (.terms(partial), .sum(total));
+    onebit_addtree #(.N(LEAVES), .IW(2), .SIGNED(0), .STAGES(STAGES), .SPAN(SPAN)) u_tree (
+        .clk(clk), .en(en), .terms(partial), .sum(total));
     // total <= N always, so the top bits dropped here are zero.
     assign count = total[$clog2(N+1)-1:0];
 endmodule

@@ -44,7 +44,7 @@ module onebit_threshold #(
                 assign t = {ACC_SIGNED & t_bits[ACC_BITS-1], t_bits};
                 assign crossed[k] = a >= t;
             end
-            onebit_popcount #(.N(NTHR)) u_count (.bits(crossed), .count(level));
+            onebit_popcount #(.N(NTHR)) u_count (.clk(1'b0), .en(1'b0), .bits(crossed), .count(level));  // combinational
             logic signed [31:0] value;
             assign value = 32'(ACT_VAL) + 32'(level);
             assign out[p*OBITS +: OBITS] = value[OBITS-1:0];

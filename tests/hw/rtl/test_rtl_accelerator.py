@@ -156,3 +156,27 @@ def test_level_interface_on_rtl_and_hls_builds(tfc_build, tfc_rtl_build):
     assert entry["executed"] and entry["integer_mismatches"] == 0 and entry["scores"].shape == (8, 10), entry
     hls = levels.run_level("rtl_accelerator", context(tfc_build))
     assert not hls["executed"] and "--mvau rtl" in hls["reason"], hls
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed (tools/setup_env.sh installs it as root)")
+def test_every_onebit_node_is_pipelined_for_the_board_clock(tfc_rtl_build):
+    """The build's synthesis clock (Pynq-Z1: 10 ns) reaches every OnebitMVAU_rtl (clk_ns) and decides its
+    pipelining; each node's estimated Fmax (hw/rtl/timing.py) is at least 1.25x the board clock."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw.boards import get_board
+    from hw.rtl.registry import ensure_onebit_ops
+    from hw.rtl.synth_report import fmax_warnings, synth_resources
+
+    board = get_board("Pynq-Z1")
+    model = ModelWrapper(str(tfc_rtl_build / "finn" / "step_hw_codegen.onnx"))
+    ensure_onebit_ops(model)
+    mvaus = [n for n in model.graph.node if n.op_type == "OnebitMVAU_rtl"]
+    assert len(mvaus) == 4 and all(getCustomOp(n).get_nodeattr("clk_ns") == board.clock_ns for n in mvaus)
+    synth = synth_resources(model, board.fpga_part, whole=False, unpipelined=False)
+    for node in mvaus:
+        timing = synth["nodes"][node.name]["timing"]
+        assert "error" not in timing, timing
+        assert timing["fmax_mhz"] >= 1.25 * board.clock_mhz, (node.name, timing)
+    assert fmax_warnings(synth, board.clock_mhz) == []

@@ -123,7 +123,8 @@ def test_full_throughput_without_stalls():
     sim = RTLMvau(cfg, weights, thresholds).simulate(x)
     # one fold step per cycle: NF * SF cycles per vector, like FINN's get_exp_cycles
     assert sim.cycles_per_image == cfg.exp_cycles()
-    assert sim.first_output_latency == cfg.sf + 3   # the timing diagram in hw/rtl/README.md
+    # the timing diagram in hw/rtl/README.md: SF + 3 cycles, plus the memory register and the tree's ranks
+    assert sim.first_output_latency == cfg.latency == cfg.sf + 3 + cfg.mem_reg + cfg.stages
 
 
 def test_corrupted_weight_file_gives_mismatch_naming_the_node(tmp_path):
