@@ -92,13 +92,15 @@ The device machine has PyTorch but not Brevitas, nor the dataset, and returns at
 then one device call (carry `.whl` and `.data`, timeout 600 s):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-    ONEBIT_DATA=$PWD/.data PYTHONUNBUFFERED=1 python3 bench/estimators_full.py --device cuda \\
+    ONEBIT_DATA=$PWD/.data PYTHONUNBUFFERED=1 python3 bench/estimators_full.py --device cuda --models cnv \\
         --phase timing,train --budget-minutes 9 --pack $OUT/estimators_full_work.tar.xz
 
-and back here, on the CPU (FINN builds and the accelerator model; about 5 min per CNV checkpoint and
-30 s per TFC checkpoint on 2 cores):
+(TFC trains on the CPU, see the tables above: `--models cnv` keeps the device for CNV) and back here, on
+the CPU (FINN builds and the accelerator model; about 5 min per CNV checkpoint on 2 cores), then the
+report of every table (from the same build/estimators_full, which holds the TFC runs):
 
-    python bench/estimators_full.py --unpack /work/.device/.../estimators_full_work.tar.xz --phase hardware,report
+    python bench/estimators_full.py --unpack /work/.device/.../estimators_full_work.tar.xz --models cnv --phase hardware
+    python bench/estimators_full.py --models tfc,cnv --input-bits 8,1 --phase report
 
 Device time: the timing phase (about a minute) prints how long the trainings would take one after another;
 all of them then run as concurrent processes (`--jobs`, default all 42 plus the float tuning runs). On an H200 this is not measured
@@ -110,7 +112,7 @@ in 25 MiB (a CNV state is ~19 MB, a TFC state ~1 MB; the others restart), in par
 (`.part0`, `.part1`, ...; `--unpack` takes the name without the suffix). A second session `--unpack`s it
 into build/estimators_full and runs the same device command, carrying that folder too (the carried data,
 31 MB, wheels and work must stay under the 64 MiB a call takes along). A session short of time can give
-CNV priority with `--models cnv`.
+CNV priority with `--models cnv` (the default runs both models).
 """
 
 
@@ -673,7 +675,8 @@ def summarise(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any]:
 
     timing = read_json(args.work / "timing.json") or {}
     summary: dict[str, Any] = {}
-    for name, model, bits in configs(args):
+    # tables by model, then input form (the runs go input form first, see `configs`)
+    for name, model, bits in sorted(configs(args), key=lambda c: args.models.index(c[1])):
         per: dict[str, Any] = {}
         for method in args.methods:
             keys = [r.key for r in runs if r.config == name and r.method == method and r.kind != "tune"]
@@ -807,10 +810,16 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
         "'alone', each method alone (`timing` phase, one thread, 200 steps); 'in run', the median training "
         "seconds per epoch of the full runs (the `--jobs` workers side by side, so only their ratio means "
         "something; on a machine shared with other work both are noisy).", ""]
-    if not any(e["finished"] for s in data["summary"].values() for e in s["methods"].values()):
-        planned = sum(e["planned"] for s in data["summary"].values() for e in s["methods"].values())
-        lines[2] = (f"Status: **not run yet** (0 of {planned} trainings; no device machine in the session that wrote "
-                    "this plan). Planned: " + lines[2].split(". ", 1)[1].replace(f"trained on {cfg['device']}; ", ""))
+    counts = []
+    for name, s in data["summary"].items():
+        entries = s["methods"].values()
+        finished, planned = sum(e["finished"] for e in entries), sum(e["planned"] for e in entries)
+        checked = sum(e["hardware_checked"] for m, e in s["methods"].items() if m != FLOAT)
+        bnn = sum(e["finished"] for m, e in s["methods"].items() if m != FLOAT)
+        counts.append(f"{name.upper()} {finished} of {planned} trainings finished"
+                      + (f" ({checked} of {bnn} checkpoints through the hardware phase)" if bnn else ""))
+    if not data["complete"]:
+        lines[2] = lines[2].replace(f"Status: {state}.", f"Status: {state}: {'; '.join(counts)}.")
     for name, s in data["summary"].items():
         model, bits = s["model"], s["input_bits"]
         form = "UINT8 input" if bits == 8 else "`--input-bits 1` (binarized input)"
@@ -818,8 +827,8 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
             e["finished"] for e in s["methods"].values())
         lines += [f"## {model.upper()}-w1a1, {form}, {s['epochs']} epochs", ""]
         if gpu_only:
-            lines += ["Needs a GPU: its 21 trainings (about 9 CPU-hours of STE-sized epochs on this 2-core machine) "
-                      "were not run on the CPU, and no shortened run stands in for them; the GPU recipe is below.", ""]
+            lines += [f"Needs a GPU: its {sum(e['planned'] for e in s['methods'].values())} trainings were not run on the "
+                      "CPU, and no shortened run stands in for them; the GPU recipe is below.", ""]
         lines += ["| method | seeds | accuracy mean ± std | min – max | accuracy from | Δ vs STE (± s.e.) | measurable? "
                   "| gap closed | epochs to STE final | time/epoch vs STE: alone, in run | mismatches |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -864,7 +873,8 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
                          "**below a binary net**: the reference is not tuned well enough.")]
         if s["float_tuning"]:
             lines += ["", "Float learning-rate tuning (validation accuracy): " + ", ".join(
-                f"lr {lr}: {_pct(acc)}" for lr, acc in s["float_tuning"].items()) + f"; chosen {s['float_lr']:g}."]
+                f"lr {lr}: {_pct(acc)}" for lr, acc in s["float_tuning"].items())
+                + (f"; chosen {s['float_lr']:g}." if s["float_lr"] is not None else "; the other tuning runs not finished yet.")]
         if s["ste_plateau"]:
             p = s["ste_plateau"]
             lines += ["", f"STE plateau check: mean test accuracy gained {_pct(p['last_5_epochs_gain'], True)} points over "
