@@ -900,17 +900,21 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(summary), figsize=(6.5 * len(summary), 4.8), squeeze=False)
-    for ax, (model, s) in zip(axes[0], summary.items()):
+    # one panel per table that has curves (a CNV table waiting for a GPU gets none)
+    tables = {name: s for name, s in summary.items() if any("mean_curve" in e for e in s["methods"].values())}
+    fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 4.8), squeeze=False)
+    for ax, (name, s) in zip(axes[0], tables.items()):
         for method, e in s["methods"].items():
             if "mean_curve" not in e:
                 continue
             mean, std = 100 * np.array(e["mean_curve"]), 100 * np.array(e["std_curve"])
             epochs = np.arange(1, len(mean) + 1)
             line, = ax.plot(epochs, mean, linestyle="--" if method == FLOAT else "-",
-                            label=f"{method} ({_pct(e['mean'])}%, {e['finished']} seeds)")
+                            label=f"{METHOD_LABELS.get(method, method)} ({_pct(e['mean'])}%, {e['finished']} seeds)")
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-        ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{model.upper()}-w1a1 on Fashion-MNIST")
+        form = "UINT8 input" if s.get("input_bits", 8) == 8 else "--input-bits 1"
+        ax.set(xlabel="epoch", ylabel="test accuracy (%)",
+               title=f"{s.get('model', name).upper()}-w1a1, {form}, Fashion-MNIST")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         finals = [100 * e["mean"] for e in s["methods"].values() if "mean" in e]
         if finals:
