@@ -855,7 +855,7 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
             measurable = "" if "measurable" not in e else ("yes" if e["measurable"] else "no measurable difference")
             lines.append(
                 f"| {label}{' (lr ' + format(e['lr'], 'g') + ')' if method == FLOAT else ''} | {seeds} | "
-                f"{_pct(e['mean'])} ± {_pct(e['std'])} | {_pct(e['min'])} – {_pct(e['max'])} | {e['accuracy_source']} | "
+                f"{_pct(e['mean'])} ± {_pct(e['std']) if e['finished'] > 1 else 'n/a (1 seed)'} | {_pct(e['min'])} – {_pct(e['max'])} | {e['accuracy_source']} | "
                 f"{delta} | {measurable} | "
                 f"{'' if gap is None else f'{100 * gap:.0f} %'} | {'never' if reach is None and 'delta_vs_ste' in e else (reach or '')} | "
                 f"{times} | {mism} |")
