@@ -707,8 +707,8 @@ def summarise(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any]:
                     statistics.median(h["train_seconds"] for h in v["history"]) for v in done.values())
                 if method != FLOAT:
                     checked = [h for h in hws.values() if h]
-                    entry["hardware_levels_executed"] = sorted({n for h in checked for n, lv in h["levels"].items()
-                                                               if lv.get("executed")})
+                    entry["hardware_levels_executed"] = list(dict.fromkeys(
+                        n for h in checked for n, lv in h["levels"].items() if lv.get("executed")))
                     entry["hardware_levels_arg"] = sorted({h.get("levels_arg") or "default" for h in checked})
                     entry["collapse_mismatches"] = sum(int(v.get("collapse_mismatches", 0)) for v in done.values())
                     entry["hardware_mismatches"] = sum(hw_mismatches(h) for h in hws.values() if h)
@@ -861,9 +861,10 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
                 f"{times} | {mism} |")
         checked = [e for m, e in s["methods"].items() if m != FLOAT and e.get("hardware_checked")]
         if checked:
-            executed = sorted({lv for e in checked for lv in e["hardware_levels_executed"]})
+            executed = list(dict.fromkeys(lv for e in checked for lv in e["hardware_levels_executed"]))
             levels_args = sorted({a for e in checked for a in e["hardware_levels_arg"]})
-            lines += ["", f"Hardware phase: `export/to_finn.py` with `--levels {', '.join(levels_args)}`"
+            how = "its default levels" if levels_args == ["default"] else f"`--levels {', '.join(levels_args)}`"
+            lines += ["", f"Hardware phase: `export/to_finn.py` with {how}"
                       f"{'' if levels_args == ['default'] else ' (rtl_nodes excluded: on main it fails falsely on the Thresholding_rtl node of a binarized-input TFC; fixed on branch `verify`)'}"
                       f"; levels that ran: {', '.join(executed)}; then `onebit validate --backend model` on the whole test set."]
         if s.get("float_check"):
