@@ -143,3 +143,54 @@ def test_pack_splits_into_parts_the_device_can_return(smoke: tuple[Path, Path], 
     full.unpack(tmp_path / "w.tar.xz", tmp_path / "again")
     assert (tmp_path / "again" / "runs" / "tfc-ste-s0" / "collapsed.pt").read_bytes() == \
         (work / "runs" / "tfc-ste-s0" / "collapsed.pt").read_bytes()
+
+
+def test_binarized_input_form_and_hyperlinear_extension(smoke: tuple[Path, Path], tmp_path: Path) -> None:
+    """--input-bits 1: its own runs and table (the float reference on the same +-1 input), hyper's two
+    linear forms trained as labelled, and CNV, which cannot take binarized 28x28 input, left out."""
+    import bench.estimators_full as full
+
+    data_root = TINY[TINY.index("--data-root") + 1]
+    common = ["--models", "tfc", "--seeds", "1", "--epochs", "1", "--limit-train", "300", "--limit-test", "100",
+              "--arch", 'tfc={"hidden": [16, 16]}', "--float-lrs", "0.01", "--jobs", "0", "--data-root", data_root]
+    work, out = tmp_path / "work", tmp_path / "r"
+    args = full._parse([*common, "--models", "tfc,cnv", "--input-bits", "8,1", "--methods", "ste,hyper,float"])
+    assert [name for name, _, _ in full.configs(args)] == ["tfc", "cnv", "tfc-in1"]
+    keys = [r.key for r in full.plan(args)]
+    # the UINT8 form's runs all come first
+    assert keys.index("tfc-in1-float-tune-lr0.01") > max(i for i, k in enumerate(keys) if not k.startswith("tfc-in1"))
+    assert main([*common, "--work", str(work), "--out", str(out), "--input-bits", "1",
+                 "--methods", "hyper,hyper-hyperlinear,float", "--phase", "train,report"]) == 0
+    runs = work / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "tfc-in1-float-s0", "tfc-in1-float-tune-lr0.01", "tfc-in1-hyper-hyperlinear-s0", "tfc-in1-hyper-s0"]
+    for key, linear in (("tfc-in1-hyper-s0", "authors"), ("tfc-in1-hyper-hyperlinear-s0", "hyper")):
+        result = json.loads((runs / key / "result.json").read_text())
+        assert result["estimator"]["name"] == "hyper" and result["estimator"]["hparams"]["linear"] == linear
+        assert result["final_arch"]["input_bits"] == 1 and result["collapse_mismatches"] == 0
+    md = out.with_suffix(".md").read_text()
+    assert "## TFC-w1a1, `--input-bits 1` (binarized input), 1 epochs" in md
+    assert "| hyper, linear=hyper (onebit's extension) | 1 / 1 |" in md
+    # the float reference's input is what the binarized-input BNN sees
+    import torch
+    pixels = torch.tensor([0, 127, 128, 255], dtype=torch.uint8)
+    assert full._float_input(pixels, 1).tolist() == [-1.0, -1.0, 1.0, 1.0]
+    assert full._hardware_levels(full.RunSpec("bnn", "tfc", "ste", 0, 1, 0.02, 100, "cpu", input_bits=1)) == \
+        "cppsim,rtl_accelerator"
+
+
+def test_report_marks_unrun_rows(smoke: tuple[Path, Path], tmp_path: Path) -> None:
+    """CNV without runs on a CPU: 'needs a GPU'; a TFC method not trained: 'not run yet'; never a number."""
+    work, _ = smoke
+    out = tmp_path / "r"
+    args = [*TINY, "--work", str(work), "--out", str(out), "--phase", "report"]
+    methods = args.index("--methods") + 1
+    args[methods] = "ste,rbonn,binaryduo,float"
+    args[args.index("--models") + 1] = "tfc,cnv"
+    assert main(args) == 0  # a report alone: nothing to continue
+    md = out.with_suffix(".md").read_text()
+    assert "| rbonn | 0 / 1 | not run yet |" in md and "| rbonn | 0 / 1 | needs a GPU |" in md
+    assert "| binaryduo | 1 / 1 |" in md
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["summary"]["tfc"]["float_check"]["best_binary_mean"] == max(
+        data["summary"]["tfc"]["methods"][m]["mean"] for m in ("ste", "binaryduo"))
