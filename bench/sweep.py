@@ -48,6 +48,9 @@ def _checkpoint(model: str) -> Path:
 
 
 def _sweep(spec: Path, out: Path, cpus: int) -> float:
+    import os
+
+    LOADS.append(os.getloadavg()[0])
     if out.exists():
         shutil.rmtree(out)  # timed from scratch: a resumed sweep would skip its finished runs
     started = time.perf_counter()
@@ -55,7 +58,11 @@ def _sweep(spec: Path, out: Path, cpus: int) -> float:
                             str(cpus)], cwd=ROOT)
     if code not in (0, 1):
         raise SystemExit(f"bench/sweep.py: onebit sweep exited {code}")
+    LOADS.append(os.getloadavg()[0])
     return time.perf_counter() - started
+
+
+LOADS: list[float] = []  # 1-minute load averages at the start and end of each sweep
 
 
 @cli_errors
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"models": models, "presets": list(PRESETS), "margins": margins, "runs": len(rows),
               "finished": results["summary"]["finished"], "workers": args.workers,
               "wall_seconds_parallel": round(parallel, 1), "wall_seconds_serial": round(serial, 1),
-              "speedup": round(serial / parallel, 2), "rows": rows}
+              "speedup": round(serial / parallel, 2), "load_averages": LOADS, "rows": rows}
     write_text_atomic(RESULTS / "sweep.json", json.dumps(record, indent=2, default=str) + "\n")
     lines = ["# Sweep: models x board presets x auto-fold margins, FINN estimates (local Ray)", "",
              f"`python bench/sweep.py --models {','.join(models)} --workers {args.workers}`: {len(rows)} builds up to "
@@ -92,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
              f"| {len(rows)} | {args.workers} Ray workers | {parallel:.0f} s | 1.00 |",
              f"| {len(rows)} | 1 Ray worker (one after another) | {serial:.0f} s | {serial / parallel:.2f} |", "",
              f"{args.workers} workers finish the same runs {serial / parallel:.2f}x faster than one (the machine has "
-             "2 cores; Ray's start-up and each run's Python start-up are in both times).", "",
+             "2 cores; Ray's start-up and each run's Python start-up are in both times). 1-minute load averages at "
+             f"the start and end of each sweep: {', '.join(f'{x:.1f}' for x in LOADS)} (above 2, other work shared "
+             "the cores and the ratio understates what 2 free cores give).", "",
              "| model | board | margin | status | estimated FPS | LUT | BRAM_18K |", "|---|---|---:|---|---:|---:|---:|"]
     for row in sorted(rows, key=lambda r: (str(r["varying"].get("checkpoint")), str(r["varying"].get("board")),
                                           float(r["varying"].get("margin") or 0))):
