@@ -335,6 +335,9 @@ def resolved(options: BuildOptions) -> BuildOptions:
     out = options.out or Path("build") / Path(options.checkpoint).stem
     changes["out"] = Path(out).resolve()
     if options.levels is None and os.environ.get("ONEBIT_LEVELS") is not None:  # the default it stands for
+        from hw.check.levels import default_levels
+
+        default_levels()  # a bad $ONEBIT_LEVELS is named as such, before the build
         changes["levels"] = os.environ["ONEBIT_LEVELS"] or "none"
     return dataclasses.replace(options, **changes)
 

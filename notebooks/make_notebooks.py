@@ -125,10 +125,13 @@ if data is not None:
     class_names = ([str(name) for name in data["class_names"]] if "class_names" in data
                    else [str(k) for k in range(spec.num_classes)])
     reference = f"validation set of the package ({len(images)} of {len(data['labels'])} images)"
-elif backend == "board" or not (finn_build / "model.pt").is_file():
+elif backend == "board":
     raise FileNotFoundError(f"{validation_set} is missing; the board has no PyTorch to make the reference, "
                             "copy the whole deploy/ folder (hw/deploy.py writes it)")
 else:
+    if not (finn_build / "model.pt").is_file():
+        raise FileNotFoundError(f"{validation_set} is missing and {finn_build} has no model.pt to compute the "
+                                "reference from; set ONEBIT_BUILD_DIR to the build folder")
     # Off-board only (the board has no torch): the test set and the checkpoint, as `onebit validate` does.
     from quant_models.checkpoint import read_checkpoint
     from quant_models.data import load_dataset

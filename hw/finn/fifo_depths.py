@@ -128,7 +128,19 @@ def make_fifo_step(out_dir: Path, fpga_part: str, mvau: str, choice: str = "auto
             model.set_metadata_prop(FIFO_DEPTHS_KEY, json.dumps({"source": "finn", "why": why}))
             return model
         # the same artifacts folder as the rtl_accelerator level: its Verilator build is reused there
-        sim = RTLAccelerator(model, artifacts=out_dir / "hw" / "rtl_accelerator", fifo_sizing="simulated")
+        try:
+            sim = RTLAccelerator(model, artifacts=out_dir / "hw" / "rtl_accelerator", fifo_sizing="simulated")
+            sim.sizing  # noqa: B018 - sizes now (one simulation), so a design that cannot run fails here
+        except (OnebitError, RuntimeError) as error:
+            if choice == "onebit":
+                raise
+            # auto: the design does not build or run in Verilator. The build goes on with FINN's sizing so that
+            # the verification levels report the error as their failure (rtl_nodes, rtl_accelerator name the
+            # node), instead of a bare stop here.
+            why = f"onebit's simulation could not size them: {str(error).splitlines()[0][:300]}"
+            log.warning("FIFO depths left to FINN's step_set_fifo_depths: %s", why)
+            model.set_metadata_prop(FIFO_DEPTHS_KEY, json.dumps({"source": "finn", "why": why}))
+            return model
         if sim.sizing is None:
             raise OnebitError(f"FIFO sizing: the graph already carries FIFO depths ({sim.fifo_source}); "
                               "step_onebit_fifo_depths runs on the code-generated graph before FINN's FIFOs")

@@ -70,7 +70,7 @@ def test_onebit_nodes_alone_meet_finns_estimate(cnv_rtl_model, tmp_path):
     onebit = [s for s in design.stages if s.kind == "onebit"]
     assert {s.op_type for s in onebit} == {"OnebitMVAU_rtl", "OnebitPool_rtl"}
     only = AcceleratorDesign(onebit, [], [], design.init_files, design.init_sources, [s.name for s in onebit],
-                             onebit[0].in_width, onebit[-1].out_width)
+                             design.library_sources, onebit[0].in_width, onebit[-1].out_width)
     rates = isolated_rates(only, tmp_path, images=4)
     assert [r.node for r in rates] == [s.name for s in onebit]
     for rate in rates:
