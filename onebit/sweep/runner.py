@@ -30,6 +30,7 @@ from typing import Any
 from onebit.atomic import write_text_atomic
 from onebit.buildfolder import sha256_file
 from onebit.errors import OnebitError
+from onebit.temporaries import pid_alive
 from onebit.sweep.spec import Run, expand, read_spec, resources
 
 RUN_FILE = "run.json"
@@ -214,7 +215,7 @@ class _SweepLock:
                     holder = json.loads(self.path.read_text())
                 except (OSError, ValueError):
                     holder = {}
-                if holder.get("host") == os.uname().nodename and not _alive(int(holder.get("pid", 0))):
+                if holder.get("host") == os.uname().nodename and not pid_alive(int(holder.get("pid", 0))):
                     self.path.unlink(missing_ok=True)
                     continue
                 raise OnebitError(f"{self.path.parent}: a sweep driver is running there (pid {holder.get('pid')}, "
@@ -223,18 +224,6 @@ class _SweepLock:
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_sweep(spec_path: str | Path, out: str | Path | None = None, address: str | None = None,
