@@ -96,6 +96,13 @@ def shared_source_dir(code_gen_dir: str | Path) -> Path:
     return Path(code_gen_dir).resolve().parent / SHARED_SV_FOLDER
 
 
+def nodes_using(stages: list, text: str) -> str:
+    """'nodes A, B: ' for the onebit nodes (stitch.Stage) whose sources a tool's message names, else ''."""
+    names = [stage.name for stage in stages if stage.kind == "onebit"
+             and any(source in text for source in getattr(globals().get(stage.op_type), "SOURCES", ()))]
+    return f"nodes {', '.join(names)}: " if names else ""
+
+
 def copy_shared_sources(code_gen_dir: str | Path, sources: list[str]) -> list[Path]:
     """Copy `sources` from hw/rtl/sv into shared_source_dir (rewritten only where the content differs, atomically:
     nodes generate in parallel workers); their paths, in compile order."""

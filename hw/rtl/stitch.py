@@ -355,9 +355,14 @@ def _build(design: AcceleratorDesign, folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     top = write_text_atomic(folder / f"{TOP}.sv", design.top_verilog())
     finn_nodes = any(s.kind == "finn" for s in design.stages)
-    return top, build_simulator(TOP, {}, name="rtl_accelerator", extra_sources=[top, *design.sources],
-                                library=design.library_sources,
-                                include_dirs=design.include_dirs, extra_flags=FINN_FLAGS if finn_nodes else ())
+    try:
+        return top, build_simulator(TOP, {}, name="rtl_accelerator", extra_sources=[top, *design.sources],
+                                    library=design.library_sources,
+                                    include_dirs=design.include_dirs, extra_flags=FINN_FLAGS if finn_nodes else ())
+    except OnebitError as error:  # the shared sources' paths name no node: say which nodes use the failing file
+        from hw.rtl.custom_op import nodes_using
+
+        raise OnebitError(f"{nodes_using(design.stages, str(error))}{error}") from None
 
 
 def _write_init_files(design: AcceleratorDesign, folder: Path, overwrite: bool = True) -> None:
