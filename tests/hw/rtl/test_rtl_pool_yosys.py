@@ -79,7 +79,9 @@ def test_yosys_synthesizes_each_pe_dot_product_once_and_counts_it_per_pe():
     mvau = node.resources("xc7")
     assert mvau.instances == {"onebit_dot": 4}
     p = node.parameters()
-    dot = synthesize("onebit_dot", {"SIMD": 8, "IBITS": 8, "ISIGNED": 0, "XNOR": 0}, family="xc7")
+    # the dot product as the MVAU instantiates it: pipelined with the MVAU's adder-tree stages
+    dot = synthesize("onebit_dot", {"SIMD": 8, "IBITS": 8, "ISIGNED": 0, "XNOR": 0, "STAGES": p["TREE_STAGES"]},
+                     family="xc7")
     assert dot.lut > 20 and dot.instances == {}  # an 8-lane add/subtract tree: tens of LUTs
     # the four instances are all counted, beside the counters, accumulators and thresholds of the MVAU
     assert mvau.lut >= p["PE"] * dot.lut, (mvau.cells, dot.cells)
