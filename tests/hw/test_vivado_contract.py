@@ -257,7 +257,9 @@ def _module_definitions(path: Path) -> list[str]:
     return re.findall(r"^\s*module\s+(\w+)", path.read_text(errors="replace"), re.M)
 
 
-@pytest.mark.parametrize("which", ["tfc", "cnv"])
+# The CNV case (~4 min: its whole-accelerator FIFO sizing plus the fake Vivado flow) runs with -m rtl_sweep and in
+# bench/rtl_stitched_fifos.py (1,000 images); the suite keeps the TFC case under its 15-minute budget.
+@pytest.mark.parametrize("which", ["tfc", pytest.param("cnv", marks=pytest.mark.rtl_sweep)])
 def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, cnv_build, fake_environment, tmp_path,
                                                             monkeypatch):
     """`--mvau rtl` through the whole Vivado flow (fake tools): the FIFOs FINN stitches (StreamingFIFO nodes of
