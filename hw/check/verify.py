@@ -230,7 +230,7 @@ def verify_build(trained, plain, meta: dict[str, Any], build, samples: int = 0, 
     try:  # bit-packed input: the driver's DMA bytes against the trained model's first-layer input
         host = check_host_input(trained, build.out_dir, images)
     except Exception as error:  # the driver cannot make the DMA bytes: a failure, never a skip
-        message = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+        message = first_line(error)
         host = {"executed": True, "samples": int(len(images)), "integer_mismatches": int(len(images)),
                 "argmax_mismatches": 0, "first_mismatches": [], "seconds": round(time.perf_counter() - started, 2),
                 "how": f"failed: the driver's input packing raised {message}"}

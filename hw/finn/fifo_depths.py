@@ -137,7 +137,7 @@ def make_fifo_step(out_dir: Path, fpga_part: str, mvau: str, choice: str = "auto
             # auto: the design does not build or run in Verilator. The build goes on with FINN's sizing so that
             # the verification levels report the error as their failure (rtl_nodes, rtl_accelerator name the
             # node), instead of a bare stop here.
-            why = f"onebit's simulation could not size them: {str(error).splitlines()[0][:300]}"
+            why = f"onebit's simulation could not size them: {(str(error).splitlines() or [type(error).__name__])[0][:300]}"
             log.warning("FIFO depths left to FINN's step_set_fifo_depths: %s", why)
             model.set_metadata_prop(FIFO_DEPTHS_KEY, json.dumps({"source": "finn", "why": why}))
             return model
