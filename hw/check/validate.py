@@ -245,6 +245,16 @@ def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: 
         raise OnebitError(f"software scores {z_sw.shape} and accelerator scores {z_hw.shape} differ in shape; "
                           "the build does not belong to this checkpoint")
     mismatched = np.flatnonzero(np.any(z_sw != z_hw, axis=1))
+    reference_ties = None
+    if "import" in meta and len(mismatched):  # the float reference's near-ties, broken as the design breaks them
+        from hw.check.imported import tie_resolved_reference
+
+        z_sw, analysed = tie_resolved_reference(build_dir, meta["import"], images, z_sw, mismatched)
+        tied = [i for i, e in sorted(analysed.items()) if e["z"] is not None and e["ties"]]
+        reference_ties = {"images": len(tied), "first": tied[:10],
+                          "how": "the float reference with its sign-activation near-ties broken the integer design's "
+                                 "way (hw/check/ties.py); the accelerator is compared with it exactly"}
+        mismatched = np.flatnonzero(np.any(z_sw != z_hw, axis=1))
     pred_sw, pred_hw = z_sw.argmax(axis=1), z_hw.argmax(axis=1)
     k = z_hw.shape[1]
     # the same rule as `onebit build` (hw/check/verdict.py): the collapsed model is the reference
@@ -260,6 +270,7 @@ def _validate(build_dir: Path, dataset: str | None, limit: int | None, backend: 
         "accelerator_accuracy": float(np.mean(pred_hw == labels)),
         "mismatches": int(len(mismatched)),
         "first_mismatches": [int(i) for i in mismatched[:10]],
+        **({"reference_ties": reference_ties} if reference_ties else {}),
         "argmax_disagreements": int(np.sum(pred_sw != pred_hw)),
         "software_images_per_s": float(len(images) / sw_seconds),
         "accelerator_images_per_s": float(len(images) / hw_seconds),
@@ -305,6 +316,10 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     from hw.check.verdict import describe_level, drift_line
 
+    if (r.get("reference_ties") or {}).get("images"):
+        ties = r["reference_ties"]
+        lines.append(f"  reference ties (not mismatches): on {ties['images']} images {ties['first']} the float reference "
+                     "sits on a tie of a sign activation; compared with it broken the integer design's way")
     if drift_line(r.get("collapse_drift") or {}):
         lines.append(f"  {drift_line(r['collapse_drift'])}")
     for name, e in (r.get("levels") or {}).items():

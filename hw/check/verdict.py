@@ -119,7 +119,16 @@ def describe_level(entry: dict[str, Any]) -> str:
                 f"+ random inputs, {len(entry.get('nodes') or [])} nodes ({entry['seconds']} s)"
                 + (f"; {', '.join(bad[:5])}" if bad else ""))
     return (f"{head}: {entry['integer_mismatches']} integer / {entry['argmax_mismatches']} argmax mismatches "
-            f"on {entry['samples']} images ({entry['seconds']} s)")
+            f"on {entry['samples']} images{ties_note(entry)} ({entry['seconds']} s)")
+
+
+def ties_note(entry: dict[str, Any]) -> str:
+    """', explained by reference ties: N, unexplained: M' for a level compared with an imported model's float
+    reference (hw/check/ties.py), else ''."""
+    if "explained_by_reference_ties" not in entry:
+        return ""
+    return (f", explained by reference ties: {entry['explained_by_reference_ties']}, "
+            f"unexplained: {entry['unexplained_mismatches']}")
 
 
 def drift_line(drift: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from hw.check.host_input import NAME as HOST_INPUT, check_host_input
 from hw.check.levels import host_input
 from hw.check.python_exec import chunked, execute_padded, fast_python_execution, parallel_map  # noqa: F401
 from hw.check.verdict import (REFERENCE, collapse_drift, compare, error_entry, first_line,  # noqa: F401 (compare)
-                              judge, level_status, with_status)
+                              judge, level_status, ties_note, with_status)
 from onebit.atomic import save_figure_atomic, write_text_atomic
 from onebit.errors import OnebitError
 
@@ -105,6 +105,18 @@ def _set_batch(model, batch: int):
     return model.transform(SetBatch())
 
 
+def graph_input(model, x: np.ndarray) -> np.ndarray:
+    """Images (N x C x H x W pixels) as the input of a FINN graph `model` (its batch-1 shape but N)."""
+    in_shape = model.get_tensor_shape(model.graph.input[0].name)
+    x = host_input(model, x)  # bit-packed input: the host's threshold (hw/driver/input_packing.py)
+    # The HW-layer graph of a CNN reads NHWC (FINN's streamliner moves the NCHW->NHWC transpose in
+    # front of the dataflow partition, i.e. to the host); MLP graphs read the NCHW flatten.
+    if x.ndim == 4 and len(in_shape) == 4 and list(in_shape[1:]) == [x.shape[2], x.shape[3], x.shape[1]] \
+            and list(in_shape[1:]) != list(x.shape[1:]):
+        x = x.transpose(0, 2, 3, 1)
+    return x.reshape(len(x), *in_shape[1:]).astype(np.float32)
+
+
 def _graph_runner(path: Path, batch: int):
     """A function images -> outputs for the graph at `path` (FINN execute_onnx), batched where possible."""
     from finn.core.onnx_exec import execute_onnx
@@ -112,16 +124,9 @@ def _graph_runner(path: Path, batch: int):
 
     single = ModelWrapper(str(path))
     in_name, out_name = single.graph.input[0].name, single.graph.output[0].name
-    in_shape = single.get_tensor_shape(in_name)
 
     def shaped(x: np.ndarray) -> np.ndarray:
-        x = host_input(single, x)  # bit-packed input: the host's threshold (hw/driver/input_packing.py)
-        # The HW-layer graph of a CNN reads NHWC (FINN's streamliner moves the NCHW->NHWC transpose in
-        # front of the dataflow partition, i.e. to the host); MLP graphs read the NCHW flatten.
-        if x.ndim == 4 and len(in_shape) == 4 and list(in_shape[1:]) == [x.shape[2], x.shape[3], x.shape[1]] \
-                and list(in_shape[1:]) != list(x.shape[1:]):
-            x = x.transpose(0, 2, 3, 1)
-        return x.reshape(len(x), *in_shape[1:]).astype(np.float32)
+        return graph_input(single, x)
 
     def run_single(x: np.ndarray) -> np.ndarray:
         return np.concatenate([execute_onnx(single, {in_name: shaped(x[i:i + 1])})[out_name] for i in range(len(x))])
@@ -317,7 +322,7 @@ def mismatch_table(levels: dict[str, dict[str, Any]]) -> list[str]:
         status = level_status(e)
         if e.get("executed"):
             argmax = "-" if e["argmax_mismatches"] is None else e["argmax_mismatches"]
-            rows.append(f"| {level} | {status} | {e['samples']} | {e['integer_mismatches']} | {argmax} | "
+            rows.append(f"| {level} | {status} | {e['samples']} | {e['integer_mismatches']}{ties_note(e)} | {argmax} | "
                         f"{e['first_mismatches'][:8]} | {e['how']} ({e['seconds']} s) |")
         elif status == "failed":  # the design could not be run: its first error line
             rows.append(f"| {level} | **failed**: {_cell(e.get('error') or e.get('reason'))} | | | | | |")
