@@ -234,6 +234,10 @@ def resolve_reference_ties(build_dir: Path, record: dict[str, Any], images: np.n
                       "first_unexplained_mismatches": [int(i) for i in np.flatnonzero(unexplained)[:20]],
                       "reference_tie_epsilon": TIE_EPSILON,
                       "status": "failed" if unexplained.any() else "passed"})
+        if entry["first_explained_by_reference_ties"]:  # its numbers: the design's v - T, the reference's x
+            i = entry["first_explained_by_reference_ties"][0]
+            entry["first_reference_tie"] = {"image": i, "tied_elements": explained[i]["ties"],
+                                            **(explained[i].get("first_tie") or {})}
         reasons = [explained[i]["unexplained"] for i in np.flatnonzero(unexplained)
                    if i in explained and explained[i]["unexplained"]]
         if reasons:
