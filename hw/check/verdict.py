@@ -124,8 +124,8 @@ def describe_level(entry: dict[str, Any]) -> str:
 
 def ties_note(entry: dict[str, Any]) -> str:
     """', explained by reference ties: N, unexplained: M' for a level compared with an imported model's float
-    reference (hw/check/ties.py), else ''."""
-    if "explained_by_reference_ties" not in entry:
+    reference (hw/check/ties.py) that differs from it, else ''."""
+    if not entry.get("explained_by_reference_ties") and not entry.get("unexplained_mismatches"):
         return ""
     return (f", explained by reference ties: {entry['explained_by_reference_ties']}, "
             f"unexplained: {entry['unexplained_mismatches']}")
