@@ -205,8 +205,6 @@ def verify_imported_build(build, record: dict[str, Any], images: np.ndarray, lab
     return result
 
 
-
-
 def resolve_reference_ties(build_dir: Path, record: dict[str, Any], images: np.ndarray, z_ref: np.ndarray,
                            levels: dict[str, dict[str, Any]], scores: dict[str, np.ndarray],
                            exacts: dict[str, np.ndarray]) -> np.ndarray:
