@@ -117,7 +117,8 @@ def explain_image(reference, streamlined, reference_input: np.ndarray, streamlin
             return {"z": None, "ties": ties,
                     "unexplained": f"activation {k} ({node.name}) element {list(where)}: the design decides "
                                    f"{'+1' if decided[where] else '-1'} (accumulator - threshold {margin[where]:.6g}), "
-                                   f"the reference {'-1' if decided[where] else '+1'} (pre-activation {x[where]:.6g}): no tie"}
+                                   f"the reference {'-1' if decided[where] else '+1'} "
+                                   f"(pre-activation {x[where]:.6g}): no tie"}
         if differ.any():
             if first is None:  # the first, with its numbers: the design's v - T and the reference's pre-activation
                 where = tuple(int(i) for i in np.argwhere(differ)[0])

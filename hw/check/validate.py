@@ -318,8 +318,8 @@ def format_report(r: dict[str, Any]) -> str:
 
     if (r.get("reference_ties") or {}).get("images"):
         ties = r["reference_ties"]
-        lines.append(f"  reference ties (not mismatches): on {ties['images']} images {ties['first']} the float reference "
-                     "sits on a tie of a sign activation; compared with it broken the integer design's way")
+        lines.append(f"  reference ties (not mismatches): on {ties['images']} images {ties['first']} the float "
+                     "reference sits on a tie of a sign activation; compared with it broken the integer design's way")
     if drift_line(r.get("collapse_drift") or {}):
         lines.append(f"  {drift_line(r['collapse_drift'])}")
     for name, e in (r.get("levels") or {}).items():
