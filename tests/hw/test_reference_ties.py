@@ -1,7 +1,7 @@
 """Reference ties of an imported model (hw/check/ties.py, docs/verification.md "Reference ties").
 
 Brevitas' bnn_pynq TFC_1W1A with random BatchNorm statistics (mean N(0, 8), var U(0.5, 50)) whose first
-BatchNorm means are whole even numbers, values the first layer's accumulator reaches: there the float32
+BatchNorm thresholds are whole even numbers, values the first layer's accumulator reaches: there the float32
 reference's pre-activation and FINN's streamlined threshold round to either side of the tie. The build
 passes with those images counted as explained by reference ties (N > 0), `onebit validate` compares the
 accelerator model exactly with the tie-resolved reference; one threshold of the HW-layer graph moved by
@@ -38,8 +38,14 @@ def _tied_tfc(path: Path) -> Path:
             n = norm.running_mean.numel()
             norm.running_mean.copy_(torch.randn(n, generator=gen) * 8)
             norm.running_var.copy_(torch.rand(n, generator=gen) * 49.5 + 0.5)
-        # accumulators of the first layer are even (784 inputs of +-1): even means are reachable ties
-        norms[0].running_mean.copy_(2.0 * torch.randint(-6, 7, norms[0].running_mean.shape, generator=gen))
+        # ties in the first BatchNorm: its threshold mean - beta sqrt(var + eps) / gamma set to even integers t,
+        # values its accumulator reaches (784 inputs of +-1); float32 puts the reference's pre-activation at t
+        # and FINN's streamlined threshold within rounding of t, on either side
+        first = norms[0]
+        n = first.running_mean.numel()
+        t = 2.0 * torch.randint(-6, 7, (n,), generator=gen)
+        first.weight.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+        first.bias.copy_(-(t - first.running_mean) * first.weight / torch.sqrt(first.running_var + first.eps))
     net.eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
