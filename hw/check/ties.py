@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 TIE_EPSILON = 1e-3  # accumulator units (streamlined side) and quantizer-scale units (reference side)
+STOP_AFTER = 20  # images no tie explains before the analysis stops (the rest count as unexplained)
 
 
 def _bipolar_activations(model) -> list:
@@ -135,9 +136,12 @@ def explain_image(reference, streamlined, reference_input: np.ndarray, streamlin
 
 
 def explain_ties(build_dir: str | Path, record: dict[str, Any], images: np.ndarray, candidates: np.ndarray,
-                 streamlined_input: Callable[[Any, np.ndarray], np.ndarray]) -> dict[int, dict[str, Any]]:
+                 streamlined_input: Callable[[Any, np.ndarray], np.ndarray],
+                 stop_after: int = STOP_AFTER) -> dict[int, dict[str, Any]]:
     """explain_image for each image index in `candidates` (the ones a level compared with the float reference
-    got wrong). streamlined_input(model, images[i:i+1]) gives the streamlined graph's input of one image."""
+    got wrong). streamlined_input(model, images[i:i+1]) gives the streamlined graph's input of one image.
+    After `stop_after` images that no tie explains the rest are left out (unexplained: the level has failed
+    anyway, and a broken design need not cost one more graph execution per image)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     from export.qonnx_import import REFERENCE_FILE, declared_input
@@ -147,9 +151,12 @@ def explain_ties(build_dir: str | Path, record: dict[str, Any], images: np.ndarr
     reference = ModelWrapper(str(build_dir / REFERENCE_FILE))
     streamlined = ModelWrapper(str(build_dir / "finn" / "step_streamline.onnx"))
     score_tensor, alpha = record["score_tail"]["input_tensor"], score_alpha(record)
-    results = {}
+    results, unexplained = {}, 0
     for i in (int(i) for i in candidates):
         one = images[i:i + 1]
         results[i] = explain_image(reference, streamlined, declared_input(one, record).astype(np.float32),
                                    streamlined_input(streamlined, one), score_tensor, alpha)
+        unexplained += results[i]["z"] is None or not results[i]["ties"]
+        if unexplained >= stop_after:
+            break
     return results
