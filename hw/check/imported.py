@@ -15,8 +15,8 @@ checkpoint's build (hw/check/verify.py); the reference sees them all.
 A float level's z must lie within 1e-3 of an integer (else it is counted as a mismatch on that sample).
 An image where qonnx or a FINN graph differs from the float reference only because the reference sits on a
 near-tie of a sign activation (hw/check/ties.py) is counted as `explained_by_reference_ties`, beside the
-`unexplained_mismatches` that fail the level; the hardware levels are compared exactly with the reference
-whose ties are broken the integer design's way. `onebit validate` compares the accelerator model (or the
+`unexplained_mismatches` that fail the level; the hardware levels' class scores are compared exactly with the
+reference whose ties are broken the integer design's way. `onebit validate` compares the accelerator model (or the
 board) with the same reference (reference_scores), its ties resolved the same way.
 """
 from __future__ import annotations

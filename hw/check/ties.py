@@ -20,8 +20,8 @@ never hidden, and only when all of this holds:
 3. the reference so continued (ties broken the integer design's way, nothing else changed) gives the
    compared level's class scores exactly.
 
-The levels after the integer design (the hardware levels, `onebit validate`'s accelerator) are compared
-with that tie-resolved reference exactly: they get no tie explanation of their own.
+The levels after the integer design that give class scores (rtl_accelerator, `onebit validate`'s
+accelerator) are compared with that tie-resolved reference exactly: they get no tie explanation of their own.
 """
 from __future__ import annotations
 
