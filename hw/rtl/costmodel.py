@@ -15,8 +15,8 @@ The model's form follows the hardware (hw/rtl/sv/onebit_mvau.sv):
   linearly in SIMD and beyond the last point extrapolated by the last segment's slope (synthesis shows it
   linear in SIMD there: about 1.6 LUT per XNOR lane from SIMD 64 to 576). A clock between two calibration
   clocks takes the faster one's (more pipelined, the larger) figures.
-* rest: everything around the dot products, fitted by non-negative least squares (scipy nnls) on the
-  synthesized node minus PE x its dot, over features that count the hardware: accumulators (PE x ACC_BITS),
+* rest: everything around the dot products, fitted by non-negative least squares (scipy nnls, relative
+  error: each row scaled by 1 / the node's count) on the synthesized node minus PE x its dot, over features that count the hardware: accumulators (PE x ACC_BITS),
   threshold comparators (PE x NTHR x ACC_BITS), the weight ROM in LUTs (PE x SIMD bits x ceil(WMEM/64) 64-deep
   LUT6 slices) where it is distributed, the threshold ROM likewise, the input-vector buffer (LUTRAM, SIMD x
   IBITS bits x ceil(SF/64)), and a constant.
@@ -52,47 +52,28 @@ CALIBRATION = Path(__file__).resolve().parent / "calibration" / "mvau.json"
 FORMAT = 1
 CLOCKS_NS = (10.0, 5.0)          # calibration clocks: Zynq-7000's 100 MHz, UltraScale+'s 200 MHz
 MODES = {"xnor": (1, True), "uint8": (8, False)}   # mode -> (input bits, XNOR)
-DOT_SIMD = {"xnor": (1, 2, 4, 8, 16, 32, 64, 128, 256, 576, 1152),
-            "uint8": (1, 3, 27, 64)}   # (SIMD 9 at 5 ns: 740 s of ABC on a loaded machine)
+# SIMD of the dot-product table per mode and calibration clock (10 ns: every CNV/TFC SIMD class from 1 to a
+# 3x3x128 window; 5 ns: fewer, the same line). Kept small: on this project's shared 2-core machine one
+# synthesis takes 10-60 s (the uint8 SIMD 9 dot once took 740 s of ABC).
+DOT_SIMD = {10.0: {"xnor": (1, 2, 4, 8, 16, 32, 64, 128, 256, 576, 1152), "uint8": (1, 3, 27, 64)},
+            5.0: {"xnor": (1, 8, 64, 576), "uint8": (1, 3, 27)}}
 # Whole-node points: (mode, MW, MH, PE, SIMD, ram_style, no_activation, family). MW and MH set SF, NF,
-# WMEM and the accumulator width; the grid spans the folds CNV and TFC use at small PE x SIMD (a node's
-# synthesis takes 10-60 s on one core).
+# WMEM and the accumulator width; the grid spans the folds CNV and TFC use at small PE x SIMD.
 NODE_POINTS = (
-    # XNOR, distributed weights: PE, SIMD, depth
     ("xnor", 64, 16, 1, 8, "distributed", False, "xc7"),
-    ("xnor", 64, 16, 4, 8, "distributed", False, "xc7"),
     ("xnor", 64, 16, 16, 8, "distributed", False, "xc7"),
-    ("xnor", 64, 64, 4, 16, "distributed", False, "xc7"),
     ("xnor", 256, 64, 4, 16, "distributed", False, "xc7"),
-    ("xnor", 576, 64, 2, 32, "distributed", False, "xc7"),
     ("xnor", 576, 64, 8, 32, "distributed", False, "xc7"),
     ("xnor", 576, 128, 4, 64, "distributed", False, "xc7"),
-    ("xnor", 1152, 128, 8, 64, "distributed", False, "xc7"),
-    ("xnor", 256, 256, 16, 32, "distributed", False, "xc7"),
     ("xnor", 128, 32, 32, 4, "distributed", False, "xc7"),
-    ("xnor", 64, 64, 64, 64, "distributed", False, "xc7"),
     ("xnor", 512, 128, 8, 16, "distributed", False, "xc7"),
-    # XNOR, block weights
     ("xnor", 576, 64, 2, 32, "block", False, "xc7"),
-    ("xnor", 576, 128, 4, 64, "block", False, "xc7"),
     ("xnor", 1152, 128, 8, 64, "block", False, "xc7"),
     ("xnor", 256, 256, 16, 32, "block", False, "xc7"),
-    ("xnor", 512, 512, 8, 16, "block", False, "xc7"),
-    ("xnor", 2304, 256, 4, 128, "block", False, "xc7"),
-    ("xnor", 64, 64, 4, 16, "block", False, "xc7"),
-    # raw accumulator out (the last layer)
     ("xnor", 512, 10, 1, 16, "distributed", True, "xc7"),
-    ("xnor", 512, 10, 2, 64, "distributed", True, "xc7"),
-    # integer x bipolar (the first layer: UINT8 pixels)
     ("uint8", 27, 64, 4, 3, "distributed", False, "xc7"),
-    ("uint8", 27, 64, 16, 9, "distributed", False, "xc7"),
-    ("uint8", 27, 64, 8, 27, "distributed", False, "xc7"),
-    ("uint8", 27, 64, 32, 27, "distributed", False, "xc7"),
-    ("uint8", 784, 64, 4, 16, "block", False, "xc7"),
-    # UltraScale+: the same fit, checked
+    ("uint8", 27, 64, 16, 27, "distributed", False, "xc7"),
     ("xnor", 576, 64, 8, 32, "distributed", False, "xcup"),
-    ("xnor", 1152, 128, 8, 64, "block", False, "xcup"),
-    ("uint8", 27, 64, 16, 9, "distributed", False, "xcup"),
 )
 REST_FEATURES = ("const", "pe_acc", "pe_thr", "weight_rom", "thr_rom", "input_buffer")
 FF_FEATURES = ("const", "pe_acc", "weight_reg", "input_reg", "thr_reg", "out_reg")
@@ -216,9 +197,11 @@ def _node(mode: str, mw: int, mh: int, pe: int, simd: int, style: str, no_activa
 
 
 def _timed(fn):
+    """(value, seconds), seconds None where the synthesis came from onebit's cache (timed when it ran)."""
     started = time.perf_counter()
     value = fn()
-    return value, round(time.perf_counter() - started, 1)
+    seconds = round(time.perf_counter() - started, 1)
+    return value, (seconds if seconds >= 1.0 else None)
 
 
 def synthesize_grid(progress: bool = True) -> dict[str, Any]:
@@ -227,7 +210,7 @@ def synthesize_grid(progress: bool = True) -> dict[str, Any]:
     from hw.rtl.yosys import synthesize
     from onebit.progress import bar
 
-    jobs = [("dot", mode, simd, clock) for clock in CLOCKS_NS for mode in DOT_SIMD for simd in DOT_SIMD[mode]]
+    jobs = [("dot", mode, simd, clock) for clock in CLOCKS_NS for mode in DOT_SIMD[clock] for simd in DOT_SIMD[clock][mode]]
     jobs += [("node", *point, clock) for clock in CLOCKS_NS[:1] for point in NODE_POINTS]
     dots, nodes = [], []
     for job in bar(jobs, desc="calibration synthesis", unit="point", enabled=progress):
@@ -247,7 +230,8 @@ def synthesize_grid(progress: bool = True) -> dict[str, Any]:
                           "ff": counts.ff, "carry": counts.carry, "bram18": counts.bram18,
                           "dot_instances": counts.instances.get("onebit_dot"), "seconds": seconds})
         if progress:
-            print(f"  {job[:-1]}: {(dots + nodes)[-1]['lut']} LUT in {(dots + nodes)[-1]['seconds']} s", flush=True)
+            last = (dots + nodes)[-1]
+            print(f"  {job[:-1]}: {last['lut']} LUT, {last['seconds'] or 'cached'} s", flush=True)
     return {"yosys": tool_version("yosys"), "dots": dots, "nodes": nodes}
 
 
@@ -256,6 +240,9 @@ def fit(raw: dict[str, Any]) -> dict[str, Any]:
     prediction error under the fitted model."""
     from scipy.optimize import nnls
 
+    for p in raw["dots"] + raw["nodes"]:
+        if not p.get("seconds"):
+            p["seconds"] = None   # a cache hit: timed in the run that synthesized it
     model = {"format": FORMAT, "yosys": raw["yosys"], "dots": raw["dots"], "nodes": raw["nodes"],
              "lut_coefficients": {}, "ff_coefficients": {}}
     fit_rows = [p for p in raw["nodes"] if p["family"] == "xc7"]
@@ -265,8 +252,11 @@ def fit(raw: dict[str, Any]) -> dict[str, Any]:
             shape = NodeShape.from_parameters(p["parameters"], p["clock_ns"])
             dot = _dot_table(raw["dots"], shape.mode, shape.clock_ns, target)
             f = getattr(shape, feat)()
-            a.append([f[n] for n in names])
-            b.append(p[target] - shape.pe * dot(shape.simd))
+            # each row scaled by 1 / the node's count: the fit minimises relative error, so that the small
+            # nodes (most of a folding search's candidates) weigh as much as the large ones
+            scale = 1.0 / max(1.0, float(p[target]))
+            a.append([f[n] * scale for n in names])
+            b.append((p[target] - shape.pe * dot(shape.simd)) * scale)
         coef, _ = nnls(np.array(a), np.array(b, dtype=float))
         model[f"{target}_coefficients"] = {n: round(float(c), 4) for n, c in zip(names, coef)}
     cost = CostModel(model)
@@ -281,7 +271,7 @@ def fit(raw: dict[str, Any]) -> dict[str, Any]:
     xcup = [abs(p["lut_error"]) for p in raw["nodes"] if p["family"] == "xcup"]
     if xcup:
         model["lut_error_xcup"] = {"mean_abs": round(float(np.mean(xcup)), 4), "max_abs": round(float(np.max(xcup)), 4)}
-    model["synthesis_seconds"] = round(sum(p["seconds"] for p in raw["dots"] + raw["nodes"]), 1)
+    model["synthesis_seconds_this_run"] = round(sum(p["seconds"] or 0 for p in raw["dots"] + raw["nodes"]), 1)
     return model
 
 
@@ -377,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in model.data["nodes"]:
         print(f"  {p['family']} {p['mode']} MW {p['mw']} MH {p['mh']} PE {p['pe']} SIMD {p['simd']} {p['ram_style']}: "
               f"yosys {p['lut']} LUT / {p['bram18']} BRAM18, model {p['predicted']['LUT']:.0f} / "
-              f"{p['predicted']['BRAM_18K']:.0f} ({100 * p['lut_error']:+.1f} %), {p['seconds']} s")
+              f"{p['predicted']['BRAM_18K']:.0f} ({100 * p['lut_error']:+.1f} %), {p['seconds'] or 'cached'} s")
     return 0
 
 
