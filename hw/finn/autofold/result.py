@@ -121,7 +121,8 @@ class FoldingResult:
                 f"| {lr.name}{mark} | {lr.op_type} | {lr.pe or ''} | {simd} | {lr.ram_style or ''} |"
                 f" {lr.cycles:,} | {lr.lut:,.0f} | {lr.bram_18k:,.0f} | {lr.uram:,.0f} | {lr.cost_source} |"
             )
-        lines += ["", "Estimates are FINN's (get_exp_cycles, res_estimation); DMA cycles are FINN's IODMA sizing"
+        lines += ["", "Cycles are FINN's (get_exp_cycles), resources as the 'cost from' column says (FINN's"
+                  " res_estimation unless the node is costed by a calibrated model); DMA cycles are FINN's IODMA sizing"
                   " at the board's port width (no resource estimate exists for them), width converters are the"
                   " ones FINN's InsertDWC inserts. FIFOs and the shell are not included: that is what the"
                   " margin is for.", "", f"Node costs: {self.cost_model}.", ""]
