@@ -79,7 +79,7 @@ def build(work: Path) -> Path:
         run([sys.executable, "-m", "quant_models.train", "--model", "cnv", "--dataset", f"npz:{npz}", "--epochs", "1",
              "--limit-train", "2000", "--seed", "0", "--out", str(ckpt), "--quiet"], log)
     out = work / "pynq-z1-rtl"
-    if not (out / "report.json").is_file():
+    if not (out / "driver" / "io.json").is_file():   # the design is generated (report.md is not needed here)
         run([sys.executable, "export/to_finn.py", str(ckpt), "--board", "Pynq-Z1", "--mvau", "rtl", "--out", str(out),
              "--levels", "none", "--verify-samples", "100", "--no-progress"], log,
             {"ONEBIT_YOSYS_TIMEOUT": str(SYNTH_LIMIT_S)})
@@ -140,8 +140,10 @@ def measure(out: Path, n: int) -> dict[str, Any]:
     result = run_rtl_accelerator(out, images, progress=True)
     seconds = time.perf_counter() - started
     reference = integer_scores(trained, images)
-    report = json.loads((out / "report.json").read_text())
-    clock = report["board"]["clock_mhz"]
+    options = json.loads((out / "onebit_options.json").read_text()).get("options", {})
+    from hw.boards import get_board
+
+    clock = options.get("clock_mhz") or get_board(options.get("board", "Pynq-Z1")).clock_mhz
     cycles = result["cycles_per_image"]
     return {"images": int(len(images)), "input_shape": list(images.shape[1:]), "sim_seconds": round(seconds, 1),
             "mismatches_vs_accel_model": len(result["mismatching"]),
@@ -152,34 +154,70 @@ def measure(out: Path, n: int) -> dict[str, Any]:
             "clock_mhz": clock, "measured_fps": clock * 1e6 / cycles, "fifo_depths": result["fifo_depths"]}
 
 
-def synthesized(out: Path) -> dict[str, Any]:
-    """yosys counts of the build (report.json resources_synth): onebit's nodes, FINN's RTL nodes (or their
-    errors), the whole stitched design; with FINN's estimate for every node yosys did not count."""
-    report = json.loads((out / "report.json").read_text())
-    synth = report.get("resources_synth") or {}
-    layers = {r["layer"]: r for r in report["layers"]}
+def synth_report(out: Path, work: Path) -> dict[str, Any]:
+    """yosys synth_xilinx of the built design (hw/rtl/synth_report.synth_resources: every node of the final
+    dataflow partition with its estimated Fmax, and the whole stitched design with FIFOs and width converters),
+    without the build report's unpipelined comparison (a second synthesis of every MVAU); cached in --work."""
+    cached = work / "synth.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw.boards import get_board
+    from hw.check.accel_model import final_model_path
+    from hw.driver.io_spec import IOSpec
+    from hw.finn.env import prepare_finn
+    from hw.rtl.synth_report import synth_resources
+
+    prepare_finn(out / "hw")
+    spec = IOSpec.load(out / "driver" / "io.json")
+    model = ModelWrapper(str(final_model_path(out, spec.hw_model)))
+    os.environ.setdefault("ONEBIT_YOSYS_TIMEOUT", str(SYNTH_LIMIT_S))
+    started = time.perf_counter()
+    synth = synth_resources(model, get_board("Pynq-Z1").fpga_part, whole=True, unpipelined=False)
+    synth["seconds"] = round(time.perf_counter() - started, 1)
+    # FINN's estimates of the same final nodes, for the nodes yosys does not count
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+
+    synth["finn_estimates"] = {k: {r: float(v.get(r, 0) or 0) for r in ("LUT", "BRAM_18K")}
+                               for k, v in res_estimation(model, get_board("Pynq-Z1").fpga_part).items()}
+    synth["op_types"] = {n.name: n.op_type for n in model.graph.node}
+    write_text_atomic(cached, json.dumps(synth, indent=1, default=str))
+    return synth
+
+
+def synthesized(synth: dict[str, Any]) -> dict[str, Any]:
+    """onebit's nodes by yosys, every other node (FINN's, or one yosys failed on) by FINN's estimate."""
+    est, ops = synth["finn_estimates"], synth["op_types"]
     onebit_lut = onebit_bram = finn_lut = finn_bram = 0.0
     rows, fmax = [], {}
     for name, c in (synth.get("nodes") or {}).items():
-        row = layers.get(name, {})
-        is_onebit = "Onebit" in row.get("op_type", "")
+        e = est.get(name, {})
+        is_onebit = "Onebit" in ops.get(name, "")
         t = c.get("timing") or {}
         if "fmax_mhz" in t:
             fmax[name] = t["fmax_mhz"]
         if "error" in c or not is_onebit:
-            finn_lut += float(row.get("LUT", 0) or 0)
-            finn_bram += float(row.get("BRAM_18K", 0) or 0)
-            rows.append({"node": name, "op": row.get("op_type"), "source": "FINN estimate", "lut": row.get("LUT"),
-                         "bram18": row.get("BRAM_18K"), "yosys": "error" if "error" in c else c.get("lut_total")})
+            finn_lut += e.get("LUT", 0.0)
+            finn_bram += e.get("BRAM_18K", 0.0)
+            rows.append({"node": name, "op": ops.get(name), "source": "FINN estimate", "lut": e.get("LUT"),
+                         "bram18": e.get("BRAM_18K"),
+                         "yosys": c.get("error", "")[:200] if "error" in c else c.get("lut_total")})
         else:
             onebit_lut += c["lut_total"]
             onebit_bram += c["bram18"]
-            rows.append({"node": name, "op": row.get("op_type"), "source": "yosys", "lut": c["lut_total"],
-                         "bram18": c["bram18"], "ff": c["ff"], "finn_estimate_lut": row.get("LUT")})
+            rows.append({"node": name, "op": ops.get(name), "source": "yosys", "lut": c["lut_total"],
+                         "bram18": c["bram18"], "ff": c["ff"], "finn_estimate_lut": e.get("LUT")})
+    for name, e in est.items():   # nodes synth_resources has no entry for (FINN's HLS nodes)
+        if name not in (synth.get("nodes") or {}):
+            finn_lut += e.get("LUT", 0.0)
+            finn_bram += e.get("BRAM_18K", 0.0)
+            rows.append({"node": name, "op": ops.get(name), "source": "FINN estimate", "lut": e.get("LUT"),
+                         "bram18": e.get("BRAM_18K")})
     total = synth.get("total") or {}
     return {"onebit_lut": onebit_lut, "onebit_bram18": onebit_bram, "finn_lut": finn_lut, "finn_bram18": finn_bram,
             "nodes": rows, "node_fmax_mhz": fmax, "whole_design": {k: v for k, v in total.items() if k != "cells"},
-            "autofold": report.get("folding", {}).get("autofold") or report.get("autofold")}
+            "seconds": synth.get("seconds")}
 
 
 def _n(value: Any, spec: str = ",.0f") -> str:
@@ -302,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = build(work)
-    result: dict[str, Any] = {"bnn_pynq": BNN_PYNQ, "synth": synthesized(out)}
+    result: dict[str, Any] = {"bnn_pynq": BNN_PYNQ, "synth": synthesized(synth_report(out, work))}
     partial = work / "cnv_rtl_fold.partial.json"
     if not args.skip_measure:
         result["measured"] = measure(out, args.images)

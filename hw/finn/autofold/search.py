@@ -203,7 +203,8 @@ def fold_for_board(
     `margin` is the usable fraction of each resource (LUT, BRAM_18K, URAM, DSP), one number or a dict.
     `mvau` "rtl": the MVAUs become onebit's RTL (hw/finn/rtl_mvau.py), costed by the yosys-calibrated model
     (synth_costs.py), and a folding whose onebit MVAU misses the clock under the Fmax estimate of
-    hw/rtl/timing.py is rejected (that node's setting banned, the search rerun, at most TIMING_ROUNDS times).
+    hw/rtl/timing.py is rejected (that node's settings with that SIMD banned, the search rerun, at most
+    TIMING_ROUNDS times).
     Returns a folded copy of the model and the result (FINN folding config + per-layer report).
     Raises AutoFoldError if even the fully folded design does not fit.
     """
@@ -232,7 +233,11 @@ def fold_for_board(
             break
         for group, idx in zip(groups, state):
             if group.name in misses:
-                banned.add((group.name, idx))
+                # one PE is timed (hw/rtl/timing.py): its path is set by SIMD (the dot product's depth), not by
+                # PE, so every setting of the node with that SIMD goes
+                simd = group.settings[idx][group.name].get("SIMD")
+                banned.update((group.name, i) for i, st in enumerate(group.settings)
+                              if st[group.name].get("SIMD") == simd)
                 rejected.append({"node": group.name, "setting": group.settings[idx][group.name],
                                  "ram_style": styles.get(group.name), "why": misses[group.name]})
     else:
