@@ -343,9 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"bnn_pynq": BNN_PYNQ, "synth": synthesized(synth_report(out, work))}
     partial = work / "cnv_rtl_fold.partial.json"
     if not args.skip_measure:
-        result["measured"] = measure(out, args.images)
+        done = work / "measured.json"   # a rerun reuses the simulation of the same build
+        if done.is_file() and json.loads(done.read_text()).get("images") == args.images:
+            result["measured"] = json.loads(done.read_text())
+        else:
+            result["measured"] = measure(out, args.images)
+            write_text_atomic(done, json.dumps(result["measured"], indent=1, default=str))
         write_text_atomic(partial, json.dumps(result, indent=1, default=str))
-    result["searches"] = searches(out, work)
+    done = work / "searches.json"
+    if done.is_file():
+        result["searches"] = json.loads(done.read_text())
+    else:
+        result["searches"] = searches(out, work)
+        write_text_atomic(done, json.dumps(result["searches"], indent=1, default=str))
     from hw.rtl.costmodel import CostModel
 
     model = CostModel.load()
