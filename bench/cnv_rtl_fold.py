@@ -86,7 +86,9 @@ def build(work: Path) -> Path:
     return out
 
 
-def searches(out: Path, work: Path) -> list[dict[str, Any]]:
+def searches(out: Path, work: Path, runs: tuple[tuple[str, str], ...] = (("Pynq-Z1", "hls"), ("Pynq-Z1", "rtl"),
+                                                                      ("ZCU104", "hls"), ("ZCU104", "rtl"))
+             ) -> list[dict[str, Any]]:
     """Auto-fold of the build's HW graph for Pynq-Z1 and ZCU104, FINN's estimates vs the calibrated model."""
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -99,30 +101,29 @@ def searches(out: Path, work: Path) -> list[dict[str, Any]]:
     register()
     hw = ModelWrapper(str(out / "finn" / "step_specialize_layers.onnx"))
     rows = []
-    for board_name in ("Pynq-Z1", "ZCU104"):
+    for board_name, mvau in runs:
         board = get_board(board_name)
-        for mvau in ("hls", "rtl"):
-            started = time.perf_counter()
-            try:
-                _, result = fold_for_board(hw, board, mvau=mvau)
-            except AutoFoldError as error:   # e.g. no folding meets the clock: the row says so
-                rows.append({"board": board.name, "mvau": mvau, "error": str(error),
-                             "search_seconds": round(time.perf_counter() - started, 1)})
-                continue
-            seconds = time.perf_counter() - started
-            result.write(work / f"autofold-{board_name}-{mvau}")
-            by_source: dict[str, float] = {}
-            for lr in result.layers:
-                by_source[lr.cost_source] = by_source.get(lr.cost_source, 0.0) + lr.lut
-            rows.append({"board": board.name, "mvau": mvau, "clock_mhz": result.clock_mhz, "fps": result.fps,
-                         "bottleneck": result.bottleneck, "lut": result.totals["LUT"], "lut_by_source": by_source,
-                         "bram18": result.totals["BRAM_18K"], "device_lut": result.device["LUT"],
-                         "device_bram18": result.device["BRAM_18K"], "budget": result.budget,
-                         "node_fmax_mhz": result.node_fmax_mhz, "timing_rejected": result.timing_rejected,
-                         "config": result.config, "search_seconds": round(seconds, 1),
-                         "layers": [{"name": lr.name, "op": lr.op_type, "pe": lr.pe, "simd": lr.simd,
-                                     "ram_style": lr.ram_style, "cycles": lr.cycles, "lut": lr.lut,
-                                     "bram18": lr.bram_18k, "source": lr.cost_source} for lr in result.layers]})
+        started = time.perf_counter()
+        try:
+            _, result = fold_for_board(hw, board, mvau=mvau)
+        except AutoFoldError as error:   # e.g. no folding meets the clock: the row says so
+            rows.append({"board": board.name, "mvau": mvau, "error": str(error),
+                         "search_seconds": round(time.perf_counter() - started, 1)})
+            continue
+        seconds = time.perf_counter() - started
+        result.write(work / f"autofold-{board_name}-{mvau}")
+        by_source: dict[str, float] = {}
+        for lr in result.layers:
+            by_source[lr.cost_source] = by_source.get(lr.cost_source, 0.0) + lr.lut
+        rows.append({"board": board.name, "mvau": mvau, "clock_mhz": result.clock_mhz, "fps": result.fps,
+                     "bottleneck": result.bottleneck, "lut": result.totals["LUT"], "lut_by_source": by_source,
+                     "bram18": result.totals["BRAM_18K"], "device_lut": result.device["LUT"],
+                     "device_bram18": result.device["BRAM_18K"], "budget": result.budget,
+                     "node_fmax_mhz": result.node_fmax_mhz, "timing_rejected": result.timing_rejected,
+                     "config": result.config, "search_seconds": round(seconds, 1),
+                     "layers": [{"name": lr.name, "op": lr.op_type, "pe": lr.pe, "simd": lr.simd,
+                                 "ram_style": lr.ram_style, "cycles": lr.cycles, "lut": lr.lut,
+                                 "bram18": lr.bram_18k, "source": lr.cost_source} for lr in result.layers]})
     return rows
 
 
@@ -317,12 +318,13 @@ def markdown(result: dict[str, Any]) -> str:
               "| node | op | PE | SIMD | ram_style | cycles | LUT (search) | BRAM18 (search) | cost from | yosys LUT of the build | est. Fmax MHz |",
               "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|"]
     built = {n["node"]: n for n in synth["nodes"]}
-    for lr in z1["layers"]:
-        b = built.get(lr["name"], {})
+    for lr in z1["layers"]:   # the build renamed MVAU_hls_k / Pool_hls_k to OnebitMVAU_rtl_k / OnebitPool_rtl_k
+        built_name = lr["name"].replace("MVAU_hls_", "OnebitMVAU_rtl_").replace("Pool_hls_", "OnebitPool_rtl_")
+        b = built.get(built_name, {})
         ylut = b.get("lut") if b.get("source") == "yosys" else None
         lines.append(f"| {lr['name']} | {lr['op']} | {lr['pe'] or ''} | {lr['simd'] or ''} | {lr['ram_style'] or ''} | "
                      f"{lr['cycles']:,} | {lr['lut']:,.0f} | {lr['bram18']:,.0f} | {lr['source']} | {_n(ylut)} | "
-                     f"{_n(synth['node_fmax_mhz'].get(lr['name']))} |")
+                     f"{_n(synth['node_fmax_mhz'].get(built_name))} |")
     for r in rows:
         for rej in r.get("timing_rejected", []):
             lines.append(f"\n* {r['board']} {r['mvau']}: rejected for timing: {rej['node']} {rej['setting']}: {rej['why']}")
