@@ -239,7 +239,8 @@ def markdown(result: dict[str, Any]) -> str:
         "--mvau rtl` (auto-fold: onebit's MVAUs costed by hw/rtl/costmodel.py, fitted to yosys synth_xilinx of "
         "onebit_mvau; FINN's estimate for every other node; no folding whose onebit MVAU misses the clock under "
         "the estimated-Fmax model of hw/rtl/timing.py). The searches below all run on that build's HW graph "
-        "(finn/step_specialize_layers.onnx).", "",
+        "(finn/step_specialize_layers.onnx). The 'synthesized' row is yosys synth_xilinx of the built design's "
+        "nodes (hw/rtl/synth_report.synth_resources); 'FPS measured' is rtl_accelerator's cycles per image.", "",
         "| design | board | clock MHz | FPS estimated | FPS measured | LUT | BRAM18 | est. Fmax MHz | fits 80 %? |",
         "|---|---|---:|---:|---:|---|---:|---:|---|",
         f"| BNN-PYNQ cnvW1A1 (published) | Pynq-Z1 | {pub['clock_mhz']} | n/p | {pub['fps']:,} (on the board) | "
@@ -308,8 +309,15 @@ def markdown(result: dict[str, Any]) -> str:
               "FINN's FIFOs are outside the per-node totals (the whole-design yosys total includes onebit's FIFOs "
               "and width converters, not the DMAs or the interconnect). BNN-PYNQ's figures are Vivado's "
               "post-implementation utilisation of the whole design, shell included: not the same accounting.",
-              "* FINN's nodes yosys cannot read here (ConvolutionInputGenerator_rtl, FMPadding_rtl where they fail; "
-              "LabelSelect / StreamingDataWidthConverter HLS nodes) are counted with FINN's own estimate, labelled.",
+              "* FINN's nodes yosys cannot read here are counted with FINN's own estimate, labelled: yosys 0.23 stops "
+              "on FINN's generated ConvolutionInputGenerator_rtl SystemVerilog (syntax error), so the whole-design "
+              "yosys total (with onebit's FIFOs and width converters) is not available and FIFOs / width "
+              "converters are in no LUT figure of the 'synthesized' row. FINN's Pool_hls estimate is 0 LUT (the "
+              "search's figure); onebit's max pools synthesize to tens of LUTs.",
+              "* Why ZCU104 gains no FPS over the HLS search: both stop at 6,272 cycles, the fastest MVAU_hls_1 "
+              "may be at fold time, because the search keeps FINN's HLS limit of 8,191 weight-stream bits per "
+              "MVAU (PE x SIMD; PE <= 8 at SIMD 576) for nodes that become onebit's RTL, which has no such limit; "
+              "lifting it for `--mvau rtl` is the next step (not done here).",
               "* Est. Fmax: yosys cell delays (7-series -1) + 0.5 ns per routed net, one PE per MVAU "
               "(hw/rtl/timing.py); not a Vivado timing report.",
               "* Measured FPS: cycles per image of the stitched design in Verilator with FIFOs sized by simulation, "
@@ -325,9 +333,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {lr['name']} | {lr['op']} | {lr['pe'] or ''} | {lr['simd'] or ''} | {lr['ram_style'] or ''} | "
                      f"{lr['cycles']:,} | {lr['lut']:,.0f} | {lr['bram18']:,.0f} | {lr['source']} | {_n(ylut)} | "
                      f"{_n(synth['node_fmax_mhz'].get(built_name))} |")
+    lines.append("")
     for r in rows:
         for rej in r.get("timing_rejected", []):
-            lines.append(f"\n* {r['board']} {r['mvau']}: rejected for timing: {rej['node']} {rej['setting']}: {rej['why']}")
+            lines.append(f"* {r['board']} {r['mvau']}: rejected for timing: {rej['node']} {rej['setting']}: {rej['why']}")
     lines += ["", "Cost model: " + json.dumps(result.get("cost_model", {})), ""]
     return "\n".join(lines)
 
