@@ -357,7 +357,8 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
 
         if hasattr(autofold, "make_autofold_step"):  # writes its own report next to ours
             margin = {} if folding.margin is None else {"margin": folding.margin}
-            fold = autofold.make_autofold_step(board, **margin, progress=progress)
+            # --mvau rtl: onebit's MVAUs costed by the yosys-calibrated model, checked against the clock
+            fold = autofold.make_autofold_step(board, **margin, progress=progress, mvau=mvau)
         else:
             auto_fold = auto_fold_function()
             fold = lambda model, cfg: auto_fold(model, board)  # noqa: E731

@@ -236,28 +236,32 @@ def build_groups(model: "ModelWrapper") -> list[Group]:
     return groups
 
 
-_GROUP_CACHE: dict[tuple[str, str, int], list[Group]] = {}
+_GROUP_CACHE: dict[tuple[str, str, int, str], list[Group]] = {}
 
 
-def evaluated_groups(model: "ModelWrapper", fpga_part: str, port_bits: int | None = None) -> list[Group]:
+def evaluated_groups(model: "ModelWrapper", fpga_part: str, port_bits: int | None = None,
+                     costs=None) -> list[Group]:
     """Groups with FINN's estimates for every setting, memoised per (graph, part, DMA port width).
 
     Asking FINN for ~1000 estimates is most of auto-fold's time; a sweep over margins or boards of the
     same part (the benchmark, the monotonicity tests) reuses them. The key is the whole serialized
     graph, so any change to the model (datatypes, ram_style, mem_mode) is a new entry. `port_bits`
-    None leaves the DMAs out (cycles of the layers alone).
+    None leaves the DMAs out (cycles of the layers alone). `costs` (synth_costs.py) gives each node's
+    resources: FINN's estimates when None.
     """
-    key = (hashlib.sha256(model.model.SerializeToString()).hexdigest(), fpga_part, int(port_bits or 0))
+    key = (hashlib.sha256(model.model.SerializeToString()).hexdigest(), fpga_part, int(port_bits or 0),
+           getattr(costs, "key", "finn"))
     if key not in _GROUP_CACHE:
         groups = build_groups(model)
-        _evaluate_groups(model, groups, fpga_part, port_bits)
+        _evaluate_groups(model, groups, fpga_part, port_bits, costs)
         if len(_GROUP_CACHE) >= 8:
             _GROUP_CACHE.pop(next(iter(_GROUP_CACHE)))
         _GROUP_CACHE[key] = groups
     return _GROUP_CACHE[key]
 
 
-def _evaluate_groups(model: "ModelWrapper", groups: list[Group], fpga_part: str, port_bits: int | None) -> None:
+def _evaluate_groups(model: "ModelWrapper", groups: list[Group], fpga_part: str, port_bits: int | None,
+                     costs=None) -> None:
     """Ask FINN for cycles and resources of every valid setting of every group (cached on the group).
 
     A setting FINN's own shape checks reject (e.g. a Reshape whose PE does not divide both axes) is
@@ -283,8 +287,11 @@ def _evaluate_groups(model: "ModelWrapper", groups: list[Group], fpga_part: str,
                     instance.get_folded_input_shape(0)
                     instance.get_folded_output_shape(0)
                     cycles[name] = int(instance.get_exp_cycles())
-                    estimate = instance.node_res_estimation(fpga_part)
-                    res[name] = {r: float(estimate.get(r, 0) or 0) for r in RESOURCES}
+                    if costs is not None:
+                        res[name] = costs.estimate(nodes[name], instance)
+                    else:
+                        estimate = instance.node_res_estimation(fpga_part)
+                        res[name] = {r: float(estimate.get(r, 0) or 0) for r in RESOURCES}
                 if port_bits and first in insts:
                     cycles[INPUT_DMA] = dma_cycles(insts[first], "in", port_bits)["cycles"]
                 if port_bits and last in insts:

@@ -36,6 +36,7 @@ class LayerReport:
     uram: float
     dsp: float
     parallel_window: int | None = None
+    cost_source: str = "FINN estimate"  # or "yosys-calibrated model" (--mvau rtl, synth_costs.py)
 
 
 @dataclass
@@ -64,6 +65,9 @@ class FoldingResult:
     io_bound_fps: float = 0.0
     port_bits: int = 0
     path: list[dict[str, Any]] = field(default_factory=list)  # the explored (FPS, LUT, BRAM, fits) points
+    cost_model: str = "FINN's analytical estimates (node_res_estimation) for every node"
+    timing_rejected: list[dict[str, Any]] = field(default_factory=list)  # settings banned for a missed clock
+    node_fmax_mhz: dict[str, float] = field(default_factory=dict)  # onebit MVAUs' estimated Fmax (--mvau rtl)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,19 +112,27 @@ class FoldingResult:
             use = self.totals[r] / self.budget[r] if self.budget[r] else 0.0
             lines.append(f"| {r} | {self.totals[r]:,.0f} | {self.budget[r]:,.0f} ({self.margin[r]:.0%}) |"
                          f" {self.device[r]:,.0f} | {use:.1%} |")
-        lines += ["", "| layer | op | PE | SIMD | ram_style | cycles | LUT | BRAM_18K | URAM |",
-                  "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+        lines += ["", "| layer | op | PE | SIMD | ram_style | cycles | LUT | BRAM_18K | URAM | cost from |",
+                  "|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
         for lr in self.layers:
             mark = " **(bottleneck)**" if lr.name == self.bottleneck else ""
             simd = f"{lr.simd or ''}{' (window)' if lr.parallel_window else ''}"
             lines.append(
                 f"| {lr.name}{mark} | {lr.op_type} | {lr.pe or ''} | {simd} | {lr.ram_style or ''} |"
-                f" {lr.cycles:,} | {lr.lut:,.0f} | {lr.bram_18k:,.0f} | {lr.uram:,.0f} |"
+                f" {lr.cycles:,} | {lr.lut:,.0f} | {lr.bram_18k:,.0f} | {lr.uram:,.0f} | {lr.cost_source} |"
             )
-        lines += ["", "Estimates are FINN's (get_exp_cycles, res_estimation); DMA cycles are FINN's IODMA sizing"
+        lines += ["", "Cycles are FINN's (get_exp_cycles), resources as the 'cost from' column says (FINN's"
+                  " res_estimation unless the node is costed by a calibrated model); DMA cycles are FINN's IODMA sizing"
                   " at the board's port width (no resource estimate exists for them), width converters are the"
                   " ones FINN's InsertDWC inserts. FIFOs and the shell are not included: that is what the"
-                  " margin is for.", ""]
+                  " margin is for.", "", f"Node costs: {self.cost_model}.", ""]
+        if self.node_fmax_mhz:
+            lines += ["Estimated Fmax of onebit's MVAUs (hw/rtl/timing.py, yosys sta of one PE + routing allowance): "
+                      + ", ".join(f"{n} {f:.0f} MHz" for n, f in self.node_fmax_mhz.items()) + ".", ""]
+        for r in self.timing_rejected:
+            lines.append(f"* rejected for timing: {r['node']} {r['setting']} ({r['ram_style'] or 'style as set'}): {r['why']}")
+        if self.timing_rejected:
+            lines.append("")
         return "\n".join(lines)
 
 
@@ -142,6 +154,7 @@ def evaluate_folding(
     margin: float | Mapping[str, float] = DEFAULT_MARGIN,
     clock_mhz: float | None = None,
     config: dict[str, Any] | None = None,
+    costs=None,
 ) -> FoldingResult:
     """FINN's estimates of the model as folded, plus its DMAs and width converters (see module doc).
 
@@ -160,6 +173,10 @@ def evaluate_folding(
     model = model.transform(AnnotateCycles())
     cycles = model.analysis(exp_cycles_per_layer)
     res = res_estimation(model, board.fpga_part)
+    if costs is not None:  # --mvau rtl: onebit's MVAUs from the calibrated model (synth_costs.py)
+        for node in model.graph.node:
+            if node.name in res and costs.covers(node.name):
+                res[node.name] = costs.estimate(node, inst(node))
     perf = model.analysis(dataflow_performance)
     dma_in, dma_out = dma_rows(model, board.axi_port_bits)
     dwcs = {row["after"]: row for row in width_converters(model, board.fpga_part)}
@@ -185,6 +202,7 @@ def evaluate_folding(
             cycles=int(cycles[node.name]), lut=float(r["LUT"]), bram_18k=float(r["BRAM_18K"]),
             uram=float(r.get("URAM", 0) or 0), dsp=float(r.get("DSP", 0) or 0),
             parallel_window=attr_or_none(instance, "parallel_window"),
+            cost_source=costs.source(node.name) if costs is not None else "FINN estimate",
         ))
         if node.name in dwcs:
             layers.append(stream_row(dwcs[node.name]))
@@ -213,6 +231,7 @@ def evaluate_folding(
         fps=clock * 1e6 / max_cycles, latency_us=critical / clock, path_steps=0, chosen_step=0,
         compute_bottleneck=str(perf["max_cycles_node_name"]), compute_max_cycles=int(perf["max_cycles"]),
         io_bound_cycles=int(io_bound), io_bound_fps=clock * 1e6 / io_bound, port_bits=int(board.axi_port_bits),
+        **({"cost_model": costs.description} if costs is not None else {}),
     )
 
 

@@ -55,9 +55,11 @@ def _fraction_cost(total: dict[str, float], device: dict[str, float]) -> float:
 class _Orders:
     """Per group and order: setting indices sorted cheapest first, with their cycles (numpy, for T scans)."""
 
-    def __init__(self, groups: list[Group], device: dict[str, float]) -> None:
+    def __init__(self, groups: list[Group], device: dict[str, float],
+                 banned: frozenset[tuple[str, int]] = frozenset()) -> None:
         self.by_order: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {o: [] for o in ORDERS}
         for group in groups:
+            allowed_idx = [i for i in range(len(group.settings)) if (group.name, i) not in banned]
             totals = [group.total(i) for i in range(len(group.settings))]
             keys = {
                 "lut": lambda i: (totals[i]["LUT"], totals[i]["BRAM_18K"], _fraction_cost(totals[i], device),
@@ -66,7 +68,7 @@ class _Orders:
                                        parallelism(group.settings[i]), i),
             }
             for order in ORDERS:
-                idx = np.array(sorted(range(len(group.settings)), key=keys[order]), dtype=np.int64)
+                idx = np.array(sorted(allowed_idx, key=keys[order]), dtype=np.int64)
                 cyc = np.array([group.evals[i][0] for i in idx], dtype=np.int64)
                 self.by_order[order].append((idx, cyc))
 
@@ -90,8 +92,9 @@ def state_cycles(groups: list[Group], state: list[int]) -> int:
 class _RamStylePlanner:
     """Moves MVAU weight memories out of BRAM (to URAM, then LUTRAM) until BRAM fits; estimates memoised."""
 
-    def __init__(self, model: "ModelWrapper", groups: list[Group], fpga_part: str) -> None:
+    def __init__(self, model: "ModelWrapper", groups: list[Group], fpga_part: str, costs=None) -> None:
         self.model, self.groups, self.fpga_part = model, groups, fpga_part
+        self.costs = costs
         self.nodes = {n.name: n for n in model.graph.node}
         self.cache: dict[tuple[str, int, str], dict[str, float]] = {}
 
@@ -104,10 +107,13 @@ class _RamStylePlanner:
             instance.set_nodeattr("PE", setting["PE"])
             instance.set_nodeattr("SIMD", setting["SIMD"])
             instance.set_nodeattr("ram_style", style)
-            estimate = instance.node_res_estimation(self.fpga_part)
+            if self.costs is not None:
+                self.cache[key] = self.costs.estimate(self.nodes[group.name], instance)
+            else:
+                estimate = instance.node_res_estimation(self.fpga_part)
+                self.cache[key] = {r: float(estimate.get(r, 0) or 0) for r in RESOURCES}
             for a, v in old.items():
                 instance.set_nodeattr(a, v)
-            self.cache[key] = {r: float(estimate.get(r, 0) or 0) for r in RESOURCES}
         return self.cache[key]
 
     def plan(self, state: list[int], limit: dict[str, float]) -> tuple[bool, dict[str, str], dict[str, float]]:
@@ -126,6 +132,8 @@ class _RamStylePlanner:
                 for style in options:
                     if style not in allowed(instance, "ram_style") or (style == "ultra" and limit["URAM"] <= 0):
                         continue
+                    if style == "ultra" and self.costs is not None and not self.costs.allows_uram(group.name):
+                        continue  # onebit's RTL weight memory has no URAM
                     after = self._estimate(group, idx, style)
                     saved = before["BRAM_18K"] - after["BRAM_18K"]
                     added = after["LUT"] - before["LUT"] if style == "distributed" else after["URAM"] - before["URAM"]
@@ -188,28 +196,76 @@ def fold_for_board(
     margin: float | Mapping[str, float] = DEFAULT_MARGIN,
     clock_mhz: float | None = None,
     progress: bool = False,
+    mvau: str = "hls",
 ) -> tuple["ModelWrapper", FoldingResult]:
     """Fold a HW-layer graph (after step_specialize_layers) for the best estimated FPS within budget.
 
     `margin` is the usable fraction of each resource (LUT, BRAM_18K, URAM, DSP), one number or a dict.
+    `mvau` "rtl": the MVAUs become onebit's RTL (hw/finn/rtl_mvau.py), costed by the yosys-calibrated model
+    (synth_costs.py), and a folding whose onebit MVAU misses the clock under the Fmax estimate of
+    hw/rtl/timing.py is rejected (that node's settings with that SIMD banned, the search rerun, at most
+    TIMING_ROUNDS times).
     Returns a folded copy of the model and the result (FINN folding config + per-layer report).
     Raises AutoFoldError if even the fully folded design does not fit.
     """
     from hw.boards import get_board
-    from onebit.progress import bar as progress_bar
+    from .synth_costs import make_costs
 
     board = get_board(board) if isinstance(board, str) else board
     budget = Budget.from_board(board, margin)
     clock = float(clock_mhz) if clock_mhz else float(board.clock_mhz)
     model = copy.deepcopy(model)
     check_hw_graph(model)
+    costs = make_costs(model, board.fpga_part, 1000.0 / clock, mvau)
+    groups = evaluated_groups(model, board.fpga_part, board.axi_port_bits, costs)
+    planner = _RamStylePlanner(model, groups, board.fpga_part, costs)
+    banned: set[tuple[str, int]] = set()
+    rejected: list[dict[str, Any]] = []
+    for _ in range(TIMING_ROUNDS if hasattr(costs, "timing_misses") else 1):
+        step, state, styles, path, n_targets = _search(model, groups, budget, board, clock, planner,
+                                                       frozenset(banned), progress)
+        if not hasattr(costs, "timing_misses"):
+            break
+        trial = copy.deepcopy(model)
+        apply_state(trial, groups, state, styles)
+        misses = costs.timing_misses(trial, clock)
+        if not misses:
+            break
+        for group, idx in zip(groups, state):
+            if group.name in misses:
+                # one PE is timed (hw/rtl/timing.py): its path is set by SIMD (the dot product's depth), not by
+                # PE, so every setting of the node with that SIMD goes
+                simd = group.settings[idx][group.name].get("SIMD")
+                banned.update((group.name, i) for i, st in enumerate(group.settings)
+                              if st[group.name].get("SIMD") == simd)
+                rejected.append({"node": group.name, "setting": group.settings[idx][group.name],
+                                 "ram_style": styles.get(group.name), "why": misses[group.name]})
+    else:
+        raise AutoFoldError(f"auto-fold found no folding whose onebit MVAUs meet {clock:g} MHz in {TIMING_ROUNDS} "
+                            f"rounds (last: {rejected[-1]['node']}: {rejected[-1]['why']}); lower --clock-mhz")
+    config = apply_state(model, groups, state, styles)
+    result = evaluate_folding(model, board, margin=margin, clock_mhz=clock, config=config, costs=costs)
+    result.path_steps, result.chosen_step, result.path = n_targets, step, path
+    result.timing_rejected = rejected
+    result.node_fmax_mhz = dict(getattr(costs, "timings", {}))
+    return model, result
 
-    groups = evaluated_groups(model, board.fpga_part, board.axi_port_bits)
-    orders = _Orders(groups, budget.device)
-    floor = max(min(ev[0] for ev in g.evals) for g in groups)
-    targets = sorted({ev[0] for g in groups for ev in g.evals if ev[0] >= floor})
-    planner = _RamStylePlanner(model, groups, board.fpga_part)
 
+TIMING_ROUNDS = 12
+
+
+def _search(model, groups: list[Group], budget: Budget, board, clock: float, planner: "_RamStylePlanner",
+            banned: frozenset[tuple[str, int]], progress: bool):
+    """The budget cut of the module docstring over the settings not banned: (chosen step, state, styles,
+    the explored path, number of targets)."""
+    from onebit.progress import bar as progress_bar
+
+    orders = _Orders(groups, budget.device, banned)
+    allowed_evals = [[ev for i, ev in enumerate(g.evals) if (g.name, i) not in banned] for g in groups]
+    if any(not evs for evs in allowed_evals):
+        raise AutoFoldError("every setting of a layer was rejected for timing; lower --clock-mhz")
+    floor = max(min(ev[0] for ev in evs) for evs in allowed_evals)
+    targets = sorted({ev[0] for evs in allowed_evals for ev in evs if ev[0] >= floor})
     path: list[dict[str, Any]] = []
     chosen = None
     for step, target in enumerate(progress_bar(targets, desc="auto-fold", unit="target", enabled=progress)):
@@ -247,10 +303,7 @@ def fold_for_board(
         cycles = state_cycles(groups, rest)
         path.append({"target_cycles": int(target), "cycles": int(cycles), "lut": totals["LUT"],
                      "bram18": totals["BRAM_18K"], "fps": clock * 1e6 / cycles, "fits": None})
-    config = apply_state(model, groups, state, styles)
-    result = evaluate_folding(model, board, margin=margin, clock_mhz=clock, config=config)
-    result.path_steps, result.chosen_step, result.path = len(targets), step, path
-    return model, result
+    return step, state, styles, path, len(targets)
 
 
 def check_hw_graph(model: "ModelWrapper") -> None:
@@ -276,6 +329,7 @@ def auto_fold(
     clock_mhz: float | None = None,
     report_dir: str | Path | None = None,
     progress: bool = False,
+    mvau: str = "hls",
 ) -> "ModelWrapper":
     """The builder-step form: fold for `board` and return the folded model.
 
@@ -284,7 +338,7 @@ def auto_fold(
     report (folding.json, autofold_report.json/.md, autofold_resources.png, autofold_path.png) is
     written there too.
     """
-    folded, result = fold_for_board(model, board, margin=margin, clock_mhz=clock_mhz, progress=progress)
+    folded, result = fold_for_board(model, board, margin=margin, clock_mhz=clock_mhz, progress=progress, mvau=mvau)
     summary = {k: v for k, v in result.to_dict().items() if k not in ("layers", "path")}
     folded.set_metadata_prop(METADATA_KEY, json.dumps(summary))
     if report_dir is not None:
@@ -308,7 +362,7 @@ def fastest_valid_folding(model: "ModelWrapper", fpga_part: str) -> dict[str, An
 
 
 def make_autofold_step(board: "Board | str", margin: float | Mapping[str, float] = DEFAULT_MARGIN,
-                       out_dir: str | Path | None = None, progress: bool = True):
+                       out_dir: str | Path | None = None, progress: bool = True, mvau: str = "hls"):
     """A FINN builder step (model, cfg) -> model that auto-folds and writes the report into cfg.output_dir.
 
     Put it in place of step_target_fps_parallelization/step_apply_folding_config in a step list.
@@ -316,6 +370,6 @@ def make_autofold_step(board: "Board | str", margin: float | Mapping[str, float]
 
     def step_onebit_auto_fold(model, cfg):
         return auto_fold(model, board, margin=margin, clock_mhz=1000.0 / float(cfg.synth_clk_period_ns),
-                         report_dir=out_dir or cfg.output_dir, progress=progress)
+                         report_dir=out_dir or cfg.output_dir, progress=progress, mvau=mvau)
 
     return step_onebit_auto_fold

@@ -45,7 +45,13 @@ module onebit_rom #(
         initial $readmemh(INIT_FILE, mem);
         always_ff @(posedge clk) if (en) read <= mem[addr];
     end else if (RAM_STYLE == "distributed") begin : g_distributed
+`ifdef YOSYS
+        // yosys 0.23 maps no read-only memory to LUTRAM ("no valid mapping found" for ram_style
+        // distributed): as LUT logic it is what Vivado's distributed ROM is, ~1 LUT6 per 64 bits
+        (* ram_style = "logic" *) logic [WIDTH-1:0] mem [DEPTH];
+`else
         (* rom_style = "distributed", ram_style = "distributed" *) logic [WIDTH-1:0] mem [DEPTH];
+`endif
         initial $readmemh(INIT_FILE, mem);
         always_ff @(posedge clk) if (en) read <= mem[addr];
     end else begin : g_auto
