@@ -16,10 +16,13 @@ Phases (`--phase`, comma list, default all, each skipping what is already done i
   timing    each method alone on the device for a few epochs of `--timing-steps` steps: time per epoch
             relative to STE on the same device (the concurrent runs share it, so their times are not
             comparable)
-  train     all trainings as concurrent worker processes on the one device (`--jobs`, default: all at
-            once on CUDA, one at a time on CPU); every run saves its resumable state after every epoch
-            (`quant_models.train --state`); a rerun resumes unfinished runs and skips finished ones.
-            `--budget-minutes` stops the workers at a deadline (exit 3: rerun to continue).
+  train     all trainings as tasks of onebit's sweep runner on Ray (`--runner ray`, the default: local Ray
+            running `--jobs` at a time, default all at once on CUDA, one at a time on CPU; or the Ray cluster at
+            `--address`, each run asking for `--cpus-per-run` CPUs and `--gpus-per-run` GPUs, docs/sweeps.md),
+            or as worker processes of this script (`--runner processes`, where Ray is not installed); every
+            run saves its resumable state after every epoch (`quant_models.train --state`); a rerun, with
+            either runner, resumes unfinished runs and skips finished ones. `--budget-minutes` stops the
+            trainings at a deadline (exit 3: rerun to continue).
             A finished run is collapsed at once and checked equal to the trained model on every test
             image; collapsed.pt (the plain binary network, an STE checkpoint) is what hardware reads when
             the trained model.pt is not on the machine (it stays where it was trained, see --pack).
@@ -93,7 +96,10 @@ then one device call (carry `.whl` and `.data`, timeout 600 s):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
     ONEBIT_DATA=$PWD/.data PYTHONUNBUFFERED=1 python3 bench/estimators_full.py --device cuda --models cnv \\
-        --phase timing,train --budget-minutes 9 --pack $OUT/estimators_full_work.tar.xz
+        --runner processes --phase timing,train --budget-minutes 9 --pack $OUT/estimators_full_work.tar.xz
+
+(`--runner processes`: Ray's wheel alone is larger than what a device call carries; on a Ray cluster with GPUs,
+the default `--runner ray` with `--address`, see docs/sweeps.md)
 
 (TFC trains on the CPU, see the tables above: `--models cnv` keeps the device for CNV) and back here, on
 the CPU (FINN builds and the accelerator model; about 5 min per CNV checkpoint on 2 cores), then the
