@@ -715,7 +715,9 @@ def phase_hardware(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
             "checkpoint": "trained" if checkpoint == trained else "collapsed",
             "levels_arg": None,  # to_finn's default levels, the ones users get (both input forms)
             "finn_samples": report["verification"]["samples"],
-            "levels": {name: {k: level.get(k) for k in ("executed", "integer_mismatches", "argmax_mismatches", "reason")}
+            # nodes: how many nodes a node level simulated (0: the build has none of its kind, nothing to check)
+            "levels": {name: {**{k: level.get(k) for k in ("executed", "integer_mismatches", "argmax_mismatches", "reason")},
+                              "nodes": len(level["nodes"]) if isinstance(level.get("nodes"), list) else None}
                        for name, level in levels.items()},
             "accelerator_samples": validation["samples"],
             "accelerator_mismatches": validation["mismatches"],
@@ -779,6 +781,10 @@ def summarise(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any]:
                     checked = [h for h in hws.values() if h]
                     entry["hardware_levels_executed"] = list(dict.fromkeys(
                         n for h in checked for n, lv in h["levels"].items() if lv.get("executed")))
+                    entry["hardware_levels_empty"] = list(dict.fromkeys(  # ran, but on no node of its kind
+                        n for h in checked for n, lv in h["levels"].items() if lv.get("executed") and lv.get("nodes") == 0))
+                    entry["hardware_levels_skipped"] = {n: _short_reason(lv.get("reason")) for h in checked
+                                                        for n, lv in h["levels"].items() if not lv.get("executed")}
                     entry["hardware_levels_arg"] = sorted({h.get("levels_arg") or "default" for h in checked})
                     entry["collapse_mismatches"] = sum(int(v.get("collapse_mismatches", 0)) for v in done.values())
                     entry["hardware_mismatches"] = sum(hw_mismatches(h) for h in hws.values() if h)
@@ -855,6 +861,16 @@ def projection(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any] 
         total += t["seconds_per_step"] * math.ceil(images / args.batch_size) * run.epochs
         device = t["device"]
     return {"runs": len(runs), "serial_minutes": total / 60, "device": device}
+
+
+def _short_reason(reason: str | None) -> str:
+    """A level's skip reason without its how-to (in the build's report.md): 'finn-hlslib not found'."""
+    import re
+
+    text = reason or "no reason recorded"
+    while re.search(r"\([^()]*\)", text):  # nested parentheses, innermost first
+        text = re.sub(r"\s*\([^()]*\)", "", text)
+    return text.removeprefix("skipped: ").split(";")[0].strip()
 
 
 def _pct(x: float | None, sign: bool = False) -> str:
@@ -934,8 +950,13 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
             executed = list(dict.fromkeys(lv for e in checked for lv in e["hardware_levels_executed"]))
             levels_args = sorted({a for e in checked for a in e["hardware_levels_arg"]})
             how = "its default levels" if levels_args == ["default"] else f"`--levels {', '.join(levels_args)}`"
-            lines += ["", f"Hardware phase: `export/to_finn.py` with {how}"
-                      f"; levels that ran: {', '.join(executed)}; then `onebit validate --backend model` on the whole test set."]
+            empty = list(dict.fromkeys(lv for e in checked for lv in e.get("hardware_levels_empty", [])))
+            skipped = {n: r for e in checked for n, r in e.get("hardware_levels_skipped", {}).items()}
+            ran = ", ".join(f"{lv} (no node of its kind in this build: nothing to simulate)" if lv in empty else lv
+                            for lv in executed)
+            lines += ["", f"Hardware phase: `export/to_finn.py` with {how}; levels that ran: {ran}"
+                      + (f"; not run here: {'; '.join(f'{n} ({r})' for n, r in skipped.items())}" if skipped else "")
+                      + "; then `onebit validate --backend model` on the whole test set."]
         if s.get("float_check"):
             f = s["float_check"]
             lines += ["", f"Float reference {_pct(f['float_mean'])} % vs best binary net {_pct(f['best_binary_mean'])} %: "

@@ -311,6 +311,11 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
 
     # a task that asks for no GPU keeps the node's CUDA_VISIBLE_DEVICES (Ray's coming default would empty it)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if not address:
+        # Ray's memory monitor kills its own workers when the whole machine is short of memory, whoever uses it: on a
+        # machine shared with other work that kills (and retries) runs that are not the cause; the kernel's OOM
+        # killer still acts on real exhaustion. A cluster keeps Ray's setting. (Set the variable to keep the monitor.)
+        os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     if not ray.is_initialized():
         ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
                  log_to_driver=False, logging_level="ERROR",
