@@ -506,6 +506,11 @@ def phase_train(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
         raise
     finally:
         bar.close()
+    return _outcome(work, failed, incomplete)
+
+
+def _outcome(work: Path, failed: list[str], incomplete: list[str]) -> bool:
+    """A training call's end (either runner): failed runs are an error; True when every run finished."""
     if failed:
         raise OnebitError(f"training failed for {', '.join(failed)}; see their worker.log under {work / 'runs'}")
     if incomplete:
@@ -572,12 +577,7 @@ def _train_sweep(args: argparse.Namespace, pending: list[RunSpec]) -> bool:
               "finished epoch is saved)", file=sys.stderr)
     failed = [k for k, r in records.items() if r["status"] == "failed"]
     incomplete += [k for k, r in records.items() if r["status"] in ("incomplete", "stopped", "not run")]
-    if failed:
-        raise OnebitError(f"training failed for {', '.join(failed)}; see their worker.log under {work / 'runs'}")
-    if incomplete:
-        print(f"train: {len(incomplete)} run(s) not finished ({', '.join(sorted(incomplete)[:6])}"
-              f"{', ...' if len(incomplete) > 6 else ''}); rerun the same command to continue", file=sys.stderr)
-    return not incomplete
+    return _outcome(work, failed, incomplete)
 
 
 def _train_inline(args: argparse.Namespace, pending: list[RunSpec]) -> bool:
