@@ -14,6 +14,10 @@ finished for the same parameters and whose result file still has that hash; fail
 again. A failing run is recorded with its one-line error and does not stop the others. Ctrl-C (or the driver
 killed) stops the children with it (the children die with their Ray worker: PR_SET_PDEATHSIG), and nothing
 half-done carries a run.json.
+
+`run_commands` runs any commands the same way (CommandTask: a folder, a command, the file it leaves when finished,
+CPUs and GPUs, the tasks it waits for) for callers whose runs keep a layout and resume rule of their own:
+bench/estimators_full.py's trainings.
 """
 from __future__ import annotations
 
