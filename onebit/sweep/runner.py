@@ -336,8 +336,11 @@ def gather(pending: dict[Any, Any], on_record, deadline: float | None = None) ->
 
     try:
         while pending:
-            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            # short waits: a blocking ray.wait never lets Python run its SIGINT handler (Ctrl-C would not stop it)
+            timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.time()))
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            if not ready and (deadline is None or time.time() < deadline):
+                continue
             if not ready:  # the deadline
                 stopped = list(pending.values())
                 for ref in pending:
