@@ -16,10 +16,13 @@ Phases (`--phase`, comma list, default all, each skipping what is already done i
   timing    each method alone on the device for a few epochs of `--timing-steps` steps: time per epoch
             relative to STE on the same device (the concurrent runs share it, so their times are not
             comparable)
-  train     all trainings as concurrent worker processes on the one device (`--jobs`, default: all at
-            once on CUDA, one at a time on CPU); every run saves its resumable state after every epoch
-            (`quant_models.train --state`); a rerun resumes unfinished runs and skips finished ones.
-            `--budget-minutes` stops the workers at a deadline (exit 3: rerun to continue).
+  train     all trainings as tasks of onebit's sweep runner on Ray (`--runner ray`, the default: local Ray
+            running `--jobs` at a time, default all at once on CUDA, one at a time on CPU; or the Ray cluster at
+            `--address`, each run asking for `--cpus-per-run` CPUs and `--gpus-per-run` GPUs, docs/sweeps.md),
+            or as worker processes of this script (`--runner processes`, where Ray is not installed); every
+            run saves its resumable state after every epoch (`quant_models.train --state`); a rerun, with
+            either runner, resumes unfinished runs and skips finished ones. `--budget-minutes` stops the
+            trainings at a deadline (exit 3: rerun to continue).
             A finished run is collapsed at once and checked equal to the trained model on every test
             image; collapsed.pt (the plain binary network, an STE checkpoint) is what hardware reads when
             the trained model.pt is not on the machine (it stays where it was trained, see --pack).
@@ -93,7 +96,10 @@ then one device call (carry `.whl` and `.data`, timeout 600 s):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
     ONEBIT_DATA=$PWD/.data PYTHONUNBUFFERED=1 python3 bench/estimators_full.py --device cuda --models cnv \\
-        --phase timing,train --budget-minutes 9 --pack $OUT/estimators_full_work.tar.xz
+        --runner processes --phase timing,train --budget-minutes 9 --pack $OUT/estimators_full_work.tar.xz
+
+(`--runner processes`: Ray's wheel alone is larger than what a device call carries; on a Ray cluster with GPUs,
+the default `--runner ray` with `--address`, see docs/sweeps.md)
 
 (TFC trains on the CPU, see the tables above: `--models cnv` keeps the device for CNV) and back here, on
 the CPU (FINN builds and the accelerator model; about 5 min per CNV checkpoint on 2 cores), then the
@@ -349,10 +355,18 @@ def _integer_scores(model, images, device: str, batch_size: int = 1000):
     return np.concatenate(outputs).astype(np.int64)
 
 
-def run_worker(spec: RunSpec, work: Path) -> int:
+def run_worker(spec: RunSpec, work: Path, float_lrs: list[float] | None = None) -> int:
     """Train one run (resuming its state); writes result.json when it is finished. Exit 0 finished,
-    INCOMPLETE when stopped early by --stop-after-epochs."""
+    INCOMPLETE when stopped early by --stop-after-epochs. A float seed given lr nan (the Ray runner starts it
+    after its tuning runs) takes the tuned learning rate among `float_lrs`."""
     import torch
+
+    if spec.kind == FLOAT and math.isnan(spec.lr):
+        lr, _ = tuned_lr(work, spec.config, float_lrs or [])
+        if lr is None:
+            raise OnebitError(f"{spec.key}: the float reference's tuning runs ({spec.config}-float-tune-lr*) have not "
+                              "all finished; run them first")
+        spec.lr = lr
 
     torch.set_num_threads(max(1, spec.threads))
     folder = run_dir(work, spec.key)
@@ -437,6 +451,8 @@ def phase_train(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
         print(f"train: {skipped} run(s) already finished, skipped", file=sys.stderr)
     if args.jobs == 0:
         return _train_inline(args, pending)
+    if args.runner == "ray":
+        return _train_sweep(args, pending)
     jobs = args.jobs or (len(pending) if args.device == "cuda" else 1)
     jobs = max(1, min(jobs, len(pending) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -490,12 +506,78 @@ def phase_train(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
         raise
     finally:
         bar.close()
+    return _outcome(work, failed, incomplete)
+
+
+def _outcome(work: Path, failed: list[str], incomplete: list[str]) -> bool:
+    """A training call's end (either runner): failed runs are an error; True when every run finished."""
     if failed:
         raise OnebitError(f"training failed for {', '.join(failed)}; see their worker.log under {work / 'runs'}")
     if incomplete:
         print(f"train: {len(incomplete)} run(s) not finished ({', '.join(sorted(incomplete)[:6])}"
               f"{', ...' if len(incomplete) > 6 else ''}); rerun the same command to continue", file=sys.stderr)
     return not incomplete
+
+
+def _train_sweep(args: argparse.Namespace, pending: list[RunSpec]) -> bool:
+    """`--runner ray`: every unfinished run as a task of onebit's sweep runner (onebit/sweep/runner.py), on local
+    Ray (`--jobs` CPUs: as many runs at a time) or the Ray cluster at `--address`, each asking for
+    `--cpus-per-run` CPUs and, on CUDA, `--gpus-per-run` GPUs. A task is the same worker command the process
+    runner starts, in the same run folder (work/runs/KEY: state.pt every epoch, result.json last), so both
+    runners resume each other's runs. A float seed waits for its tuning runs (a Ray dependency) and picks its
+    learning rate from their results itself."""
+    from tqdm import tqdm
+
+    from onebit.sweep.runner import CommandTask, run_commands
+
+    work = args.work
+    jobs = max(1, min(args.jobs or (len(pending) if args.device == "cuda" else 1), len(pending) or 1))
+    cpus = args.cpus_per_run or 1
+    gpus = 0.0
+    if args.device == "cuda":
+        # default: the `--jobs` runs share one GPU (each asks for a share); on a cluster, e.g. 1 or 0.25
+        gpus = args.gpus_per_run if args.gpus_per_run is not None else math.floor(10000 / jobs) / 10000
+    # one thread per CPU the run asked for; locally as the process runner: the machine's cores over --jobs
+    threads = max(1, int(cpus)) if args.address else max(1, (os.cpu_count() or 1) // jobs)
+    tasks: list[CommandTask] = []
+    incomplete: list[str] = []
+    for spec in pending:
+        depends: list[str] = []
+        if spec.kind == FLOAT:
+            lr, _ = tuned_lr(work, spec.config, args.float_lrs)
+            depends = [r.key for r in pending if r.kind == "tune" and r.config == spec.config]
+            if lr is None and not depends:  # unreachable: its tuning runs are either finished or pending
+                incomplete.append(spec.key)
+                continue
+            spec.lr = float("nan") if lr is None else lr  # nan: the worker reads the tuned lr when it starts
+        spec.threads = threads
+        env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+               "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore")}
+        command = [sys.executable, str(Path(__file__).resolve()), "--work", str(work),
+                   "--float-lrs", ",".join(f"{lr!r}" for lr in args.float_lrs), "--worker", json.dumps(asdict(spec))]
+        tasks.append(CommandTask(id=spec.key, folder=str(run_dir(work, spec.key)), command=command, result="result.json",
+                                 num_cpus=cpus, num_gpus=gpus, depends_on=depends, env=env, log="worker.log",
+                                 incomplete_exit=INCOMPLETE))
+    deadline = time.time() + 60 * args.budget_minutes if args.budget_minutes else None
+    bar = tqdm(total=len(tasks), desc="trainings (Ray)", unit="run")
+
+    def ended(record: dict[str, Any]) -> None:
+        bar.update(1)
+        if record["status"] == "failed":
+            tqdm.write(f"{record['id']}: {record['error']}; log {run_dir(work, record['id']) / 'worker.log'}",
+                       file=sys.stderr)
+
+    try:
+        records = run_commands(tasks, address=args.address, num_cpus=None if args.address else int(jobs * cpus),
+                               on_record=ended, deadline=deadline)
+    finally:
+        bar.close()
+    if any(r["status"] == "stopped" for r in records.values()):
+        print(f"train: --budget-minutes {args.budget_minutes} reached; the unfinished runs were stopped (their last "
+              "finished epoch is saved)", file=sys.stderr)
+    failed = [k for k, r in records.items() if r["status"] == "failed"]
+    incomplete += [k for k, r in records.items() if r["status"] in ("incomplete", "stopped", "not run")]
+    return _outcome(work, failed, incomplete)
 
 
 def _train_inline(args: argparse.Namespace, pending: list[RunSpec]) -> bool:
@@ -591,16 +673,6 @@ def phase_timing(args: argparse.Namespace) -> None:
               f"after another on {estimate['device']}", file=sys.stderr)
 
 
-# to_finn's `--levels` per input form (None: its default, every level whose tools are found). With
-# `--input-bits 1` the rtl_nodes level fails falsely on the Thresholding_rtl node that takes the binarized
-# input (fixed on the `verify` branch, not yet on main): those builds run every other hardware level.
-HARDWARE_LEVELS = {8: None, 1: "cppsim,rtl_accelerator"}
-
-
-def _hardware_levels(spec: RunSpec) -> str | None:
-    return HARDWARE_LEVELS.get(spec.input_bits)
-
-
 def phase_hardware(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
     """export/to_finn.py and `onebit validate --backend model` for every finished BNN run; True if all
     finished runs of the selected methods have hardware results."""
@@ -619,11 +691,9 @@ def phase_hardware(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
         checkpoint = trained if trained.is_file() else folder / "collapsed.pt"
         build = folder / "hw"
         seconds: dict[str, float] = {}
-        levels_arg = _hardware_levels(spec)
         for name, command in (
             ("build_and_verify", [python, str(ROOT / "export" / "to_finn.py"), str(checkpoint), "--board", args.board,
-                                  "--out", str(build), "--verify-samples", str(args.verify_samples), "--no-progress",
-                                  *(["--levels", levels_arg] if levels_arg else [])]),
+                                  "--out", str(build), "--verify-samples", str(args.verify_samples), "--no-progress"]),
             ("validate", [python, "-m", "onebit", "validate", str(build), "--backend", "model",
                           *(["--limit", str(args.limit_test)] if args.limit_test else []),
                           *(["--data-root", str(args.data_root)] if args.data_root else [])]),
@@ -643,9 +713,11 @@ def phase_hardware(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
         levels = report["verification"]["levels"]
         write_json(folder / "hw.json", {
             "checkpoint": "trained" if checkpoint == trained else "collapsed",
-            "levels_arg": levels_arg,
+            "levels_arg": None,  # to_finn's default levels, the ones users get (both input forms)
             "finn_samples": report["verification"]["samples"],
-            "levels": {name: {k: level.get(k) for k in ("executed", "integer_mismatches", "argmax_mismatches", "reason")}
+            # nodes: how many nodes a node level simulated (0: the build has none of its kind, nothing to check)
+            "levels": {name: {**{k: level.get(k) for k in ("executed", "integer_mismatches", "argmax_mismatches", "reason")},
+                              "nodes": len(level["nodes"]) if isinstance(level.get("nodes"), list) else None}
                        for name, level in levels.items()},
             "accelerator_samples": validation["samples"],
             "accelerator_mismatches": validation["mismatches"],
@@ -709,6 +781,10 @@ def summarise(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any]:
                     checked = [h for h in hws.values() if h]
                     entry["hardware_levels_executed"] = list(dict.fromkeys(
                         n for h in checked for n, lv in h["levels"].items() if lv.get("executed")))
+                    entry["hardware_levels_empty"] = list(dict.fromkeys(  # ran, but on no node of its kind
+                        n for h in checked for n, lv in h["levels"].items() if lv.get("executed") and lv.get("nodes") == 0))
+                    entry["hardware_levels_skipped"] = {n: _short_reason(lv.get("reason")) for h in checked
+                                                        for n, lv in h["levels"].items() if not lv.get("executed")}
                     entry["hardware_levels_arg"] = sorted({h.get("levels_arg") or "default" for h in checked})
                     entry["collapse_mismatches"] = sum(int(v.get("collapse_mismatches", 0)) for v in done.values())
                     entry["hardware_mismatches"] = sum(hw_mismatches(h) for h in hws.values() if h)
@@ -785,6 +861,16 @@ def projection(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any] 
         total += t["seconds_per_step"] * math.ceil(images / args.batch_size) * run.epochs
         device = t["device"]
     return {"runs": len(runs), "serial_minutes": total / 60, "device": device}
+
+
+def _short_reason(reason: str | None) -> str:
+    """A level's skip reason without its how-to (in the build's report.md): 'finn-hlslib not found'."""
+    import re
+
+    text = reason or "no reason recorded"
+    while re.search(r"\([^()]*\)", text):  # nested parentheses, innermost first
+        text = re.sub(r"\s*\([^()]*\)", "", text)
+    return text.removeprefix("skipped: ").split(";")[0].strip()
 
 
 def _pct(x: float | None, sign: bool = False) -> str:
@@ -864,9 +950,13 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
             executed = list(dict.fromkeys(lv for e in checked for lv in e["hardware_levels_executed"]))
             levels_args = sorted({a for e in checked for a in e["hardware_levels_arg"]})
             how = "its default levels" if levels_args == ["default"] else f"`--levels {', '.join(levels_args)}`"
-            lines += ["", f"Hardware phase: `export/to_finn.py` with {how}"
-                      f"{'' if levels_args == ['default'] else ' (rtl_nodes excluded: on main it fails falsely on the Thresholding_rtl node of a binarized-input TFC; fixed on branch `verify`)'}"
-                      f"; levels that ran: {', '.join(executed)}; then `onebit validate --backend model` on the whole test set."]
+            empty = list(dict.fromkeys(lv for e in checked for lv in e.get("hardware_levels_empty", [])))
+            skipped = {n: r for e in checked for n, r in e.get("hardware_levels_skipped", {}).items()}
+            ran = ", ".join(f"{lv} (no node of its kind in this build: nothing to simulate)" if lv in empty else lv
+                            for lv in executed)
+            lines += ["", f"Hardware phase: `export/to_finn.py` with {how}; levels that ran: {ran}"
+                      + (f"; not run here: {'; '.join(f'{n} ({r})' for n, r in skipped.items())}" if skipped else "")
+                      + "; then `onebit validate --backend model` on the whole test set."]
         if s.get("float_check"):
             f = s["float_check"]
             lines += ["", f"Float reference {_pct(f['float_mean'])} % vs best binary net {_pct(f['best_binary_mean'])} %: "
@@ -1023,7 +1113,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default=None, help="folder with the Fashion-MNIST idx files")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--jobs", type=int, default=None,
-                        help="concurrent training processes (default: all on cuda, 1 on cpu; 0: in this process)")
+                        help="concurrent trainings on this machine (default: all on cuda, 1 on cpu; 0: one after "
+                             "another in this process)")
+    parser.add_argument("--runner", default="ray", choices=("ray", "processes"),
+                        help="how the trainings run: ray (default), as tasks of onebit's sweep runner on local Ray or "
+                             "the cluster at --address; processes, worker processes of this script (no Ray needed)")
+    parser.add_argument("--address", default=None,
+                        help="--runner ray: a running Ray cluster (auto on a cluster node, or ray://HOST:10001); the "
+                             "work folder must be on storage every node shares")
+    parser.add_argument("--cpus-per-run", type=float, default=None,
+                        help="--runner ray: CPUs each training asks Ray for (default 1; its torch threads)")
+    parser.add_argument("--gpus-per-run", type=float, default=None,
+                        help="--runner ray with --device cuda: GPUs each training asks for (default 1/--jobs: the "
+                             "runs share one GPU; on a cluster e.g. 1, or 0.25 for four per GPU)")
     parser.add_argument("--budget-minutes", type=float, default=None, help="stop the trainings after this long (exit 3)")
     parser.add_argument("--stop-after-epochs", type=int, default=None, help="each run trains at most this many epochs in this call")
     parser.add_argument("--timing-steps", type=int, default=50, help="steps per timed epoch in the timing phase")
@@ -1078,7 +1180,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     missing = [m for m in args.models if m not in args.epochs]
     if missing or any(v < 1 for v in args.epochs.values()) or args.seeds < 1:
         raise OnebitError("--epochs and --seeds must be >= 1 for every model; e.g. --epochs cnv=40,tfc=40")
-    if args.device == "cuda":
+    if args.address and args.runner != "ray":
+        raise OnebitError("--address is a Ray cluster's: give it with --runner ray (the default)")
+    if (args.cpus_per_run is not None and args.cpus_per_run <= 0) or (args.gpus_per_run is not None and not (
+            0 < args.gpus_per_run <= 1 or (args.gpus_per_run > 1 and args.gpus_per_run == int(args.gpus_per_run)))):
+        raise OnebitError("--cpus-per-run must be > 0 and --gpus-per-run a share of one GPU (0 < x <= 1) or whole GPUs")
+    if args.device == "cuda" and not args.address:  # on a cluster, Ray checks that it has GPUs
         import torch
 
         if not torch.cuda.is_available():
@@ -1090,7 +1197,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.worker:
-        return run_worker(RunSpec(**json.loads(args.worker)), args.work)
+        return run_worker(RunSpec(**json.loads(args.worker)), args.work,
+                          [float(x) for x in args.float_lrs.split(",") if x.strip()])
     if args.unpack:
         unpack(args.unpack, args.work)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -175,8 +175,6 @@ def test_binarized_input_form_and_hyperlinear_extension(smoke: tuple[Path, Path]
     import torch
     pixels = torch.tensor([0, 127, 128, 255], dtype=torch.uint8)
     assert full._float_input(pixels, 1).tolist() == [-1.0, -1.0, 1.0, 1.0]
-    assert full._hardware_levels(full.RunSpec("bnn", "tfc", "ste", 0, 1, 0.02, 100, "cpu", input_bits=1)) == \
-        "cppsim,rtl_accelerator"
 
 
 def test_report_marks_unrun_rows(smoke: tuple[Path, Path], tmp_path: Path) -> None:
@@ -194,3 +192,25 @@ def test_report_marks_unrun_rows(smoke: tuple[Path, Path], tmp_path: Path) -> No
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["summary"]["tfc"]["float_check"]["best_binary_mean"] == max(
         data["summary"]["tfc"]["methods"][m]["mean"] for m in ("ste", "binaryduo"))
+
+
+def test_ray_runner_resumes_the_process_runners_runs_with_the_same_results(smoke: tuple[Path, Path],
+                                                                           tmp_path: Path) -> None:
+    """The trainings as tasks of onebit's sweep runner on local Ray (2 CPUs), in the same run folders: they resume
+    runs the worker processes stopped part-way, the float seed waits for its tuning runs (a Ray dependency), and
+    every result equals the same run done by the worker processes alone."""
+    pytest.importorskip("ray")
+    common = [*TINY, "--methods", "ste,float", "--jobs", "2", "--phase", "train"]
+    keys = ["tfc-float-s0", "tfc-float-tune-lr0.003", "tfc-float-tune-lr0.01", "tfc-ste-s0"]
+    mixed, alone = tmp_path / "mixed", tmp_path / "alone"
+    assert main([*common, "--work", str(mixed), "--runner", "processes", "--stop-after-epochs", "1"]) == INCOMPLETE
+    assert not (mixed / "runs" / "tfc-float-s0").exists()  # its tuning runs stopped too
+    assert main([*common, "--work", str(mixed), "--runner", "ray"]) == 0
+    assert main([*common, "--work", str(alone), "--runner", "processes"]) == 0
+    for key in keys:
+        sessions = [s["started_at_epoch"] for s in json.loads((mixed / "runs" / key / "sessions.json").read_text())]
+        assert sessions == ([0] if key == "tfc-float-s0" else [0, 1]), (key, sessions)
+        ray_run, reference = (json.loads((w / "runs" / key / "result.json").read_text()) for w in (mixed, alone))
+        assert [h["test_accuracy"] for h in ray_run["history"]] == [h["test_accuracy"] for h in reference["history"]]
+        assert ray_run["final_accuracy"] == reference["final_accuracy"] and ray_run["spec"]["lr"] == reference["spec"]["lr"]
+    assert json.loads((mixed / "runs" / "tfc-ste-s0" / "result.json").read_text())["collapse_mismatches"] == 0

@@ -1,7 +1,8 @@
 """The results of a sweep: one table (results.md, .json, .csv) and the plots a person looks at.
 
 Plots (matplotlib PNG): hardware accuracy against LUT and estimated FPS against LUT, one panel per board, the
-Pareto front (no other run has fewer LUT and more accuracy/FPS) marked and joined.
+Pareto front (no other run has fewer LUT and more accuracy/FPS) marked and joined: one per network (training or
+checkpoint) in its colour, and with several networks the front over all of them ringed.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def rows_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "varying": record.get("varying") or {}, "status": status,
                      **{k: metrics.get(k) for k in COLUMNS if k in metrics}, "board": metrics.get("board"),
                      "seconds": record.get("seconds"), "error": record.get("error")})
+    # the network a build is of (its training, or its checkpoint's file name): the plots' series
+    for row, record in zip(rows, records):
+        checkpoint = (record.get("params") or {}).get("checkpoint")
+        row["model"] = (record.get("depends_on") or (Path(str(checkpoint)).stem if checkpoint else None)
+                        if record["kind"] == "build" else record["key"])
     # a build's accuracy in software: its training's, for the table's accuracy column
     trained = {row["run"].split("/", 1)[1]: row.get("accuracy") for row in rows if row["kind"] == "train"}
     for row, record in zip(rows, records):
@@ -77,11 +83,21 @@ def _plot(folder: Path, rows: list[dict[str, Any]]) -> list[str]:
         for ax, board in zip(axes[0], boards):
             mine = [r for r in usable if str(r.get("board")) == board]
             points = [(float(r["lut"]), float(r[metric])) for r in mine]
-            if points:
-                ax.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="tab:blue", label="runs")
+            models = list(dict.fromkeys(str(r.get("model")) for r in mine))
+            # one colour per network, each with its own front (its folding trade-off); with several networks the
+            # front over all of them (the designs a person picks from) is ringed
+            for colour, model in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, models):
+                own = [p for p, r in zip(points, mine) if str(r.get("model")) == model]
+                prefix = "" if len(models) == 1 else f"{model}: "
+                ax.scatter([p[0] for p in own], [p[1] for p in own], s=18, color=colour, alpha=0.6,
+                           label=f"{prefix}runs")
+                front = pareto(own)
+                ax.plot([own[i][0] for i in front], [own[i][1] for i in front], "-o", color=colour if len(models) > 1
+                        else "tab:red", markersize=5, label=f"{prefix}Pareto front")
+            if len(models) > 1 and points:
                 front = pareto(points)
-                ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-o", color="tab:red",
-                        markersize=5, label="Pareto front")
+                ax.scatter([points[i][0] for i in front], [points[i][1] for i in front], s=110, facecolors="none",
+                           edgecolors="black", label="front over all")
             ax.set_title(board)
             ax.set_xlabel("LUT (estimated)")
             ax.set_ylabel(label)

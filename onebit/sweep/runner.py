@@ -14,6 +14,10 @@ finished for the same parameters and whose result file still has that hash; fail
 again. A failing run is recorded with its one-line error and does not stop the others. Ctrl-C (or the driver
 killed) stops the children with it (the children die with their Ray worker: PR_SET_PDEATHSIG), and nothing
 half-done carries a run.json.
+
+`run_commands` runs any commands the same way (CommandTask: a folder, a command, the file it leaves when finished,
+CPUs and GPUs, the tasks it waits for) for callers whose runs keep a layout and resume rule of their own:
+bench/estimators_full.py's trainings.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -268,12 +272,7 @@ def _run_all(spec: dict[str, Any], runs: list[Run], folder: Path, address: str |
         return
     import ray
 
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    if not ray.is_initialized():
-        ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
-                 log_to_driver=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                     filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}})
+    start_ray(address, num_cpus)
     gpus = ray.cluster_resources().get("GPU", 0)
     remote = ray.remote(execute)
     refs: dict[str, Any] = {}
@@ -292,21 +291,170 @@ def _run_all(spec: dict[str, Any], runs: list[Run], folder: Path, address: str |
         refs[run.id] = ref
         pending[ref] = run
     done = len(runs) - len(todo)
+
+    def finished(record: dict[str, Any], run: Run) -> None:
+        nonlocal done
+        records[run.id] = {"kind": run.kind, "key": run.key, "varying": run.varying, "metrics": {}, **record}
+        done += 1
+        status = record["status"] + ("" if record["status"] == "finished" else f": {record['error']}")
+        seconds = "" if record.get("seconds") is None else f" ({record['seconds']:.0f} s)"
+        say(f"[{done}/{len(runs)}] {run.id}: {status}{seconds}")
+
+    try:
+        gather(pending, finished)
+    except KeyboardInterrupt:
+        say(f"sweep interrupted: {done} of {len(runs)} runs done; rerun the same command to continue "
+            "(finished runs are skipped)")
+        raise
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Connect to the Ray cluster at `address`, or start a local instance with `num_cpus` CPUs (None: all);
+    the tasks import onebit from this checkout (a cluster's nodes share it, see docs/sweeps.md)."""
+    import ray
+
+    # a task that asks for no GPU keeps the node's CUDA_VISIBLE_DEVICES (Ray's coming default would empty it)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if not address:
+        # Ray's memory monitor kills its own workers when the whole machine is short of memory, whoever uses it: on a
+        # machine shared with other work that kills (and retries) runs that are not the cause; the kernel's OOM
+        # killer still acts on real exhaustion. A cluster keeps Ray's setting. (Set the variable to keep the monitor.)
+        os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+    if not ray.is_initialized():
+        ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR",
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                     filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}})
+
+
+def gather(pending: dict[Any, Any], on_record, deadline: float | None = None) -> list[Any]:
+    """Wait for the Ray tasks of `pending` (object ref -> what the caller calls it), calling
+    `on_record(record, name)` as each returns. At `deadline` (a time.time()) or on Ctrl-C the rest are cancelled
+    (their processes killed: a run keeps only what it saved atomically) and Ray is shut down; returns the names of
+    the runs cancelled at the deadline (Ctrl-C re-raises)."""
+    import ray
+
     try:
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            # short waits: a blocking ray.wait never lets Python run its SIGINT handler (Ctrl-C would not stop it)
+            timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.time()))
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            if not ready and (deadline is None or time.time() < deadline):
+                continue
+            if not ready:  # the deadline
+                stopped = list(pending.values())
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                pending.clear()
+                return stopped
             for ref in ready:
-                run = pending.pop(ref)
-                record = ray.get(ref)
-                records[run.id] = record
-                done += 1
-                status = record["status"] + ("" if record["status"] == "finished" else f": {record['error']}")
-                say(f"[{done}/{len(runs)}] {run.id}: {status} ({record['seconds']:.0f} s)")
+                name = pending.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except ray.exceptions.RayError as error:  # the task's worker or node died (after Ray's retries)
+                    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                    record = {"status": "failed", "error": f"Ray: {type(error).__name__}: {first}"[:300],
+                              "seconds": None}
+                on_record(record, name)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        say(f"sweep interrupted: {done} of {len(runs)} runs done; rerun the same command to continue "
-            "(finished runs are skipped)")
-        ray.shutdown()
         raise
-    ray.shutdown()
+    finally:
+        ray.shutdown()
+    return []
+
+
+# -- any command as a Ray task --------------------------------------------------------------------------------
+
+@dataclass
+class CommandTask:
+    """A command run in `folder` as a Ray task, for callers with a run layout and resume rule of their own
+    (bench/estimators_full.py's trainings): finished when it exits 0 and left `result` in `folder`."""
+
+    id: str
+    folder: str
+    command: list[str]
+    result: str
+    num_cpus: float = 1
+    num_gpus: float = 0
+    depends_on: list[str] = field(default_factory=list)  # ids of earlier tasks that must finish first
+    env: dict[str, str] = field(default_factory=dict)
+    log: str = "run.log"  # in `folder`, appended to (a resumed run's log keeps its earlier sessions)
+    incomplete_exit: int | None = None  # the command's exit status for "stopped early, resumable"
+
+
+def execute_command(task_dict: dict[str, Any], *dependencies: dict[str, Any]) -> dict[str, Any]:
+    """One CommandTask in a Ray worker (its dependencies' records resolved by Ray); returns its record: status
+    finished, incomplete (stopped early by its own choice), failed (with the one-line error), or not run (a task it
+    depends on did not finish)."""
+    task = CommandTask(**task_dict)
+    folder = Path(task.folder)
+    started = time.time()
+    record: dict[str, Any] = {"id": task.id, "folder": task.folder, "host": os.uname().nodename, "exit": None,
+                              "error": None}
+    unfinished = [f"{d['id']} {d.get('status')}" for d in dependencies if d.get("status") != "finished"]
+    if unfinished:  # a later call runs it, once what it waits for has finished
+        record.update(status="not run", error=f"waits for {', '.join(unfinished)}")
+    else:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               **task.env}
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / task.log
+        try:
+            with open(log, "a") as out:
+                code = subprocess.call(task.command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       preexec_fn=_die_with_parent)
+        except OSError as error:
+            record.update(status="failed", error=f"{task.command[0]}: {error.strerror}")
+        else:
+            record["exit"] = code
+            if code == 0 and (folder / task.result).is_file():
+                record["status"] = "finished"
+            elif task.incomplete_exit is not None and code == task.incomplete_exit:
+                record["status"] = "incomplete"
+            else:
+                record.update(status="failed", error=_last_error(log, code) if code else
+                              f"no {task.result} in {folder} (exit 0)")
+    record["seconds"] = round(time.time() - started, 1)
+    return record
+
+
+def run_commands(tasks: list[CommandTask], address: str | None = None, num_cpus: int | None = None,
+                 on_record=None, deadline: float | None = None) -> dict[str, dict[str, Any]]:
+    """Run `tasks` as Ray tasks (local Ray with `num_cpus` CPUs, or the cluster at `address`), each asking for its
+    own CPUs and GPUs, a task after the ones it depends on (listed before it); `on_record(record)` as each ends.
+    Returns every task's record by id; the ones cancelled at `deadline` have status "stopped"."""
+    import ray
+
+    if not tasks:
+        return {}
+    start_ray(address, num_cpus)
+    if any(t.num_gpus for t in tasks) and not ray.cluster_resources().get("GPU"):
+        ray.shutdown()
+        raise OnebitError("the runs ask for GPUs but Ray sees none here; train with --device cpu, or give the "
+                          "--address of a Ray cluster with GPU nodes")
+    remote = ray.remote(execute_command)
+    refs: dict[str, Any] = {}
+    pending: dict[Any, str] = {}
+    for task in tasks:
+        missing = [d for d in task.depends_on if d not in refs]
+        if missing:
+            ray.shutdown()
+            raise OnebitError(f"run {task.id} depends on {', '.join(missing)}, which is not an earlier run of the sweep")
+        ref = remote.options(num_cpus=task.num_cpus, num_gpus=task.num_gpus).remote(asdict(task), *(refs[d] for d in task.depends_on))
+        refs[task.id] = ref
+        pending[ref] = task.id
+    records: dict[str, dict[str, Any]] = {}
+
+    def ended(record: dict[str, Any], name: str) -> None:
+        records[name] = {"id": name, "exit": None, **record}
+        if on_record is not None:
+            on_record(record)
+
+    for name in gather(pending, ended, deadline):
+        records[name] = {"id": name, "status": "stopped", "error": "stopped at the deadline", "exit": None,
+                         "seconds": None, "folder": next(t.folder for t in tasks if t.id == name)}
+        if on_record is not None:
+            on_record(records[name])
+    return records

@@ -115,3 +115,34 @@ def test_bad_specs_are_one_line(tmp_path, capsys, text, expected):
     assert main([str(spec), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_run_commands_keeps_failures_and_dependencies_in_their_runs(tmp_path):
+    """The runner's generic command tasks (bench/estimators_full.py's trainings): a finished task, a failing one
+    with its one-line error, a task after the failing one not run (said why), one stopped early on purpose, and a
+    task after a finished one run with the first one's output in place."""
+    from onebit.sweep.runner import CommandTask, run_commands
+
+    def task(name: str, code: str, **kw) -> CommandTask:
+        return CommandTask(id=name, folder=str(tmp_path / name), command=[sys.executable, "-c", code],
+                           result="done.txt", **kw)
+
+    write = "import pathlib; pathlib.Path('{}').write_text('{}')"
+    tasks = [task("first", write.format(tmp_path / "first" / "done.txt", "1")),
+             task("broken", "import sys; print('onebit: broken: what went wrong'); sys.exit(2)"),
+             task("after-broken", write.format(tmp_path / "after-broken" / "done.txt", "x"), depends_on=["broken"]),
+             task("stops", "import sys; sys.exit(3)", incomplete_exit=3),
+             task("after-first", "import pathlib, sys; t = pathlib.Path('{}').read_text(); "
+                  "pathlib.Path('{}').write_text(t + '2')".format(tmp_path / "first" / "done.txt",
+                                                                  tmp_path / "after-first" / "done.txt"),
+                  depends_on=["first"])]
+    seen = []
+    records = run_commands(tasks, num_cpus=2, on_record=lambda r: seen.append(r["id"]))
+    assert sorted(seen) == sorted(t.id for t in tasks)
+    status = {name: (r["status"], r["error"]) for name, r in records.items()}
+    assert status["first"] == ("finished", None) and status["after-first"] == ("finished", None)
+    assert (tmp_path / "after-first" / "done.txt").read_text() == "12"
+    assert status["broken"] == ("failed", "onebit: broken: what went wrong")
+    assert status["after-broken"] == ("not run", "waits for broken failed")
+    assert not (tmp_path / "after-broken").exists()
+    assert status["stops"] == ("incomplete", None) and records["stops"]["exit"] == 3
