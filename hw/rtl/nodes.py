@@ -137,7 +137,8 @@ class RTLMvau(_Node):
         onebit's MVAU before it was pipelined, for the cost and the timing the pipelining buys."""
         node = RTLMvau.__new__(RTLMvau)
         node.cfg, node.name = replace(self.cfg, mem_reg=0, tree_stages=0), self.name
-        node.image = replace(self.image, parameters={**self.image.parameters, "MEM_REG": 0, "TREE_STAGES": 0})
+        node.image = replace(self.image, parameters={**self.image.parameters, "MEM_REG": 0, "TREE_STAGES": 0,
+                                                                 "LUT_ROM_DEPTH": 0})
         return node
 
     def timing(self) -> Timing:
