@@ -120,6 +120,16 @@ class MVAUConfig:
         return tree_stages(self.simd, ibits, self.xnor, self.clock_ns)
 
     @property
+    def lut_rom_depth(self) -> int:
+        """Deepest "auto" weight / threshold memory kept in LUTs at the target clock (0: no limit; deeper ones
+        go to block RAM), with the memory output register; without it (mem_reg = 0) no limit, as before."""
+        if not self.mem_reg:
+            return 0
+        from hw.rtl.timing import lut_rom_depth
+
+        return lut_rom_depth(self.clock_ns)
+
+    @property
     def latency(self) -> int:
         """Cycles from a vector's first input beat to its first output beat, without stalls (hw/rtl/README.md)."""
         return self.sf + 3 + self.mem_reg + self.stages
@@ -299,6 +309,6 @@ def mvau_image(cfg: MVAUConfig, weights: np.ndarray, thresholds: np.ndarray | No
                   "XNOR": int(cfg.xnor), "ACC_BITS": acc_bits, "ACC_SIGNED": int(acc_signed),
                   "NTHR": nthr, "OBITS": obits, "ACT_VAL": int(cfg.act_val),
                   "RAM_STYLE": _style(cfg.ram_style), "RAM_STYLE_THRESHOLDS": _style(cfg.ram_style_thresholds),
-                  "MEM_REG": int(cfg.mem_reg), "TREE_STAGES": cfg.stages}
+                  "MEM_REG": int(cfg.mem_reg), "TREE_STAGES": cfg.stages, "LUT_ROM_DEPTH": cfg.lut_rom_depth}
     weights_text = hex_lines(weight_words(cfg, weights), cfg.pe * cfg.simd)
     return MVAUImage(cfg, parameters, weights_text, thr_lines, (lo, hi), thr)

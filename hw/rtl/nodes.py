@@ -137,17 +137,16 @@ class RTLMvau(_Node):
         onebit's MVAU before it was pipelined, for the cost and the timing the pipelining buys."""
         node = RTLMvau.__new__(RTLMvau)
         node.cfg, node.name = replace(self.cfg, mem_reg=0, tree_stages=0), self.name
-        node.image = replace(self.image, parameters={**self.image.parameters, "MEM_REG": 0, "TREE_STAGES": 0})
+        node.image = replace(self.image, parameters={**self.image.parameters, "MEM_REG": 0, "TREE_STAGES": 0,
+                                                                 "LUT_ROM_DEPTH": 0})
         return node
 
-    def timing(self) -> Timing:
-        """Estimated Fmax (hw/rtl/timing.py) of one PE of this node: the PEs are copies of one datapath
-        sharing the input slice and the pipeline enable, and the model has no fanout, so one PE has the
-        node's critical path, and the synthesis stays seconds where a wide layer's flat one does not
-        finish. The weight memory keeps the style (block / LUT) of the whole node."""
+    def one_pe(self) -> tuple[dict[str, int | str], dict[str, str]]:
+        """Parameters and init files of this node cut to one PE (MH = NF): one copy of the datapath with the
+        node's memories' depth and style (block / LUT as the whole node gets them), what `timing` times."""
         cfg, params = self.cfg, dict(self.image.parameters)
         if cfg.pe == 1:
-            return estimate_timing(self.top, params, self.init_files(), name=self.name)
+            return params, self.init_files()
         nthr, acc_bits = int(params["NTHR"]), int(params["ACC_BITS"])
         if params["RAM_STYLE"] == "auto" and cfg.pe * cfg.simd * cfg.wmem >= 16384:   # onebit_rom's rule
             params["RAM_STYLE"] = "block"
@@ -157,6 +156,14 @@ class RTLMvau(_Node):
         files = {"weights.dat": _lane_zero(self.image.weight_lines, cfg.simd)}
         if self.image.threshold_lines is not None:
             files["thresholds.dat"] = _lane_zero(self.image.threshold_lines, max(1, nthr) * acc_bits)
+        return params, files
+
+    def timing(self) -> Timing:
+        """Estimated Fmax (hw/rtl/timing.py) of one PE of this node: the PEs are copies of one datapath
+        sharing the input slice and the pipeline enable, and the model has no fanout, so one PE has the
+        node's critical path, and the synthesis stays seconds where a wide layer's flat one does not
+        finish. The weight memory keeps the style (block / LUT) of the whole node."""
+        params, files = self.one_pe()
         return estimate_timing(self.top, params, files, name=self.name)
 
     def simulate(self, x: np.ndarray, *, init_dir: str | Path | None = None, **stream_options: Any) -> Simulation:

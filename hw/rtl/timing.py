@@ -12,6 +12,10 @@ How a node is timed (`estimate_timing`):
    not the dedicated ones (CARRY4 CI, MUXF7/8 I0/I1). ROUTE_NS = 0.5 ns is a typical 7-series net delay
    (Vivado's post-route reports of small, unconstrained-placement designs show 0.3-0.8 ns per net); it
    stands in for placement and routing, which yosys does not do.
+   Shift registers: the timing run maps no SRLs (`-nosrl`). onebit's RTL asks Vivado (SRL_STYLE) to keep
+   the fold-position chain in flip-flops and the last register of every other pipeline chain a flip-flop
+   (srl_reg); yosys ignores the attribute and would end such a chain in an SRL (clock-to-out ~1.5 ns), a
+   path Vivado does not build. The LUT/FF counts (hw/rtl/yosys.py) keep yosys' SRLs.
 3. A path from a stream input port starts at 0 ns in yosys; the producer drives every onebit stream from
    a register (skid buffers, FIFOs), so such a path gets that register's clock-to-out and one net.
 Fmax = 1000 / (cell delays + routing allowance) MHz.
@@ -75,6 +79,19 @@ def tree_stages(simd: int, ibits: int, xnor: bool, clock_ns: float, margin: floa
     per_segment = max(1, int(budget // LEVEL_NS))
     most = max(0, int(simd - 1).bit_length()) + 1
     return min(most, max(0, math.ceil(dot_levels(simd, xnor) / per_segment) - 1))
+
+
+# A LUT ROM's read: one slice (LUT6 + MUXF7 + MUXF8) per 256 words, then a LUT level per 4:1 above that.
+# yosys sta of onebit_mvau at PE 1: 4096 x 1 words 4.6 ns, 1024 x 4 words 4.3 ns register to register
+# (addresses to the read register), 256 words ~2.5 ns.
+LUT_ROM_SLICE_WORDS = 256
+DEEP_LUT_ROM_NS = 4.6
+
+
+def lut_rom_depth(clock_ns: float, margin: float = MARGIN) -> int:
+    """Deepest memory onebit_mvau reads from LUTs in one cycle at this target clock (its LUT_ROM_DEPTH): no
+    limit (0) while a deep LUT ROM's read fits clock_ns / margin, else one slice's 256 words."""
+    return 0 if clock_ns / margin >= DEEP_LUT_ROM_NS else LUT_ROM_SLICE_WORDS
 
 
 @dataclass
@@ -161,7 +178,7 @@ def estimate_timing(top: str, parameters: dict[str, int | str], init_files: dict
     init_files = dict(init_files or {})
     params = tuple(sorted(parameters.items()))
     sources = [*sv_sources(), *[Path(p) for p in extra_sources]]
-    key = content_key("yosys-sta-2", tool_version("yosys"), top, params, sorted(init_files.items()), ROUTE_NS,
+    key = content_key("yosys-sta-3", tool_version("yosys"), top, params, sorted(init_files.items()), ROUTE_NS,
                       files=sources)
     cached = cache_root() / "yosys" / f"{top}-sta-{key}.json"
     if cached.is_file():
@@ -170,7 +187,7 @@ def estimate_timing(top: str, parameters: dict[str, int | str], init_files: dict
     script = [f"read_verilog -defer -sv {' '.join(str(s) for s in sources)}",
               f"chparam {chparams} {top}" if params else "",
               f"hierarchy -top {top}",
-              f"synth_xilinx -family xc7 -top {top} -flatten -noiopad -noclkbuf",
+              f"synth_xilinx -family xc7 -top {top} -flatten -noiopad -noclkbuf -nosrl",
               f"read_verilog -lib -specify {CELLS_LIBRARY}",
               "tee -q -o sta.txt sta"]
     report = run_yosys(script, init_files, "sta.txt", f"{what}: timing estimate not made: yosys synthesis of {top}")

@@ -69,7 +69,7 @@ module onebit_addtree #(
     if (RANKS == 0) begin : g_comb
         assign sum = comb;
     end else begin : g_ranks
-        logic [RANKS*OW-1:0] pipe;   // rank r at [r*OW +: OW], packed so synthesis sees plain flip-flops
+        (* srl_style = "srl_reg" *) logic [RANKS*OW-1:0] pipe;   // rank r at [r*OW +: OW], packed so synthesis sees plain flip-flops
         always_ff @(posedge clk) begin
             if (en) begin
                 pipe[OW-1:0] <= comb;

@@ -5,10 +5,12 @@
 //             bipolar weights (bit 1 = +1, bit 0 = -1); result = sum(w ? x : -x), computed as
 //             sum(w ? x : ~x) + popcount(~w) so that no lane needs its own negation adder.
 // STAGES register ranks (0: combinational), advanced by `en`: the result of the x, w presented in
-// one cycle of `en` comes out STAGES cycles of `en` later. The ranks are spread evenly over the adder
-// levels (onebit_addtree) and the one after the tree (add/subtract: + popcount(~w); XNOR: none),
-// INNER inside the tree and the rest after that last level, so what follows (the accumulator)
-// starts from a register whenever STAGES > 0.
+// one cycle of `en` comes out STAGES cycles of `en` later. The ranks are spread evenly over the logic
+// levels, so what follows (the accumulator) starts from a register whenever STAGES > 0:
+//   XNOR: the XNOR + full-adder leaves and the partial-count tree's levels (onebit_popcount):
+//         STAGES / (TOP + 1) ranks after the leaves, the rest over the tree, the last on its output;
+//   add/subtract: the lane tree's levels (onebit_addtree) and the one after it (+ popcount(~w)):
+//         INNER ranks inside the tree, OUTER after that last level.
 module onebit_dot #(
     parameter int SIMD    = 8,
     parameter int IBITS   = 1,
@@ -35,12 +37,13 @@ module onebit_dot #(
 
     // levels of the tree: the lane tree's (add/subtract) or the popcount's partial-count tree (XNOR)
     localparam int TOP   = XNOR ? $clog2((SIMD + 2) / 3) : $clog2(SIMD);
-    localparam int INNER = (TOP * STAGES) / (TOP + 1);   // ranks inside the tree
-    localparam int OUTER = STAGES - INNER;               // ranks on the result
+    localparam int LEAF  = XNOR ? STAGES / (TOP + 1) : 0;             // XNOR: ranks after the leaves
+    localparam int INNER = XNOR ? STAGES : (TOP * STAGES) / (TOP + 1);  // ranks inside the tree (XNOR: all)
+    localparam int OUTER = STAGES - INNER;                              // ranks on the result
 
     logic [DW-1:0] total;
     if (OUTER > 0) begin : g_out_ranks
-        logic [OUTER*DW-1:0] pipe;
+        (* srl_style = "srl_reg" *) logic [OUTER*DW-1:0] pipe;
         always_ff @(posedge clk) begin
             if (en) begin
                 pipe[DW-1:0] <= total;
@@ -54,7 +57,7 @@ module onebit_dot #(
 
     if (XNOR) begin : g_xnor
         logic [$clog2(SIMD+1)-1:0] count;
-        onebit_popcount #(.N(SIMD), .STAGES(STAGES), .SPAN(TOP + 1)) u_pop (
+        onebit_popcount #(.N(SIMD), .STAGES(STAGES - LEAF), .LEAF_RANKS(LEAF)) u_pop (
             .clk(clk), .en(en), .bits(~(x ^ w)), .count(count));
         assign total = DW'(count);
     end else begin : g_addsub

@@ -14,7 +14,8 @@
 //   -> TREE_STAGES ranks inside the per-PE dot products -> accumulate over SF -> threshold compare
 //   -> result register -> skid buffer -> out0_V.
 // MEM_REG and TREE_STAGES add latency, never cycles per vector (hw/rtl/README.md: latency);
-// hw.rtl.layout chooses them from the target clock. Every rank advances on `advance`, which
+// hw.rtl.layout chooses them, and LUT_ROM_DEPTH (the deepest memory read from LUTs in one cycle), from
+// the target clock. Every rank advances on `advance`, which
 // depends only on registers, so the input's TREADY has no combinational path from the output's
 // TREADY.
 module onebit_mvau #(
@@ -35,7 +36,8 @@ module onebit_mvau #(
     parameter        RAM_STYLE   = "auto",   // weight memory: auto, block, distributed (FINN's ram_style)
     parameter        RAM_STYLE_THRESHOLDS = "auto",
     parameter int    MEM_REG     = 1,    // 1: output register on the weight and threshold memories
-    parameter int    TREE_STAGES = 0     // register ranks inside each PE's dot product (adder tree)
+    parameter int    TREE_STAGES = 0,    // register ranks inside each PE's dot product (adder tree)
+    parameter int    LUT_ROM_DEPTH = 0   // "auto" memories deeper than this go to block RAM (0: no limit)
 ) (
     input  logic                                   ap_clk,
     input  logic                                   ap_rst_n,
@@ -140,7 +142,7 @@ module onebit_mvau #(
     // Read every cycle the pipeline advances: a rank that holds no step (a bubble) carries data no
     // one uses, and the memory's ranks stay in step with the others through stalls.
     onebit_rom #(.WIDTH(PE*SIMD), .DEPTH(WMEM), .INIT_FILE(WEIGHT_FILE), .RAM_STYLE(RAM_STYLE),
-                 .OUT_REG(MEM_REG)) u_weights (
+                 .OUT_REG(MEM_REG), .LUT_DEPTH(LUT_ROM_DEPTH)) u_weights (
         .clk(clk), .en(advance), .addr(waddr), .data(dot_w));
 
     if (MEM_REG == 1) begin : g_x_reg
@@ -149,8 +151,9 @@ module onebit_mvau #(
         assign dot_x = s1_x;
     end
 
-    // fold position through ranks 1 .. 1+P (ctrl_at(k) = rank 1+k)
-    logic [(P+1)*CW-1:0] ctrl;
+    // fold position through ranks 1 .. 1+P (ctrl_at(k) = rank 1+k); flip-flops, not a shift-register LUT
+    // (SRL clock-to-out is ~1.5 ns, and rank TREE_STAGES is tapped for the threshold address)
+    (* srl_style = "register" *) logic [(P+1)*CW-1:0] ctrl;
     always_ff @(posedge clk) begin
         if (advance) begin
             ctrl[CW-1:0] <= {nf, sf == SFW'(SF - 1), sf == '0, issue};
@@ -198,7 +201,7 @@ module onebit_mvau #(
         logic [NFW-1:0] thr_addr;
         assign thr_addr = ctrl[TREE_STAGES*CW + 3 +: NFW];
         onebit_rom #(.WIDTH(TW), .DEPTH(NF), .INIT_FILE(THRESH_FILE),
-                     .RAM_STYLE(RAM_STYLE_THRESHOLDS), .OUT_REG(MEM_REG)) u_thresholds (
+                     .RAM_STYLE(RAM_STYLE_THRESHOLDS), .OUT_REG(MEM_REG), .LUT_DEPTH(LUT_ROM_DEPTH)) u_thresholds (
             .clk(clk), .en(advance), .addr(thr_addr), .data(s2_thr));
     end else begin : g_no_thr
         assign s2_thr = '0;

@@ -7,12 +7,16 @@
 // data appears two cycles of `en` after its address instead of one, and the path out of the
 // memory ends in a register next to it (block RAM clock-to-out 2.45 ns without it on 7-series -1,
 // 0.88 ns with it).
+// LUT_DEPTH > 0: an "auto" memory deeper than LUT_DEPTH words goes to block RAM too. A LUT ROM's read is
+// a mux tree, one slice (LUT6 + MUXF7 + MUXF8) per 256 words and more LUT levels above it; onebit_mvau
+// sets the limit from the target clock (hw/rtl/timing.py: lut_rom_depth).
 module onebit_rom #(
     parameter int    WIDTH     = 8,
     parameter int    DEPTH     = 1,
     parameter     INIT_FILE = "",
     parameter     RAM_STYLE = "auto",
-    parameter int OUT_REG   = 0
+    parameter int OUT_REG   = 0,
+    parameter int LUT_DEPTH = 0
 ) (
     input  logic                              clk,
     input  logic                              en,
@@ -33,6 +37,12 @@ module onebit_rom #(
         $error("onebit_rom: OUT_REG (%0d) must be 0 or 1", OUT_REG);
     end
 
+    if (LUT_DEPTH < 0) begin : g_bad_lut_depth
+        $error("onebit_rom: LUT_DEPTH (%0d) must be at least 0", LUT_DEPTH);
+    end
+    localparam bit BLOCK = RAM_STYLE == "block" ||
+                           (RAM_STYLE == "auto" && (WIDTH * DEPTH >= 16384 || (LUT_DEPTH > 0 && DEPTH > LUT_DEPTH)));
+
     logic [WIDTH-1:0] read;
     if (OUT_REG == 1) begin : g_out_reg
         always_ff @(posedge clk) if (en) data <= read;
@@ -40,7 +50,7 @@ module onebit_rom #(
         assign data = read;
     end
 
-    if (RAM_STYLE == "block" || (RAM_STYLE == "auto" && WIDTH * DEPTH >= 16384)) begin : g_block
+    if (BLOCK) begin : g_block
         (* rom_style = "block", ram_style = "block" *) logic [WIDTH-1:0] mem [DEPTH];
         initial $readmemh(INIT_FILE, mem);
         always_ff @(posedge clk) if (en) read <= mem[addr];

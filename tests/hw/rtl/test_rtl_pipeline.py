@@ -39,9 +39,11 @@ def _case(mw, mh, pe, simd, idt, stages, mem_reg, seed=0):
 
 
 # (MW, MH, PE, SIMD, idt, tree ranks, memory register): XNOR with ranks inside the popcount tree and after
-# it; an odd SIMD (a term skipping a level) at the most ranks SIMD 5 takes; signed inputs without the
-# memory register
-CASES = [(24, 8, 2, 12, "BINARY", 2, 1), (15, 6, 3, 5, "UINT8", 4, 1), (8, 4, 2, 4, "INT4", 1, 0)]
+# it; XNOR at the most ranks SIMD 12 takes (one on the full-adder leaves) and at SIMD 3 (no tree: both ranks
+# on the leaves); an odd SIMD (a term skipping a level) at the most ranks SIMD 5 takes; signed inputs without
+# the memory register
+CASES = [(24, 8, 2, 12, "BINARY", 2, 1), (24, 8, 2, 12, "BINARY", 5, 1), (9, 4, 2, 3, "BINARY", 3, 1),
+         (15, 6, 3, 5, "UINT8", 4, 1), (8, 4, 2, 4, "INT4", 1, 0)]
 
 
 @needs_verilator
@@ -70,6 +72,31 @@ def test_stage_count_follows_the_clock_and_simd():
     slow = dataclasses.replace(cfg, clock_ns=20.0)
     assert cfg.stages > slow.stages
     assert RTLMvau(cfg, np.ones((32, 4)), np.zeros((4, 1))).parameters()["TREE_STAGES"] == cfg.stages
+
+
+def test_lut_rom_depth_follows_the_clock():
+    # ZCU104's 5 ns: a LUT ROM deeper than one slice's 256 words is too slow; Pynq-Z1's 10 ns: no limit
+    from hw.rtl.timing import lut_rom_depth
+
+    assert lut_rom_depth(5.0) == 256 and lut_rom_depth(10.0) == 0
+    cfg, weights, thresholds = _case(64, 16, 1, 2, "BINARY", None, 1)       # 512 weight words
+    fast = RTLMvau(dataclasses.replace(cfg, clock_ns=5.0), weights, thresholds)
+    assert fast.parameters()["LUT_ROM_DEPTH"] == 256
+    assert RTLMvau(cfg, weights, thresholds).parameters()["LUT_ROM_DEPTH"] == 0
+    assert fast.unpipelined().parameters()["LUT_ROM_DEPTH"] == 0
+
+
+@needs_yosys
+def test_a_memory_deeper_than_lut_depth_goes_to_block_ram():
+    from hw.rtl.yosys import synthesize
+
+    words = {"w.dat": "".join(f"{(i * 7) % 16:x}\n" for i in range(512))}     # 512 x 4 bits: LUTs by size
+    params = {"WIDTH": 4, "DEPTH": 512, "INIT_FILE": "w.dat", "OUT_REG": 1}
+    in_luts = synthesize("onebit_rom", params, words, name="rom_luts")
+    in_bram = synthesize("onebit_rom", {**params, "LUT_DEPTH": 256}, words, name="rom_bram")
+    assert in_luts.bram18 == 0 and in_luts.lut_total > 0
+    assert in_bram.bram18 > 0 and in_bram.lut_total < in_luts.lut_total
+    assert synthesize("onebit_rom", {**params, "LUT_DEPTH": 512}, words, name="rom_fits").bram18 == 0
 
 
 @needs_verilator
