@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from hw.rtl.layout import FoldGeometry
 from onebit.errors import OnebitError
 
 CALIBRATION = Path(__file__).resolve().parent / "calibration" / "mvau.json"
@@ -91,13 +92,14 @@ def bram18_count(width: int, depth: int) -> int:
     return int(min(best, 2 * best36))
 
 
-def is_block(style: str, width: int, depth: int) -> bool:
-    """onebit_rom's rule (hw/rtl/sv/onebit_rom.sv): block, or auto from 16 Kbit on."""
-    return style == "block" or (style == "auto" and width * depth >= 16384)
+def is_block(style: str, width: int, depth: int, lut_depth: int = 0) -> bool:
+    """onebit_rom's rule (hw/rtl/sv/onebit_rom.sv): block, or auto from 16 Kbit on or deeper than LUT_DEPTH
+    (hw.rtl.timing.lut_rom_depth: what the target clock reads from LUTs in one cycle; 0 = no limit)."""
+    return style == "block" or (style == "auto" and (width * depth >= 16384 or 0 < lut_depth < depth))
 
 
 @dataclass(frozen=True)
-class NodeShape:
+class NodeShape(FoldGeometry):
     """What the model needs of one onebit_mvau (its SystemVerilog parameters, in short)."""
 
     mw: int
@@ -114,16 +116,10 @@ class NodeShape:
     clock_ns: float = 10.0
 
     @property
-    def sf(self) -> int:
-        return self.mw // self.simd
+    def lut_depth(self) -> int:
+        from hw.rtl.timing import lut_rom_depth
 
-    @property
-    def nf(self) -> int:
-        return self.mh // self.pe
-
-    @property
-    def wmem(self) -> int:
-        return self.sf * self.nf
+        return lut_rom_depth(self.clock_ns)
 
     @property
     def tw(self) -> int:
@@ -139,8 +135,8 @@ class NodeShape:
 
     def features(self) -> dict[str, float]:
         """LUT features of the rest (all but the dot products)."""
-        weight_block = is_block(self.ram_style, self.pe * self.simd, self.wmem)
-        thr_block = self.nthr > 0 and is_block(self.ram_style_thresholds, self.tw, self.nf)
+        weight_block = is_block(self.ram_style, self.pe * self.simd, self.wmem, self.lut_depth)
+        thr_block = self.nthr > 0 and is_block(self.ram_style_thresholds, self.tw, self.nf, self.lut_depth)
         return {
             "const": 1.0,
             "pe_acc": float(self.pe * self.acc_bits),
@@ -157,9 +153,9 @@ class NodeShape:
 
     def bram18(self) -> int:
         count = 0
-        if is_block(self.ram_style, self.pe * self.simd, self.wmem):
+        if is_block(self.ram_style, self.pe * self.simd, self.wmem, self.lut_depth):
             count += bram18_count(self.pe * self.simd, self.wmem)
-        if self.nthr > 0 and is_block(self.ram_style_thresholds, self.tw, self.nf):
+        if self.nthr > 0 and is_block(self.ram_style_thresholds, self.tw, self.nf, self.lut_depth):
             count += bram18_count(self.tw, self.nf)
         return count
 

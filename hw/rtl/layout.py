@@ -38,8 +38,29 @@ def _dtype(name: str, what: str, node: str) -> tuple[int, bool, bool]:
         raise OnebitError(f"{node}: {what} {error}") from None
 
 
+class FoldGeometry:
+    """FINN's folding arithmetic of an MVAU (SF, NF, WMEM) for any record with mw, mh, pe and simd."""
+
+    mw: int
+    mh: int
+    pe: int
+    simd: int
+
+    @property
+    def sf(self) -> int:
+        return self.mw // self.simd
+
+    @property
+    def nf(self) -> int:
+        return self.mh // self.pe
+
+    @property
+    def wmem(self) -> int:
+        return self.sf * self.nf
+
+
 @dataclass(frozen=True)
-class MVAUConfig:
+class MVAUConfig(FoldGeometry):
     """The attributes of a FINN MVAU node that decide onebit's RTL MVAU (names as FINN's, lower case)."""
 
     mw: int
@@ -97,17 +118,6 @@ class MVAUConfig:
         """XNOR-popcount datapath: FINN's binaryXnorMode, or bipolar x bipolar (FINN computes it the same way)."""
         return bool(self.binary_xnor) or (self.idt == "BIPOLAR" and self.wdt == "BIPOLAR")
 
-    @property
-    def sf(self) -> int:
-        return self.mw // self.simd
-
-    @property
-    def nf(self) -> int:
-        return self.mh // self.pe
-
-    @property
-    def wmem(self) -> int:
-        return self.sf * self.nf
 
     @property
     def stages(self) -> int:
