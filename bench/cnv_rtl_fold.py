@@ -130,17 +130,10 @@ def searches(out: Path, work: Path, runs: tuple[tuple[str, str], ...] = (("Pynq-
 def measure(out: Path, n: int) -> dict[str, Any]:
     import numpy as np
 
-    from export.collapse import integer_scores
-    from hw.check.rtl_accelerator import mismatch_message, run_rtl_accelerator
-    from hw.check.verify import load_test_set
-    from quant_models.checkpoint import load_checkpoint
+    from bench.rtl_accelerator import simulate
+    from hw.check.rtl_accelerator import mismatch_message
 
-    trained, meta = load_checkpoint(out / "model.pt")
-    images, labels, _ = load_test_set(meta, n)
-    started = time.perf_counter()
-    result = run_rtl_accelerator(out, images, progress=True)
-    seconds = time.perf_counter() - started
-    reference = integer_scores(trained, images)
+    result, images, labels, reference, seconds = simulate(out, n)
     options = json.loads((out / "onebit_options.json").read_text()).get("options", {})
     from hw.boards import get_board
 

@@ -118,11 +118,11 @@ def _timing_fields(counts: dict[str, Any]) -> dict[str, Any]:
             "unpipelined_latency_cycles": p.get("unpipelined_latency_cycles")}
 
 
-def measure(out: Path, n: int) -> dict[str, Any]:
-    import numpy as np
-
+def simulate(out: Path, n: int) -> tuple[dict[str, Any], Any, Any, Any, float]:
+    """rtl_accelerator of the build in `out` on its first n test images: (its result, the images, their labels,
+    the trained model's integer scores, simulation seconds)."""
     from export.collapse import integer_scores
-    from hw.check.rtl_accelerator import mismatch_message, run_rtl_accelerator
+    from hw.check.rtl_accelerator import run_rtl_accelerator
     from hw.check.verify import load_test_set
     from quant_models.checkpoint import load_checkpoint
 
@@ -131,7 +131,15 @@ def measure(out: Path, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     result = run_rtl_accelerator(out, images, progress=True)
     seconds = time.perf_counter() - started
-    reference = integer_scores(trained, images)
+    return result, images, labels, integer_scores(trained, images), seconds
+
+
+def measure(out: Path, n: int) -> dict[str, Any]:
+    import numpy as np
+
+    from hw.check.rtl_accelerator import mismatch_message
+
+    result, images, labels, reference, seconds = simulate(out, n)
     report = json.loads((out / "report.json").read_text())
     clock = report["board"]["clock_mhz"]
     synth = report.get("resources_synth", {})
