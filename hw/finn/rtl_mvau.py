@@ -30,18 +30,27 @@ def check_mvau_choice(value: str) -> str:
     return value
 
 
-def _bipolar_weights(model, node, inst) -> None:
-    """FINN's MinimizeWeightBitWidth turns +-1 weights of an integer-input MVAU into INT2; they are
-    still +-1, which is what onebit's add/subtract datapath takes: call them BIPOLAR again."""
+def bipolar_weight_datatype(model, node, inst) -> str:
+    """The weight datatype onebit's RTL sees: FINN's MinimizeWeightBitWidth turns +-1 weights of an
+    integer-input MVAU into INT2; they are still +-1, which is what onebit's add/subtract datapath takes,
+    so they are BIPOLAR again (the node's own datatype otherwise)."""
     import numpy as np
+
+    wdt = inst.get_nodeattr("weightDataType")
+    if inst.get_nodeattr("binaryXnorMode") or wdt == "BIPOLAR":
+        return wdt
+    weights = model.get_initializer(node.input[1])
+    return "BIPOLAR" if weights is not None and np.isin(weights, (-1, 1)).all() else wdt
+
+
+def _bipolar_weights(model, node, inst) -> None:
+    """Set the node's weight datatype to what onebit's RTL sees (bipolar_weight_datatype)."""
     from qonnx.core.datatype import DataType
 
-    if inst.get_nodeattr("binaryXnorMode") or inst.get_nodeattr("weightDataType") == "BIPOLAR":
-        return
-    weights = model.get_initializer(node.input[1])
-    if weights is not None and np.isin(weights, (-1, 1)).all():
-        inst.set_nodeattr("weightDataType", "BIPOLAR")
-        model.set_tensor_datatype(node.input[1], DataType["BIPOLAR"])
+    wdt = bipolar_weight_datatype(model, node, inst)
+    if wdt != inst.get_nodeattr("weightDataType"):
+        inst.set_nodeattr("weightDataType", wdt)
+        model.set_tensor_datatype(node.input[1], DataType[wdt])
 
 
 def _unsupported(model, node, inst) -> str | None:

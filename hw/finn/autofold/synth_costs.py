@@ -120,17 +120,6 @@ class RTLCosts(FinnCosts):
         return misses
 
 
-def _weights_bipolar(model, node, inst) -> str:
-    """The weight datatype onebit's RTL sees (hw/finn/rtl_mvau._bipolar_weights, without changing the model)."""
-    import numpy as np
-
-    wdt = inst.get_nodeattr("weightDataType")
-    if inst.get_nodeattr("binaryXnorMode") or wdt == "BIPOLAR":
-        return wdt
-    weights = model.get_initializer(node.input[1])
-    return "BIPOLAR" if weights is not None and np.isin(weights, (-1, 1)).all() else wdt
-
-
 def rtl_node(model, node, clock_ns: float):
     """The RTLMvau the `--mvau rtl` build will make of this MVAU_hls node at its current folding."""
     from dataclasses import replace
@@ -149,9 +138,10 @@ def rtl_node(model, node, clock_ns: float):
 
 
 def _config_with(inst, node, model):
+    from hw.finn.rtl_mvau import bipolar_weight_datatype
     from hw.rtl.layout import MVAUConfig
 
-    wdt = _weights_bipolar(model, node, inst)
+    wdt = bipolar_weight_datatype(model, node, inst)
     old = inst.get_nodeattr("weightDataType")
     inst.set_nodeattr("weightDataType", wdt)
     try:
