@@ -3,7 +3,7 @@
 CNV-w1a1 and TFC-w1a1 on Fashion-MNIST (CNV pads the 28x28 images to 32x32, as the trainer does), every
 method (ste, irnet, binaryduo, rbonn, hyper with `linear=authors`) with its papers' defaults, plus onebit's
 extension `hyper-hyperlinear` (hyper with `linear=hyper`), `--seeds` seeds each (the same data order for the
-same seed: `quant_models.train`'s seeded generator), long enough for STE to plateau (the report checks it),
+same seed: `quant_models.train`'s seeded generator), long enough for STE to plateau (the report checks it against a longer schedule),
 and a tuned float reference of the same topology (ReLU, its own Adam learning rate chosen on a held-out
 validation split of the training set, never on the test set). `--input-bits 8,1` runs every table for both
 input forms users pick (UINT8 pixels, and the trainer's `--input-bits 1`; TFC only, see `configs`), the
@@ -29,6 +29,15 @@ Phases (`--phase`, comma list, default all, each skipping what is already done i
   hardware  export/to_finn.py + onebit validate for every finished BNN run (CPU only, no device needed)
   report    bench/results/estimators_full.{json,md} and estimators_full.png (accuracy curves, mean and
             spread over seeds)
+  render    the report again from its JSON alone (no run folders needed), e.g. to attach the plateau check
+
+STE plateau check: the same STE seeds on a longer schedule, as a second call writing its own report, compared
+seed by seed (`--schedule-check` names that report's JSON):
+
+    python bench/estimators_full.py --models tfc --methods ste --input-bits 8,1 --epochs 60 --jobs 2 \
+        --phase train,hardware,report --work build/estimators_ste60 --out bench/results/estimators_full_ste60
+    python bench/estimators_full.py --models tfc,cnv --input-bits 8,1 --phase render \
+        --schedule-check bench/results/estimators_full_ste60.json
 
     python bench/estimators_full.py --device cuda --phase timing,train --budget-minutes 10 --pack OUT.tar.xz
     python bench/estimators_full.py --unpack OUT.tar.xz --phase hardware,report   # then, on any CPU machine
@@ -818,8 +827,7 @@ def summarise(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any]:
         plateau = None
         if "mean_curve" in ste and len(ste["mean_curve"]) >= 6:
             curve = ste["mean_curve"]
-            plateau = {"last_5_epochs_gain": curve[-1] - curve[-6], "best_minus_final": max(curve) - curve[-1],
-                       "plateaued": curve[-1] - curve[-6] < 0.002}
+            plateau = {"last_5_epochs_gain": curve[-1] - curve[-6], "best_minus_final": max(curve) - curve[-1]}
         binaries = [e["mean"] for m, e in per.items() if m != FLOAT and "mean" in e]
         float_check = None
         if "mean" in ref and binaries:
@@ -838,12 +846,65 @@ def write_report(args: argparse.Namespace, runs: list[RunSpec], stem: Path) -> d
               "lr": args.lr, "batch_size": args.batch_size, "float_lrs": args.float_lrs,
               "limit_train": args.limit_train, "limit_test": args.limit_test, "arch": args.arch,
               "device": _device_name(args.device), "board": args.board, "verify_samples": args.verify_samples}
+    schedule_check(summary, _longer(args))
     data = {"config": config, "complete": complete, "summary": summary,
             "projection": projection(args, runs)}
     write_json(stem.with_suffix(".json"), data)
     write_text_atomic(stem.with_suffix(".md"), _markdown(data, stem))
     if any("mean_curve" in e for s in summary.values() for e in s["methods"].values()):
         _plot(summary, stem.with_suffix(".png"))
+    return data
+
+
+def schedule_check(summary: dict[str, Any], longer: dict[str, Any] | None) -> None:
+    """Attach to every table the STE plateau check by schedule length: the same STE runs (same seeds, so
+    the same data order) trained for a longer schedule (`longer`: the JSON of a run of this script with
+    `--methods ste --epochs N`), compared seed by seed. Under the per-step cosine decay every schedule ends
+    with the learning rate going to zero, so accuracy rises over any schedule's last epochs; what says
+    whether 30 epochs is long enough is whether a longer schedule ends higher."""
+    for name, s in summary.items():
+        ste = s["methods"].get("ste", {})
+        other = ((longer or {}).get("summary", {}).get(name) or {}).get("methods", {}).get("ste", {})
+        if not ste.get("per_seed") or not other.get("per_seed") or s["epochs"] >= longer["summary"][name]["epochs"]:
+            s.pop("ste_schedule_check", None)
+            continue
+        seeds = sorted(set(ste["per_seed"]) & set(other["per_seed"]))
+        deltas = [other["per_seed"][k] - ste["per_seed"][k] for k in seeds]
+        check: dict[str, Any] = {"epochs": s["epochs"], "longer_epochs": longer["summary"][name]["epochs"],
+                                 "seeds": len(seeds), "longer_mean": other["mean"], "longer_std": other["std"],
+                                 "longer_accuracy_source": other["accuracy_source"],
+                                 "longer_mismatches": other.get("collapse_mismatches", 0) + other.get("hardware_mismatches", 0),
+                                 "per_seed_gain": dict(zip(seeds, deltas))}
+        if seeds:
+            check["gain_mean"] = statistics.mean(deltas)
+            # paired over seeds: the same seed sees the same data order in both schedules
+            check["gain_se"] = statistics.stdev(deltas) / math.sqrt(len(deltas)) if len(deltas) > 1 else None
+            check["plateaued"] = None if check["gain_se"] is None else check["gain_mean"] <= 2 * check["gain_se"]
+        s["ste_schedule_check"] = check
+
+
+def render(args: argparse.Namespace) -> dict[str, Any]:
+    """The report again from its own JSON (the run folders need not be on this machine), with the
+    schedule check of `--schedule-check` attached."""
+    stem = args.out
+    data = read_json(stem.with_suffix(".json"))
+    if data is None:
+        raise OnebitError(f"{stem.with_suffix('.json')}: no report to render; run the report phase first")
+    schedule_check(data["summary"], _longer(args))
+    write_json(stem.with_suffix(".json"), data)
+    write_text_atomic(stem.with_suffix(".md"), _markdown(data, stem))
+    if any("mean_curve" in e for s in data["summary"].values() for e in s["methods"].values()):
+        _plot(data["summary"], stem.with_suffix(".png"))
+    return data
+
+
+def _longer(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.schedule_check is None:
+        return None
+    data = read_json(args.schedule_check)
+    if data is None:
+        raise OnebitError(f"--schedule-check {args.schedule_check}: no such report JSON; run this script with "
+                          "--methods ste --epochs N --out <that stem> first")
     return data
 
 
@@ -966,10 +1027,22 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
             lines += ["", "Float learning-rate tuning (validation accuracy): " + ", ".join(
                 f"lr {lr}: {_pct(acc)}" for lr, acc in s["float_tuning"].items())
                 + (f"; chosen {s['float_lr']:g}." if s["float_lr"] is not None else "; the other tuning runs not finished yet.")]
-        if s["ste_plateau"]:
+        c = s.get("ste_schedule_check")
+        if c and "gain_mean" in c:
+            gain = f"{_pct(c['gain_mean'], True)}" + (f" ± {_pct(c['gain_se'])}" if c["gain_se"] is not None else "")
+            lines += ["", f"STE plateau check (schedule length): the same {c['seeds']} STE seeds trained for "
+                      f"{c['longer_epochs']} epochs instead of {c['epochs']} end at {_pct(c['longer_mean'])} ± "
+                      f"{_pct(c['longer_std'])} % ({c['longer_accuracy_source']}, {c['longer_mismatches']} mismatches); "
+                      f"gain per seed {', '.join(_pct(d, True) for d in c['per_seed_gain'].values())}, mean {gain} "
+                      "(± paired standard error): "
+                      + ("one seed, no standard error: undecided (run more seeds)." if c["plateaued"] is None else
+                         f"no gain beyond two standard errors: {c['epochs']} epochs is on STE's plateau." if c["plateaued"]
+                         else f"**still gaining**: {c['epochs']} epochs is short of STE's plateau.")]
+        elif s["ste_plateau"]:
             p = s["ste_plateau"]
-            lines += ["", f"STE plateau check: mean test accuracy gained {_pct(p['last_5_epochs_gain'], True)} points over "
-                      f"the last 5 epochs ({'plateaued' if p['plateaued'] else '**still rising**: run longer'})."]
+            lines += ["", f"STE plateau check: not run (no longer schedule given with `--schedule-check`). Over the last "
+                      f"5 epochs STE gained {_pct(p['last_5_epochs_gain'], True)} points; under the per-step cosine decay "
+                      "every schedule gains at its end, so that alone does not say whether a longer one ends higher."]
         lines.append("")
     if any("mean_curve" in e for s in data["summary"].values() for e in s["methods"].values()):
         lines += [f"Curves: [{stem.with_suffix('.png').name}]({stem.with_suffix('.png').name}) (mean over seeds, band: ± one "
@@ -1095,7 +1168,7 @@ def _epochs_arg(text: str) -> dict[str, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python bench/estimators_full.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", default="timing,train,hardware,report", help="comma list of timing,train,hardware,report")
+    parser.add_argument("--phase", default="timing,train,hardware,report", help="comma list of timing,train,hardware,report; or render (the report again from its JSON)")
     parser.add_argument("--models", default="cnv,tfc")
     parser.add_argument("--methods", default=",".join(METHODS + (FLOAT,)))
     parser.add_argument("--seeds", type=int, default=3)
@@ -1134,6 +1207,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hw-methods", default=",".join(METHODS), help="methods whose checkpoints go to hardware")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="per-run states, checkpoints, builds")
     parser.add_argument("--out", type=Path, default=RESULTS / "estimators_full", help="result stem (.json, .md, .png)")
+    parser.add_argument("--schedule-check", type=Path, default=None, metavar="JSON",
+                        help="report JSON of the same STE runs on a longer schedule (--methods ste --epochs N): "
+                             "the STE plateau check compares them seed by seed")
     parser.add_argument("--pack", type=Path, default=None, help="afterwards, write a tar.xz to continue elsewhere")
     parser.add_argument("--pack-state-mib", type=float, default=25.0,
                         help="room for unfinished runs' states in --pack (the device returns 64 MiB in all)")
@@ -1157,11 +1233,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.input_bits = [0]
     if not args.input_bits or any(b not in (8, 1) for b in args.input_bits):
         raise OnebitError(f"--input-bits {args.input_bits}: give 8, 1 or 8,1 (UINT8 pixels, binarized input)")
-    bad = ([p for p in args.phases if p not in ("timing", "train", "hardware", "report")]
+    bad = ([p for p in args.phases if p not in ("timing", "train", "hardware", "report", "render")]
            + [m for m in args.models if m not in MODELS] + [m for m in args.methods if m not in METHODS + (FLOAT,)]
            + [m for m in args.hw_methods if m not in METHODS])
     if bad:
-        raise OnebitError(f"unknown phase/model/method {', '.join(bad)}; phases timing,train,hardware,report; "
+        raise OnebitError(f"unknown phase/model/method {', '.join(bad)}; phases timing,train,hardware,report,render; "
                           f"models {', '.join(MODELS)}; methods {', '.join(METHODS + (FLOAT,))}")
     if "ste" in args.methods:  # the others are compared with it
         args.methods = ["ste"] + [m for m in args.methods if m != "ste"]
@@ -1213,6 +1289,9 @@ def main(argv: list[str] | None = None) -> int:
     data = None
     if "report" in args.phases:
         data = write_report(args, runs, args.out)
+        print(args.out.with_suffix(".md").read_text())
+    elif "render" in args.phases:
+        data = render(args)
         print(args.out.with_suffix(".md").read_text())
     if args.pack:
         packed = pack(args.work, args.pack, args.pack_state_mib)

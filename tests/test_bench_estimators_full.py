@@ -120,6 +120,42 @@ def test_pack_carries_finished_runs_and_unfinished_states(smoke: tuple[Path, Pat
     assert json.loads((tmp_path / "r2.json").read_text())["summary"] == json.loads((tmp_path / "r.json").read_text())["summary"]
 
 
+def test_plateau_check_compares_the_same_ste_seeds_on_a_longer_schedule(smoke: tuple[Path, Path], tmp_path: Path) -> None:
+    work, out = smoke
+    longer = tmp_path / "ste_longer"
+    # the same STE seed, 3 epochs instead of 2 (argparse: the later --methods/--epochs win over TINY's)
+    assert main([*TINY, "--methods", "ste", "--epochs", "3", "--work", str(tmp_path / "work"), "--out", str(longer),
+                 "--phase", "train,report"]) == 0
+    rendered = tmp_path / "rendered"
+    rendered.with_suffix(".json").write_text(out.with_suffix(".json").read_text())
+    # the report again from its JSON alone (no work folder), with the longer schedule beside it
+    assert main([*TINY, "--work", str(tmp_path / "no-runs"), "--out", str(rendered), "--phase", "render",
+                 "--schedule-check", str(longer.with_suffix(".json"))]) == 0
+    check = json.loads(rendered.with_suffix(".json").read_text())["summary"]["tfc"]["ste_schedule_check"]
+    short = json.loads(out.with_suffix(".json").read_text())["summary"]["tfc"]["methods"]["ste"]["per_seed"]
+    long = json.loads(longer.with_suffix(".json").read_text())["summary"]["tfc"]["methods"]["ste"]["per_seed"]
+    assert (check["epochs"], check["longer_epochs"], check["seeds"]) == (2, 3, 1)
+    assert check["per_seed_gain"] == {"tfc-ste-s0": pytest.approx(long["tfc-ste-s0"] - short["tfc-ste-s0"])}
+    assert check["plateaued"] is None  # one seed: no standard error to judge the gain by
+    md = rendered.with_suffix(".md").read_text()
+    assert "STE plateau check (schedule length)" in md and "undecided" in md
+    assert main([*TINY, "--out", str(tmp_path / "absent"), "--phase", "render"]) == 2  # nothing to render: clear error
+
+
+def test_plateau_verdict_is_the_paired_gain_against_its_standard_error() -> None:
+    from bench.estimators_full import schedule_check
+
+    def table(epochs: int, accs: list[float]) -> dict:
+        per_seed = {f"tfc-ste-s{i}": a for i, a in enumerate(accs)}
+        return {"tfc": {"epochs": epochs, "methods": {"ste": {"per_seed": per_seed, "mean": sum(accs) / len(accs),
+                                                               "std": 0.0, "accuracy_source": "accelerator model"}}}}
+    short = table(30, [0.860, 0.870, 0.865])
+    for long_accs, plateaued in (([0.862, 0.869, 0.866], True), ([0.865, 0.875, 0.871], False)):
+        summary = json.loads(json.dumps(short))
+        schedule_check(summary, {"summary": table(60, long_accs)})
+        assert summary["tfc"]["ste_schedule_check"]["plateaued"] is plateaued
+
+
 @pytest.mark.slow
 def test_hardware_phase_reports_the_accelerator_accuracy(smoke: tuple[Path, Path]) -> None:
     work, out = smoke
