@@ -130,6 +130,22 @@ def _slowest(timings: dict[str, Any]) -> dict[str, Any]:
             "stages": {n: t["fmax_mhz"] for n, t in timings.items()}}
 
 
+def design_figures(synth: dict[str, Any]) -> dict[str, Any]:
+    """The two numbers a table of builds shows of `resources_synth`: the whole design's synthesized LUTs
+    (logic + LUTRAM; None where the whole design was not synthesized) and its estimated Fmax (the slowest
+    stage; where the whole design was not timed, the slowest synthesized node)."""
+    if not synth.get("executed", True):
+        return {"lut": None, "fmax_mhz": None}
+    total = synth.get("total") or {}
+    lut = None if "error" in total or "lut_total" not in total else int(total["lut_total"])
+    fmax = (total.get("timing") or {}).get("fmax_mhz")
+    if fmax is None:
+        nodes = [c["timing"]["fmax_mhz"] for c in (synth.get("nodes") or {}).values()
+                 if isinstance(c, dict) and "fmax_mhz" in (c.get("timing") or {})]
+        fmax = min(nodes) if nodes else None
+    return {"lut": lut, "fmax_mhz": fmax}
+
+
 def fmax_warnings(synth: dict[str, Any], clock_mhz: float) -> list[str]:
     """One line per onebit or FINN RTL node whose estimated Fmax is below the board clock or missing."""
     lines = []

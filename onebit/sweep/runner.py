@@ -121,9 +121,9 @@ def metrics_of(kind: str, folder: Path) -> dict[str, Any]:
     if (build / "report.json").is_file():
         report = json.loads((build / "report.json").read_text())
         levels = report["verification"]["levels"]
-        synth = report.get("resources_synth") or {}
-        synth_total = synth.get("total") or {}
-        fmax = [row.get("fmax_mhz") for row in synth.get("nodes") or [] if row.get("fmax_mhz")]
+        from hw.rtl.synth_report import design_figures
+
+        synth = design_figures(report.get("resources_synth") or {"executed": False})
         return {"hw_accuracy": report.get("accuracy"),
                 # an imported model's reference ties are explained, not mismatches (hw/check/ties.py)
                 "mismatches": sum(int(e.get("unexplained_mismatches", e.get("integer_mismatches")) or 0)
@@ -131,7 +131,7 @@ def metrics_of(kind: str, folder: Path) -> dict[str, Any]:
                 "levels_failed": [name for name, e in levels.items() if e.get("status") == "failed"],
                 "fps": report["estimate"]["fps"], "lut": report["resources"]["total"]["LUT"],
                 "bram_18k": report["resources"]["total"]["BRAM_18K"], "board": report["board"]["name"],
-                "synth_lut": synth_total.get("LUT"), "fmax_mhz": min(fmax) if fmax else None}
+                "synth_lut": synth["lut"], "fmax_mhz": synth["fmax_mhz"]}
     autofold = build / "autofold_report.json"  # stopped after the estimates: auto-fold's own figures
     if autofold.is_file():
         result = json.loads(autofold.read_text())
