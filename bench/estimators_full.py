@@ -31,14 +31,6 @@ Phases (`--phase`, comma list, default all, each skipping what is already done i
             spread over seeds)
   render    the report again from its JSON alone (no run folders needed), e.g. to attach the plateau check
 
-STE plateau check: the same STE seeds on a longer schedule, as a second call writing its own report, compared
-seed by seed (`--schedule-check` names that report's JSON):
-
-    python bench/estimators_full.py --models tfc --methods ste --input-bits 8,1 --epochs 60 --jobs 2 \
-        --phase train,hardware,report --work build/estimators_ste60 --out bench/results/estimators_full_ste60
-    python bench/estimators_full.py --models tfc,cnv --input-bits 8,1 --phase render \
-        --schedule-check bench/results/estimators_full_ste60.json
-
     python bench/estimators_full.py --device cuda --phase timing,train --budget-minutes 10 --pack OUT.tar.xz
     python bench/estimators_full.py --unpack OUT.tar.xz --phase hardware,report   # then, on any CPU machine
 
@@ -47,6 +39,15 @@ than one worker of two threads), then the report with the CNV tables marked "nee
 
     python bench/estimators_full.py --models tfc --input-bits 8,1 --jobs 2 --phase train,hardware
     python bench/estimators_full.py --models tfc,cnv --input-bits 8,1 --phase report
+
+STE plateau check: the same STE seeds on a longer schedule, as a second call writing its own report, compared
+seed by seed (`--schedule-check` names that report's JSON; other methods may join the longer call, its own
+table then compares them with STE at that length):
+
+    python bench/estimators_full.py --models tfc --methods ste --input-bits 8,1 --epochs 60 --jobs 2 \
+        --runner processes --phase train,hardware,report --work build/estimators_60ep --out bench/results/estimators_full_60ep
+    python bench/estimators_full.py --models tfc,cnv --input-bits 8,1 --phase report \
+        --schedule-check bench/results/estimators_full_60ep.json    # or --phase render without the run folders
 
 The GPU session recipe (wheels, data, expected minutes) is in bench/results/estimators_full.md.
 """
@@ -846,7 +847,7 @@ def write_report(args: argparse.Namespace, runs: list[RunSpec], stem: Path) -> d
               "lr": args.lr, "batch_size": args.batch_size, "float_lrs": args.float_lrs,
               "limit_train": args.limit_train, "limit_test": args.limit_test, "arch": args.arch,
               "device": _device_name(args.device), "board": args.board, "verify_samples": args.verify_samples}
-    schedule_check(summary, _longer(args))
+    schedule_check(summary, _longer(args), args.schedule_check)
     data = {"config": config, "complete": complete, "summary": summary,
             "projection": projection(args, runs)}
     write_json(stem.with_suffix(".json"), data)
@@ -856,7 +857,7 @@ def write_report(args: argparse.Namespace, runs: list[RunSpec], stem: Path) -> d
     return data
 
 
-def schedule_check(summary: dict[str, Any], longer: dict[str, Any] | None) -> None:
+def schedule_check(summary: dict[str, Any], longer: dict[str, Any] | None, source: Path | None = None) -> None:
     """Attach to every table the STE plateau check by schedule length: the same STE runs (same seeds, so
     the same data order) trained for a longer schedule (`longer`: the JSON of a run of this script with
     `--methods ste --epochs N`), compared seed by seed. Under the per-step cosine decay every schedule ends
@@ -874,7 +875,8 @@ def schedule_check(summary: dict[str, Any], longer: dict[str, Any] | None) -> No
                                  "seeds": len(seeds), "longer_mean": other["mean"], "longer_std": other["std"],
                                  "longer_accuracy_source": other["accuracy_source"],
                                  "longer_mismatches": other.get("collapse_mismatches", 0) + other.get("hardware_mismatches", 0),
-                                 "per_seed_gain": dict(zip(seeds, deltas))}
+                                 "per_seed_gain": dict(zip(seeds, deltas)),
+                                 "report": None if source is None else source.with_suffix(".md").name}
         if seeds:
             check["gain_mean"] = statistics.mean(deltas)
             # paired over seeds: the same seed sees the same data order in both schedules
@@ -890,7 +892,7 @@ def render(args: argparse.Namespace) -> dict[str, Any]:
     data = read_json(stem.with_suffix(".json"))
     if data is None:
         raise OnebitError(f"{stem.with_suffix('.json')}: no report to render; run the report phase first")
-    schedule_check(data["summary"], _longer(args))
+    schedule_check(data["summary"], _longer(args), args.schedule_check)
     write_json(stem.with_suffix(".json"), data)
     write_text_atomic(stem.with_suffix(".md"), _markdown(data, stem))
     if any("mean_curve" in e for s in data["summary"].values() for e in s["methods"].values()):
@@ -1030,13 +1032,16 @@ def _markdown(data: dict[str, Any], stem: Path) -> str:
         c = s.get("ste_schedule_check")
         if c and "gain_mean" in c:
             gain = f"{_pct(c['gain_mean'], True)}" + (f" ± {_pct(c['gain_se'])}" if c["gain_se"] is not None else "")
+            where = f" ([{c['report']}]({c['report']}), with curves)" if c.get("report") else ""
             lines += ["", f"STE plateau check (schedule length): the same {c['seeds']} STE seeds trained for "
-                      f"{c['longer_epochs']} epochs instead of {c['epochs']} end at {_pct(c['longer_mean'])} ± "
+                      f"{c['longer_epochs']} epochs instead of {c['epochs']}{where} end at {_pct(c['longer_mean'])} ± "
                       f"{_pct(c['longer_std'])} % ({c['longer_accuracy_source']}, {c['longer_mismatches']} mismatches); "
                       f"gain per seed {', '.join(_pct(d, True) for d in c['per_seed_gain'].values())}, mean {gain} "
                       "(± paired standard error): "
                       + ("one seed, no standard error: undecided (run more seeds)." if c["plateaued"] is None else
-                         f"no gain beyond two standard errors: {c['epochs']} epochs is on STE's plateau." if c["plateaued"]
+                         f"no gain beyond two standard errors: doubling the schedule does not measurably beat {c['epochs']} "
+                         f"epochs (with {c['seeds']} seeds a gain up to {_pct(c['gain_mean'] + 2 * c['gain_se'], True)} is not "
+                         "ruled out)." if c["plateaued"]
                          else f"**still gaining**: {c['epochs']} epochs is short of STE's plateau.")]
         elif s["ste_plateau"]:
             p = s["ste_plateau"]
