@@ -1280,17 +1280,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return run_worker(RunSpec(**json.loads(args.worker)), args.work,
                           [float(x) for x in args.float_lrs.split(",") if x.strip()])
-    if args.unpack:
-        unpack(args.unpack, args.work)
     args.work.mkdir(parents=True, exist_ok=True)
     runs = plan(args)
     done = True
-    if "timing" in args.phases:
-        phase_timing(args)
-    if "train" in args.phases:
-        done = phase_train(args, runs) and done
-    if "hardware" in args.phases:
-        done = phase_hardware(args, runs) and done
+    from onebit.sweep.runner import SweepLock
+
+    with SweepLock(args.work):  # a second driver on the same work folder would train the same runs twice
+        if args.unpack:
+            unpack(args.unpack, args.work)
+        if "timing" in args.phases:
+            phase_timing(args)
+        if "train" in args.phases:
+            done = phase_train(args, runs) and done
+        if "hardware" in args.phases:
+            done = phase_hardware(args, runs) and done
     data = None
     if "report" in args.phases:
         data = write_report(args, runs, args.out)

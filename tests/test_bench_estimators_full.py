@@ -142,6 +142,17 @@ def test_plateau_check_compares_the_same_ste_seeds_on_a_longer_schedule(smoke: t
     assert main([*TINY, "--out", str(tmp_path / "absent"), "--phase", "render"]) == 2  # nothing to render: clear error
 
 
+def test_second_driver_on_the_same_work_folder_is_refused(smoke: tuple[Path, Path], capsys) -> None:
+    from onebit.sweep.runner import SweepLock
+
+    work, out = smoke
+    with SweepLock(work):  # a running driver (this process: alive)
+        assert main([*TINY, "--work", str(work), "--out", str(out), "--phase", "train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a sweep driver is running there" in err[0] and str(work) in err[0]
+    assert main([*TINY, "--work", str(work), "--out", str(out), "--phase", "train"]) == 0  # lock released
+
+
 def test_plateau_verdict_is_the_paired_gain_against_its_standard_error() -> None:
     from bench.estimators_full import schedule_check
 

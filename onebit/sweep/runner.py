@@ -203,13 +203,14 @@ def finished_record(run: Run, folder: Path) -> dict[str, Any] | None:
 
 # -- the driver -----------------------------------------------------------------------------------------------
 
-class _SweepLock:
-    """One driver per sweep folder; a dead driver's lock (same host) is taken over."""
+class SweepLock:
+    """One driver per sweep folder (or any work folder whose runs a driver starts and resumes, e.g.
+    bench/estimators_full.py's); a dead driver's lock (same host) is taken over."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_FILE
 
-    def __enter__(self) -> "_SweepLock":
+    def __enter__(self) -> "SweepLock":
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -244,7 +245,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, address: str
     folder = Path(out or Path("sweeps") / str(spec["name"])).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with _SweepLock(folder):
+    with SweepLock(folder):
         write_text_atomic(folder / SWEEP_FILE, json.dumps(
             {"format": "onebit-sweep", "version": 1, "spec": spec, "spec_file": str(spec_path.resolve()),
              "runs": [asdict(r) for r in runs]}, indent=2, default=str) + "\n")
