@@ -139,8 +139,11 @@ def measure(out: Path, n: int) -> dict[str, Any]:
 
     from hw.check.rtl_accelerator import mismatch_message
 
+    from quant_models.checkpoint import read_checkpoint
+
     result, images, labels, reference, seconds = simulate(out, n)
     report = json.loads((out / "report.json").read_text())
+    config = (read_checkpoint(out / "model.pt").get("training") or {}).get("config") or {}
     clock = report["board"]["clock_mhz"]
     synth = report.get("resources_synth", {})
     layers = {r["layer"]: r for r in report["layers"]}
@@ -163,6 +166,7 @@ def measure(out: Path, n: int) -> dict[str, Any]:
     levels = report["verification"]["levels"]
     return {
         "images": int(n), "sim_seconds": round(seconds, 1), "build_seconds": result["build_seconds"],
+        "training": {k: config.get(k) for k in ("estimator", "epochs", "limit_train", "seed")},
         "mismatches_vs_accel_model": len(result["mismatching"]),
         "mismatches_vs_pytorch_trained": int(np.any(result["scores"] != reference, axis=1).sum()),
         "argmax_mismatches_vs_pytorch_trained": int((result["scores"].argmax(1) != reference.argmax(1)).sum()),
@@ -287,6 +291,7 @@ def markdown(results: dict[str, Any]) -> str:
               "network that ABC's SAT sweeping does not finish (TFC's first layer at PE 32 x SIMD 16 ran past "
               "15 minutes; 94 s this way, measured once on the 2 shared cores).",
               synth_note(results),
+              *training_note(results),
               "- onebit's MVAU is pipelined for the board clock (issue 21; hw/rtl/README.md: memory output register "
               "and TREE_STAGES ranks in each PE's adder tree): one fold step per cycle as before, so cycles/image "
               "do not change; each MVAU's latency grows by 1 + its ranks (tfc before it, main 3282ef9: 7168 / 7168 "
@@ -299,6 +304,15 @@ def markdown(results: dict[str, Any]) -> str:
               "holding the bench for hours; cnv-full's build also leaves out the rtl_nodes level (--levels none: every "
               "node's own Verilator run at full width), the rtl_accelerator level of this bench covers the whole design."]
     return "\n".join(lines) + "\n"
+
+
+def training_note(results: dict[str, Any]) -> list[str]:
+    """Rows whose checkpoint saw only part of the training set (the hardware figures do not depend on it; the
+    accuracy does)."""
+    short = [f"{name} ({r['training']['limit_train']:,} images, {r['training']['epochs']} epoch(s))"
+             for name, r in results.items() if (r.get("training") or {}).get("limit_train")]
+    return [f"- Checkpoints trained on part of the training set (mismatches, cycles and resources do not depend on "
+            f"it; the accuracy does): {', '.join(short)}."] if short else []
 
 
 def predates_pipelining(r: dict[str, Any]) -> bool:
