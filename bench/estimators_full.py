@@ -726,7 +726,8 @@ def phase_hardware(args: argparse.Namespace, runs: list[RunSpec]) -> bool:
             "levels_arg": None,  # to_finn's default levels, the ones users get (both input forms)
             "finn_samples": report["verification"]["samples"],
             # nodes: how many nodes a node level simulated (0: the build has none of its kind, nothing to check)
-            "levels": {name: {**{k: level.get(k) for k in ("executed", "integer_mismatches", "argmax_mismatches", "reason")},
+            "levels": {name: {**{k: level.get(k) for k in ("status", "executed", "integer_mismatches", "argmax_mismatches",
+                                                           "reason")},
                               "nodes": len(level["nodes"]) if isinstance(level.get("nodes"), list) else None}
                        for name, level in levels.items()},
             "accelerator_samples": validation["samples"],
@@ -790,11 +791,12 @@ def summarise(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any]:
                 if method != FLOAT:
                     checked = [h for h in hws.values() if h]
                     entry["hardware_levels_executed"] = list(dict.fromkeys(
-                        n for h in checked for n, lv in h["levels"].items() if lv.get("executed")))
-                    entry["hardware_levels_empty"] = list(dict.fromkeys(  # ran, but on no node of its kind
-                        n for h in checked for n, lv in h["levels"].items() if lv.get("executed") and lv.get("nodes") == 0))
+                        n for h in checked for n, lv in h["levels"].items() if lv.get("executed") or _nothing_to_simulate(lv)))
+                    entry["hardware_levels_empty"] = list(dict.fromkeys(  # no node of its kind: nothing to simulate
+                        n for h in checked for n, lv in h["levels"].items() if _nothing_to_simulate(lv)))
                     entry["hardware_levels_skipped"] = {n: _short_reason(lv.get("reason")) for h in checked
-                                                        for n, lv in h["levels"].items() if not lv.get("executed")}
+                                                        for n, lv in h["levels"].items()
+                                                        if not lv.get("executed") and not _nothing_to_simulate(lv)}
                     entry["hardware_levels_arg"] = sorted({h.get("levels_arg") or "default" for h in checked})
                     entry["collapse_mismatches"] = sum(int(v.get("collapse_mismatches", 0)) for v in done.values())
                     entry["hardware_mismatches"] = sum(hw_mismatches(h) for h in hws.values() if h)
@@ -924,6 +926,12 @@ def projection(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str, Any] 
         total += t["seconds_per_step"] * math.ceil(images / args.batch_size) * run.epochs
         device = t["device"]
     return {"runs": len(runs), "serial_minutes": total / 60, "device": device}
+
+
+def _nothing_to_simulate(level: dict[str, Any]) -> bool:
+    """A node level on a build with no node of its kind (hw/check/verdict.py NOTHING_TO_SIMULATE); hw.json files
+    written before that status say it as executed on 0 nodes."""
+    return level.get("status") == "nothing to simulate" or bool(level.get("executed") and level.get("nodes") == 0)
 
 
 def _short_reason(reason: str | None) -> str:

@@ -139,8 +139,11 @@ def measure(out: Path, n: int) -> dict[str, Any]:
 
     from hw.check.rtl_accelerator import mismatch_message
 
+    from quant_models.checkpoint import read_checkpoint
+
     result, images, labels, reference, seconds = simulate(out, n)
     report = json.loads((out / "report.json").read_text())
+    config = (read_checkpoint(out / "model.pt").get("training") or {}).get("config") or {}
     clock = report["board"]["clock_mhz"]
     synth = report.get("resources_synth", {})
     layers = {r["layer"]: r for r in report["layers"]}
@@ -163,6 +166,7 @@ def measure(out: Path, n: int) -> dict[str, Any]:
     levels = report["verification"]["levels"]
     return {
         "images": int(n), "sim_seconds": round(seconds, 1), "build_seconds": result["build_seconds"],
+        "training": {k: config.get(k) for k in ("estimator", "epochs", "limit_train", "seed")},
         "mismatches_vs_accel_model": len(result["mismatching"]),
         "mismatches_vs_pytorch_trained": int(np.any(result["scores"] != reference, axis=1).sum()),
         "argmax_mismatches_vs_pytorch_trained": int((result["scores"].argmax(1) != reference.argmax(1)).sum()),
@@ -277,8 +281,7 @@ def markdown(results: dict[str, Any]) -> str:
               "- cycles/image: mean distance between consecutive images' last output beats after the first image "
               "(steady state), with FIFO depths sized by simulation (hw/rtl/fifo_sizing.py: the input paced "
               "at FINN's bottleneck rate, each FIFO as deep as the most beats it held, at least FINN's rule plus one "
-              "MVAU input vector); FINN's estimate is its bottleneck node's get_exp_cycles. Rows without a "
-              "node-by-node section were measured before the sizing (FINN's rule depths only).",
+              "MVAU input vector); FINN's estimate is its bottleneck node's get_exp_cycles." + before_sizing_note(results),
               "- first-image latency: first input beat to the first image's last output beat; FINN's estimate is "
               "the sum of the nodes' cycles (critical path), which the pipelined nodes overlap.",
               "- yosys counts are post-synthesis estimates (no place and route, no timing closure); FINN's are its "
@@ -288,18 +291,51 @@ def markdown(results: dict[str, Any]) -> str:
               "network that ABC's SAT sweeping does not finish (TFC's first layer at PE 32 x SIMD 16 ran past "
               "15 minutes; 94 s this way, measured once on the 2 shared cores).",
               synth_note(results),
+              *training_note(results),
               "- onebit's MVAU is pipelined for the board clock (issue 21; hw/rtl/README.md: memory output register "
               "and TREE_STAGES ranks in each PE's adder tree): one fold step per cycle as before, so cycles/image "
-              "do not change; each MVAU's latency grows by 1 + its ranks. Rows without an Fmax in the table above "
-              "were measured before it (main 3282ef9: tfc 7168 / 7168 cycles, first-image latency 15833, MVAU "
-              "yosys LUT 441 / 154 / 150 / 70, FF 134 / 54 / 53 / 57). Estimated Fmax of every MVAU at these "
-              "foldings, pipelined vs unpipelined: bench/results/rtl_timing.md (`python bench/rtl_timing.py`).",
-              f"- cnv-full's build runs with ONEBIT_YOSYS_TIMEOUT={FULL_SYNTH_LIMIT_S} s, tfc-auto's with "
-              f"{AUTO_SYNTH_LIMIT_S} s when it is built again (hw/rtl/yosys.py), so an MVAU "
-              "whose synthesis takes longer has no count (listed above) instead of holding the bench for hours; "
-              "cnv-full's build also leaves out the rtl_nodes level (--levels none: every node's own Verilator run at full "
-              "width), the rtl_accelerator level of this bench covers the whole design."]
+              "do not change; each MVAU's latency grows by 1 + its ranks (tfc before it, main 3282ef9: 7168 / 7168 "
+              "cycles, first-image latency 15833, MVAU yosys LUT 441 / 154 / 150 / 70, FF 134 / 54 / 53 / 57). "
+              + before_pipelining_note(results) + " Estimated Fmax of every MVAU at these foldings, pipelined vs "
+              "unpipelined: bench/results/rtl_timing.md (`python bench/rtl_timing.py`).",
+              "- " + ", ".join(f"{name}'s build runs with ONEBIT_YOSYS_TIMEOUT={env['ONEBIT_YOSYS_TIMEOUT']} s"
+                               for name, env in CASE_ENV.items()) +
+              " (hw/rtl/yosys.py), so an MVAU whose synthesis takes longer has no count (listed above) instead of "
+              "holding the bench for hours; cnv-full's build also leaves out the rtl_nodes level (--levels none: every "
+              "node's own Verilator run at full width), the rtl_accelerator level of this bench covers the whole design."]
     return "\n".join(lines) + "\n"
+
+
+def training_note(results: dict[str, Any]) -> list[str]:
+    """Rows whose checkpoint saw only part of the training set (the hardware figures do not depend on it; the
+    accuracy does)."""
+    short = [f"{name} ({r['training']['limit_train']:,} images, {r['training']['epochs']} epoch(s))"
+             for name, r in results.items() if (r.get("training") or {}).get("limit_train")]
+    return [f"- Checkpoints trained on part of the training set (mismatches, cycles and resources do not depend on "
+            f"it; the accuracy does): {', '.join(short)}."] if short else []
+
+
+def predates_pipelining(r: dict[str, Any]) -> bool:
+    """A row measured before onebit's MVAU was pipelined: no MVAU of its build has a timing entry (since the
+    pipelining every build's synthesis times each MVAU: an Fmax, or the error why not)."""
+    luts = r.get("mvau_luts") or []
+    return bool(luts) and all(m.get("fmax_mhz") is None and not m.get("timing_error") for m in luts)
+
+
+def before_pipelining_note(results: dict[str, Any]) -> str:
+    """Which rows, from the data, were measured with the unpipelined MVAU (none once every case is rerun)."""
+    old = [name for name, r in results.items() if "error" not in r and predates_pipelining(r)]
+    if not old:
+        return "Every row of this file was measured with the pipelined MVAU."
+    return (f"Rows measured before it, with the unpipelined MVAU (no Fmax in their build's report): {', '.join(old)}; "
+            f"`python bench/rtl_accelerator.py --cases {','.join(old)}` reruns them.")
+
+
+def before_sizing_note(results: dict[str, Any]) -> str:
+    """Which rows have no node-by-node section: measured before the FIFO sizing (FINN's rule depths only)."""
+    old = [name for name, r in results.items() if "error" not in r and not r.get("cycle_analysis")]
+    return (f" Rows without a node-by-node section were measured before the sizing (FINN's rule depths only): "
+            f"{', '.join(old)}." if old else "")
 
 
 def timing_table(results: dict[str, Any]) -> list[str]:

@@ -1,5 +1,6 @@
 """The one exception type that every stage raises for bad input, and how commands report it (and the
-filesystem errors a user can fix: disk full, read-only, permissions, as one line too).
+filesystem errors a user can fix: disk full, read-only, permissions, as one line too); `first_line`, the one
+way any stage turns an error into the one line a report, a run record or a message shows.
 
 A leaf module (imports nothing of onebit) so every stage may use it without importing a later stage.
 """
@@ -47,6 +48,16 @@ _FIXABLE = {errno.ENOSPC: "the disk is full: free space", errno.EDQUOT: "the dis
             errno.EACCES: "permission denied: fix the permissions or choose another folder",
             errno.EPERM: "operation not permitted: fix the permissions or choose another folder",
             errno.ENOTDIR: "a path component is a file, not a folder: choose another path"}
+
+
+def first_line(error: BaseException | str) -> str:
+    """`Type: first line` of an exception (`Type` alone when it has no message), or the first non-empty line of
+    a text, at most 300 characters: what a report, a run record or a one-line message shows of an error."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if isinstance(error, BaseException):
+        name = type(error).__name__
+        return (f"{name}: {lines[0]}" if lines else name)[:300]
+    return (lines[0] if lines else "")[:300]
 
 
 def friendly_os_error(error: OSError) -> str | None:

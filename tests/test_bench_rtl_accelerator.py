@@ -56,3 +56,24 @@ def test_methods_table_labels_each_training_method(results):
     assert "--target-fps 10000" in table  # the build options of the case the methods share
     # method rows appear only in the methods table, not among the folding cases
     assert "| rbonn:tfc |" not in text.split("## One checkpoint")[0]
+
+
+def test_notes_name_exactly_the_rows_measured_before_the_pipelining_and_the_short_trainings(results):
+    current = {"tfc": copy.deepcopy(results["tfc"])}
+    assert any(m.get("fmax_mhz") for m in current["tfc"]["mvau_luts"])  # measured on the pipelined MVAU
+    current["tfc"]["training"] = {"estimator": "ste", "epochs": 1, "limit_train": None, "seed": 0}
+    text = bench.markdown(current)
+    assert "Every row of this file was measured with the pipelined MVAU." in text
+    assert "Rows measured before it" not in text and "trained on part of the training set" not in text
+
+    older = copy.deepcopy(current)
+    older["tfc-old"] = copy.deepcopy(current["tfc"])  # a build whose report timed no MVAU: before the pipelining
+    for m in older["tfc-old"]["mvau_luts"]:
+        m.update(fmax_mhz=None, timing_error=None)
+    older["tfc-old"]["training"]["limit_train"] = 5000
+    text = bench.markdown(older)
+    assert "Every row of this file" not in text
+    assert "Rows measured before it, with the unpipelined MVAU (no Fmax in their build's report): tfc-old;" in text
+    assert "--cases tfc-old` reruns them" in text
+    assert "trained on part of the training set (mismatches, cycles and resources do not depend on it; the " \
+           "accuracy does): tfc-old (5,000 images, 1 epoch(s))." in text

@@ -304,7 +304,8 @@ class CppsimLevel:
         n_images = len(ctx.images)
         hlslib = find_hlslib()
         if not nodes:
-            return LevelOutcome(executed=True, samples=n_images, how="no *_hls nodes in the final HW graph")
+            return LevelOutcome.nothing_to_simulate(f"no *_hls node in the final HW graph ({Path(ctx.final_model).name}); "
+                                                    "level rtl_nodes simulates its RTL nodes")
         real = ctx.node_inputs([n.input[0] for n in nodes])
         rows, bad_images, total_bad, failed = [], set(), 0, 0
         with cppsim_environment(hlslib) as hls_root:

@@ -17,12 +17,15 @@ the collapsed integer model like the other levels). Node levels compare each nod
 the same node on the same inputs: the node's real inputs for the first test images (captured here from
 the HW-layer graph, `capture_node_inputs`) and random inputs over the node's input datatype.
 
-Every level ends in one of three outcomes (`status`, hw/check/verdict.py applies them):
+Every level that has something to run ends in one of three outcomes (`status`, hw/check/verdict.py applies them):
   passed   it ran and every output matched (the counts say on how much)
   failed   mismatches, or the design could not be run: a compile error, a simulator that exits non-zero or
            complains (a missing init file, an assertion), any exception; `error` holds the first error line
   skipped  a tool or dependency is absent (`reason` says which and how to get it); the exit status ignores it
 A level skips only through `skipped()` or by returning `LevelOutcome.skip(...)`; an exception is a failure.
+A build with no node of the level's kind (rtl_nodes on a build whose nodes are all HLS) has nothing for it to
+run: `LevelOutcome.nothing_to_simulate(why)`, status "nothing to simulate", which verified nothing and so is
+neither a pass nor a skip (no tool is missing); the exit status ignores it.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ import numpy as np
 
 from hw.check.python_exec import fast_python_execution
 from onebit.errors import OnebitError
-from hw.check.verdict import first_line
+from hw.check.verdict import NOTHING_TO_SIMULATE, first_line
 
 # name -> module defining LEVEL; order = report order (after verify.LEVELS)
 LEVEL_MODULES: dict[str, str] = {
@@ -87,10 +90,15 @@ class LevelOutcome:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     scores: np.ndarray | None = None
     error: str | None = None              # the first error line of a design that could not be run
+    nothing: str | None = None            # why the build has nothing for this level: no node of its kind
 
     @classmethod
     def skip(cls, reason: str) -> "LevelOutcome":
         return cls(executed=False, reason=reason if reason.startswith("skipped") else f"skipped: {reason}")
+
+    @classmethod
+    def nothing_to_simulate(cls, why: str) -> "LevelOutcome":
+        return cls(executed=False, nothing=why)
 
     @classmethod
     def failure(cls, error: str, **fields: Any) -> "LevelOutcome":
@@ -100,6 +108,8 @@ class LevelOutcome:
     def status(self) -> str:
         if self.error is not None:
             return FAILED
+        if self.nothing is not None:
+            return NOTHING_TO_SIMULATE
         if not self.executed:
             return SKIPPED
         return FAILED if self.integer_mismatches else PASSED
@@ -108,6 +118,9 @@ class LevelOutcome:
         if self.error is not None:
             return {"status": FAILED, "executed": False, "error": self.error, "reason": f"failed: {self.error}",
                     "how": self.how, "seconds": round(self.seconds, 2), "nodes": self.nodes}
+        if self.nothing is not None:
+            return {"status": NOTHING_TO_SIMULATE, "executed": False, "reason": f"{NOTHING_TO_SIMULATE}: {self.nothing}",
+                    "how": self.how, "seconds": round(self.seconds, 2), "nodes": []}
         if not self.executed:
             return {"status": SKIPPED, "executed": False, "reason": self.reason, "how": self.how,
                     "seconds": round(self.seconds, 2), "nodes": self.nodes}

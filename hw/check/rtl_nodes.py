@@ -321,8 +321,8 @@ class RtlNodesLevel:
         model, nodes = selected_nodes(ctx, rtl_nodes_of)
         n_images = len(ctx.images)
         if not nodes:
-            return LevelOutcome(executed=True, samples=n_images, how="no *_rtl nodes in the final HW graph "
-                                f"({Path(ctx.final_model).name}): nothing to simulate")
+            return LevelOutcome.nothing_to_simulate(f"no *_rtl node in the final HW graph ({Path(ctx.final_model).name}); "
+                                                    "level cppsim simulates its HLS nodes")
         real = ctx.node_inputs([n.input[0] for n in nodes])
         cache_dir = ctx.options.get("cache_dir")
         rows, bad_images, total_bad = [], set(), 0

@@ -13,13 +13,17 @@ explained with the measured distances, but they do not fail the build, and both 
 number on the same images.
 
 Every other level passes, fails or is skipped (level_status): it fails on mismatches or on any error
-running it; only a missing tool or dependency skips it, and a skip never changes the verdict.
+running it; only a missing tool or dependency skips it, and a skip never changes the verdict. A node level on
+a build with no node of its kind has "nothing to simulate": it verified nothing, so it neither passed nor
+was skipped, and it does not change the verdict either.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+
+from onebit.errors import first_line  # noqa: F401 (one definition, in the ground; the levels import it from here)
 
 REFERENCE = "pytorch_collapsed"
 TRAINED = "pytorch_trained"
@@ -29,6 +33,7 @@ DRIFT_EXPLANATION = ("the trained float32 model and the exact integer collapse d
                      "y = k (z - mu) + beta can land on the other side of 0 than the exact comparison z >= T, in "
                      "both directions (-1 where the collapse gives +1, and +1 where it gives -1); the accelerator "
                      "follows the collapse")
+NOTHING_TO_SIMULATE = "nothing to simulate"  # a node level's status on a build with no node of its kind
 NEAR_TIE = 1e-3  # thresholds closer than this to an integer are counted in the drift explanation
 
 
@@ -72,20 +77,11 @@ def collapse_drift(trained: np.ndarray, collapsed: np.ndarray, labels: np.ndarra
     return drift
 
 
-def first_line(error: BaseException | str) -> str:
-    """`Type: first line` of an exception (or the first non-empty line of a text), at most 300 characters."""
-    if isinstance(error, BaseException):
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
-        return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()[:300]
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else "").strip()[:300]
-
-
 def level_status(entry: dict[str, Any]) -> str:
-    """passed, failed or skipped (hw/check/levels.py): an entry that did not run and does not say it was
-    skipped for a missing tool failed (an error running it), whatever wrote it."""
+    """passed, failed, skipped or nothing to simulate (hw/check/levels.py): an entry that did not run and does
+    not say it was skipped for a missing tool failed (an error running it), whatever wrote it."""
     status = entry.get("status")
-    if status in ("passed", "failed", "skipped"):
+    if status in ("passed", "failed", "skipped", NOTHING_TO_SIMULATE):
         return status
     if entry.get("executed", True):
         return "failed" if entry.get("integer_mismatches") else "passed"
@@ -105,11 +101,14 @@ def error_entry(error: str, how: str = "", seconds: float = 0.0) -> dict[str, An
 
 
 def describe_level(entry: dict[str, Any]) -> str:
-    """One line for a terminal: the outcome first (passed / FAILED / skipped), then counts, error or reason."""
+    """One line for a terminal: the outcome first (passed / FAILED / skipped / nothing to simulate), then counts,
+    error or reason."""
     status = level_status(entry)
     if not entry.get("executed"):
         if status == "failed":
             return f"FAILED: {entry.get('error') or entry.get('reason')}"
+        if status == NOTHING_TO_SIMULATE:
+            return str(entry.get("reason") or NOTHING_TO_SIMULATE)
         reason = str(entry.get("reason") or "")
         return reason if reason.startswith("skipped") else f"skipped: {reason}"
     head = "passed" if status == "passed" else "FAILED"

@@ -39,7 +39,7 @@ from hw.finn.folding import FoldingSpec, auto_fold_function, extract_folding
 from hw.finn.partition import resolve_final_model
 from hw.finn.thresholds import step_onebit_clip_thresholds
 from onebit.atomic import write_atomic, write_text_atomic
-from onebit.errors import OnebitError
+from onebit.errors import OnebitError, first_line
 
 SCORE_AFFINE_KEY = "onebit_score_affine"
 
@@ -391,8 +391,7 @@ def build_accelerator(qonnx_path: str | Path, out_dir: str | Path, board: Board,
                 raise
             except Exception as error:  # FINN raises anything from AssertionError to FINNUserError
                 log_file.write(f"\n[{step}] failed:\n{traceback.format_exc()}")
-                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                raise BuildError(f"FINN step {step} failed: {type(error).__name__}: {first_line[:300]} "
+                raise BuildError(f"FINN step {step} failed: {first_line(error)} "
                                  f"(input model {previous}, traceback in {log_path})") from None
             seconds[step] = round(time.perf_counter() - started, 3)
             previous = out_dir / "finn" / f"{step}.onnx"

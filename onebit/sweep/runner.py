@@ -33,7 +33,7 @@ from typing import Any
 
 from onebit.atomic import write_text_atomic
 from onebit.buildfolder import sha256_file
-from onebit.errors import OnebitError
+from onebit.errors import OnebitError, first_line
 from onebit.temporaries import pid_alive
 from onebit.sweep.spec import Run, expand, read_spec, resources
 
@@ -174,8 +174,7 @@ def execute(run_dict: dict[str, Any], folder: str, training: dict[str, Any] | No
     except OnebitError as error:
         record.update(status="failed", error=str(error), result=None, metrics={})
     except Exception as error:  # noqa: BLE001 - the sweep goes on; this run says what broke
-        record.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-                      result=None, metrics={})
+        record.update(status="failed", error=first_line(error), result=None, metrics={})
     record["seconds"] = round(time.time() - started, 1)
     record["folder"] = str(path)
     write_text_atomic(path / RUN_FILE, json.dumps(record, indent=2, default=str) + "\n")
@@ -355,9 +354,7 @@ def gather(pending: dict[Any, Any], on_record, deadline: float | None = None) ->
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayError as error:  # the task's worker or node died (after Ray's retries)
-                    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                    record = {"status": "failed", "error": f"Ray: {type(error).__name__}: {first}"[:300],
-                              "seconds": None}
+                    record = {"status": "failed", "error": f"Ray: {first_line(error)}", "seconds": None}
                 on_record(record, name)
     except KeyboardInterrupt:
         for ref in pending:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onebit.errors import OnebitError
+from onebit.errors import OnebitError, first_line
 
 TRAIN_OPTIONS = ("model", "estimator", "hparam", "arch", "dataset", "data_root", "input_bits", "epochs",
                  "batch_size", "lr", "weight_decay", "seed", "device", "limit_train", "limit_test")
@@ -134,8 +134,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
 
             spec = yaml.safe_load(text)
     except Exception as error:  # noqa: BLE001 - any parse error is one line
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SweepSpecError(f"{path}: not a readable sweep spec ({first})") from None
+        raise SweepSpecError(f"{path}: not a readable sweep spec ({first_line(error)})") from None
     if not isinstance(spec, dict):
         raise SweepSpecError(f"{path}: a sweep spec is a mapping with {', '.join(SECTIONS)}")
     unknown = sorted(set(spec) - set(SECTIONS))

@@ -138,9 +138,22 @@ def test_rtl_nodes_reports_a_stalled_node_as_deadlock(cnv_build, tmp_path, veril
 
 
 def test_rtl_nodes_without_rtl_nodes_and_without_verilator(tfc_build, monkeypatch):
-    entry = run_level("rtl_nodes", _context(tfc_build))
+    """A default (HLS) TFC build has no *_rtl node: rtl_nodes says "nothing to simulate", never "passed ... 0
+    nodes" and never "skipped" (no tool is missing), in its entry, the terminal line and report.md's table; and
+    without Verilator it is skipped."""
+    from hw.check.verdict import describe_level, judge
+    from hw.check.verify import mismatch_table
+
     if verilator_path():
-        assert entry["executed"] and entry["integer_mismatches"] == 0 and "no *_rtl nodes" in entry["how"]
+        entry = run_level("rtl_nodes", _context(tfc_build))
+        assert entry["status"] == "nothing to simulate" and not entry["executed"] and entry["nodes"] == [], entry
+        assert entry["reason"].startswith("nothing to simulate: no *_rtl node in the final HW graph (step_hw_codegen.onnx)")
+        line = describe_level(entry)
+        assert line.startswith("nothing to simulate: no *_rtl node") and "passed" not in line and "0 nodes" not in line
+        (row,) = [r for r in mismatch_table({"rtl_nodes": entry}) if r.startswith("| rtl_nodes |")]
+        assert row.startswith("| rtl_nodes | nothing to simulate: no *_rtl node") and "passed" not in row
+        verdict = judge({"pytorch_collapsed": {"executed": True, "integer_mismatches": 0}, "rtl_nodes": entry})
+        assert verdict["ok"] and verdict["skipped_levels"] == [] and verdict["failed_levels"] == []
     monkeypatch.setenv("VERILATOR", "verilator-not-installed-here")
     entry = run_level("rtl_nodes", _context(tfc_build))
     assert not entry["executed"] and entry["status"] == "skipped"

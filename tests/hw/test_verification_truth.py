@@ -196,6 +196,9 @@ class _Level:
     (lambda: LevelOutcome(executed=True, samples=4, integer_mismatches=2), "failed", None),
     (lambda: LevelOutcome(executed=True, samples=4), "passed", None),
     (lambda: LevelOutcome.skip("no simulator here (apt-get install it)"), "skipped", "skipped: no simulator here"),
+    # a build with no node of the level's kind: neither a pass (nothing verified) nor a skip (no tool missing)
+    (lambda: LevelOutcome.nothing_to_simulate("no *_x node in the final HW graph"), "nothing to simulate",
+     "nothing to simulate: no *_x node in the final HW graph"),
 ])
 def test_a_level_has_three_outcomes_and_an_error_is_never_a_skip(monkeypatch, behaviour, status, text):
     import hw.check.levels as levels
@@ -208,7 +211,9 @@ def test_a_level_has_three_outcomes_and_an_error_is_never_a_skip(monkeypatch, be
         assert text in (entry.get("error") or entry.get("reason")), entry
     verdict = judge({"pytorch_collapsed": {"executed": True, "integer_mismatches": 0}, "fake": entry})
     assert verdict["ok"] == (status != "failed")
-    assert describe_level(entry).startswith({"failed": "FAILED", "passed": "passed", "skipped": "skipped"}[status])
+    assert verdict["skipped_levels"] == (["fake"] if status == "skipped" else [])
+    assert describe_level(entry).startswith({"failed": "FAILED", "passed": "passed", "skipped": "skipped",
+                                             "nothing to simulate": "nothing to simulate: "}[status])
 
 
 def test_old_entries_without_status_read_the_same_way():

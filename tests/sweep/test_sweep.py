@@ -146,3 +146,50 @@ def test_run_commands_keeps_failures_and_dependencies_in_their_runs(tmp_path):
     assert status["after-broken"] == ("not run", "waits for broken failed")
     assert not (tmp_path / "after-broken").exists()
     assert status["stops"] == ("incomplete", None) and records["stops"]["exit"] == 3
+
+
+def test_an_unreadable_spec_is_one_line_with_the_parser_error(tmp_path, capsys):
+    from onebit.sweep import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("build: {checkpoint: [m.pt\n")
+    assert main([str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"onebit: {spec}: not a readable sweep spec (ParserError: ") and err.endswith(")"), err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_an_unexpected_error_in_a_run_is_recorded_as_its_type_and_first_line(tmp_path, monkeypatch):
+    """Not an OnebitError (a bug, or something the run did not expect): run.json says its type and first non-empty
+    line, one line."""
+    import onebit.sweep.runner as runner
+    from onebit.sweep.spec import Run
+
+    def broken(run, path):
+        raise RuntimeError("\nthe command could not be formed\nsecond line")
+
+    monkeypatch.setattr(runner, "_train_command", broken)
+    run = Run(kind="train", key="seed-0_x", params={"model": "tfc"})
+    record = runner.execute(run.__dict__, str(tmp_path / "run"))
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: the command could not be formed"
+    assert json.loads((tmp_path / "run" / runner.RUN_FILE).read_text())["error"] == record["error"]
+
+
+@pytest.mark.slow
+def test_a_run_whose_ray_worker_dies_is_recorded_as_one_line(tmp_path):
+    """gather: a task whose worker process dies (after Ray's retries) is a failed record naming Ray's error."""
+    import ray
+
+    from onebit.sweep.runner import gather, start_ray
+
+    start_ray(None, 1)
+
+    @ray.remote(max_retries=0)
+    def dies():
+        os._exit(1)
+
+    records = []
+    gather({dies.remote(): "dies"}, lambda record, name: records.append((name, record)))
+    ((name, record),) = records
+    assert name == "dies" and record["status"] == "failed" and record["seconds"] is None
+    assert record["error"].startswith("Ray: WorkerCrashedError: ") and "\n" not in record["error"], record
