@@ -484,21 +484,22 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def run_paragraph(run: dict[str, Any]) -> str:
-    """Which figures this run produced and under what load (2 cores shared by several sessions: the times are
-    wall times on a busy machine)."""
+    """Which figures come from which invocation, with wall times and the machine's load."""
     if not run:
         return "Run: no record (an older result)."
     parts = []
-    names = {"build": "the build (training, FINN, auto-fold)", "synthesis": "yosys synthesis of the built nodes",
-             "rtl_accelerator": "rtl_accelerator", "searches": "the four searches"}
+    names = {"build": "the build (training, FINN, auto-fold, the report's yosys synthesis)",
+             "synthesis": "yosys synthesis of the built nodes", "rtl_accelerator": "rtl_accelerator",
+             "searches": "the four searches"}
     for key, info in run.get("stages", {}).items():
-        if info.get("from") == "this run":
-            parts.append(f"{names.get(key, key)}: this run, {info['seconds']:,.0f} s wall, 1-minute load average "
-                         f"{info['load_before']:.1f} before / {info['load_after']:.1f} after")
-        else:
-            parts.append(f"{names.get(key, key)}: {info.get('from')}")
-    return (f"Run: started {run.get('started_utc')}, finished {run.get('finished_utc', 'n/a')}, commit "
-            f"{run.get('commit')}, {run.get('cpus')} CPU cores shared with other jobs. " + "; ".join(parts) + ".")
+        text = f"{names.get(key, key)}: {info.get('from')}"
+        if "seconds" in info:
+            text += (f", started {info['started']}, {info['seconds']:,.0f} s wall, 1-minute load average "
+                     f"{info['load_before']:.1f} before / {info['load_after']:.1f} after")
+        parts.append(text)
+    return (f"Run: this invocation {run.get('started_utc')} to {run.get('finished_utc', 'n/a')}, commit "
+            f"{run.get('commit')}, {run.get('cpus')} CPU cores shared with other sessions' jobs (the load "
+            "averages say how busy; wall times are not idle-machine times). " + "; ".join(parts) + ".")
 
 
 def width_sentence(rows: list[dict[str, Any]]) -> str:
@@ -553,20 +554,37 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _utc() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def _timed(run_info: dict[str, Any], name: str, record: Path, compute) -> Any:
+    """compute() with its wall time and the machine's 1-minute load average before and after (2 cores shared by
+    several sessions: the times are those of a busy machine), kept beside the stage's result in --work."""
+    info = {"started": _utc(), "load_before": _load()}
+    started = time.perf_counter()
+    data = compute()
+    info.update(seconds=round(time.perf_counter() - started, 1), load_after=_load())
+    write_text_atomic(record, json.dumps(info))
+    run_info["stages"][name] = {"from": "this invocation", **info}
+    return data
+
+
+def _from_cache(run_info: dict[str, Any], name: str, record: Path, what: str) -> None:
+    info = json.loads(record.read_text()) if record.is_file() else {}
+    run_info["stages"][name] = {"from": f"an earlier invocation ({what} in --work)", **info}
+
+
 def _cached_stage(run_info: dict[str, Any], name: str, path: Path, compute, valid=lambda data: True) -> Any:
-    """The stage's result from `path` in --work when there (a rerun), else computed now; run_info says which,
-    with the wall time and the machine's 1-minute load average before and after (for the times)."""
+    """The stage's result from `path` in --work when there (a rerun), else computed now; run_info says which."""
+    record = path.with_suffix(".run.json")
     if path.is_file():
         data = json.loads(path.read_text())
         if valid(data):
-            run_info["stages"][name] = {"from": f"cache ({path.name}, written "
-                                                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(path.stat().st_mtime))})"}
+            _from_cache(run_info, name, record, path.name)
             return data
-    before, started = _load(), time.perf_counter()
-    data = compute()
+    data = _timed(run_info, name, record, compute)
     write_text_atomic(path, json.dumps(data, indent=1, default=str))
-    run_info["stages"][name] = {"from": "this run", "seconds": round(time.perf_counter() - started, 1),
-                                "load_before": before, "load_after": _load()}
     return data
 
 
@@ -582,16 +600,15 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
                            text=True)
-    run_info: dict[str, Any] = {"started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    run_info: dict[str, Any] = {"started_utc": _utc(),
                                 "commit": commit.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip()
                                                                    else ""),
                                 "cpus": os.cpu_count(), "stages": {}}
-    before, started = _load(), time.perf_counter()
-    built_now = not (work / "pynq-z1-rtl" / "driver" / "io.json").is_file()
-    out = build(work)
-    run_info["stages"]["build"] = ({"from": "this run", "seconds": round(time.perf_counter() - started, 1),
-                                    "load_before": before, "load_after": _load()} if built_now
-                                   else {"from": "cache (the build folder in --work)"})
+    if (work / "pynq-z1-rtl" / "driver" / "io.json").is_file():
+        out = build(work)
+        _from_cache(run_info, "build", work / "build.run.json", "the build folder")
+    else:
+        out = _timed(run_info, "build", work / "build.run.json", lambda: build(work))
     result: dict[str, Any] = {"bnn_pynq": BNN_PYNQ, "run": run_info,
                               "synth": synthesized(_cached_stage(run_info, "synthesis", work / "synth.json",
                                                                  lambda: synth_report(out)))}
@@ -619,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     model = CostModel.load()
     result["cost_model"] = {"description": model.describe(), "lut_coefficients": model.data["lut_coefficients"],
                             "refit": "python -m hw.rtl.costmodel calibrate"}
-    run_info["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    run_info["finished_utc"] = _utc()
     outdir = Path(args.out)
     write_text_atomic(outdir / "cnv_rtl_fold.json", json.dumps(result, indent=1, default=str) + "\n")
     write_text_atomic(outdir / "cnv_rtl_fold.md", markdown(result))

@@ -166,14 +166,20 @@ def hls_mvau_refusal(instance, pe: int, simd: int) -> str | None:
     """Why FINN's MVAU_hls cannot be built at PE x SIMD (None: it can): FINN's MVAU_hls.get_ap_int_max_w,
     every ap_int of the HLS top (the weight stream PE*SIMD*weight bits of internal_decoupled weights, the
     input stream SIMD*input bits, the output stream PE*output bits) within MAX_ALLOWED_AP_INT_W."""
-    widths = {"weight stream": pe * simd * instance.get_input_datatype(1).bitwidth(),
-              "input stream": simd * instance.get_input_datatype(0).bitwidth(),
-              "output stream": pe * instance.get_output_datatype().bitwidth()}
+    return _over_ap_int({"weight stream": pe * simd * instance.get_input_datatype(1).bitwidth(),
+                         **_stream_widths(instance, pe, simd)}, "HLS ap_int's {limit}")
+
+
+def _stream_widths(instance, pe: int, simd: int) -> dict[str, int]:
+    return {"input stream": simd * instance.get_input_datatype(0).bitwidth(),
+            "output stream": pe * instance.get_output_datatype().bitwidth()}
+
+
+def _over_ap_int(widths: dict[str, int], what: str) -> str | None:
+    """'<name> <bits> bits > <what>' for the widths over FINN's ap_int limit, None if none is."""
     limit = ap_int_max_w()
-    over = {k: w for k, w in widths.items() if w > limit}
-    if over:
-        return ", ".join(f"{k} {w} bits" for k, w in over.items()) + f" > HLS ap_int's {limit}"
-    return None
+    over = [f"{k} {w} bits" for k, w in widths.items() if w > limit]
+    return ", ".join(over) + " > " + what.format(limit=limit) if over else None
 
 
 def onebit_rtl_mvau_refusal(instance, pe: int, simd: int) -> str | None:
@@ -192,13 +198,7 @@ def onebit_rtl_mvau_refusal(instance, pe: int, simd: int) -> str | None:
     mw, mh = int(instance.get_nodeattr("MW")), int(instance.get_nodeattr("MH"))
     if mw % simd or mh % pe:
         return f"PE ({pe}) must divide MH ({mh}) and SIMD ({simd}) MW ({mw})"
-    widths = {"input stream": simd * instance.get_input_datatype(0).bitwidth(),
-              "output stream": pe * instance.get_output_datatype().bitwidth()}
-    limit = ap_int_max_w()
-    over = {k: w for k, w in widths.items() if w > limit}
-    if over:
-        return ", ".join(f"{k} {w} bits" for k, w in over.items()) + f" > {limit} (FINN's stream nodes' ap_int)"
-    return None
+    return _over_ap_int(_stream_widths(instance, pe, simd), "{limit} (FINN's stream nodes' ap_int)")
 
 
 def mvau_refusal(node, instance, pe: int, simd: int, costs=None) -> str | None:
