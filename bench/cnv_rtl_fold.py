@@ -489,13 +489,16 @@ def run_paragraph(run: dict[str, Any]) -> str:
         return "Run: no record (an older result)."
     parts = []
     names = {"build": "the build (training, FINN, auto-fold, the report's yosys synthesis)",
-             "synthesis": "yosys synthesis of the built nodes", "rtl_accelerator": "rtl_accelerator",
+             "synthesis": "yosys synthesis of the built nodes (yosys' results are cached by content: the build's "
+                          "report synthesized them, its time is in the build's)", "rtl_accelerator": "rtl_accelerator",
              "searches": "the four searches"}
     for key, info in run.get("stages", {}).items():
         text = f"{names.get(key, key)}: {info.get('from')}"
         if "seconds" in info:
             text += (f", started {info['started']}, {info['seconds']:,.0f} s wall, 1-minute load average "
                      f"{info['load_before']:.1f} before / {info['load_after']:.1f} after")
+        if info.get("note"):
+            text += f" ({info['note']})"
         parts.append(text)
     return (f"Run: this invocation {run.get('started_utc')} to {run.get('finished_utc', 'n/a')}, commit "
             f"{run.get('commit')}, {run.get('cpus')} CPU cores shared with other sessions' jobs (the load "
@@ -527,6 +530,15 @@ def bounds_section(result: dict[str, Any]) -> list[str]:
              "The search's cheapest folding for a faster cycle target (its own orders and BRAM -> LUTRAM moves, "
              "before the Fmax check), against the 80 % budget; LUT and BRAM18 are the search's figures (onebit "
              "MVAUs by the cost model, every other node and the width converters by FINN's estimate, no FIFOs).", ""]
+    z1 = next((r for r in result.get("searches", []) if r["board"] == "Pynq-Z1" and r["mvau"] == "rtl"
+               and "error" not in r), None)
+    synth = result.get("synth") or {}
+    if z1 and synth.get("nodes"):
+        model_lut = sum(lr["lut"] for lr in z1["layers"] if lr["source"] == "yosys-calibrated model")
+        yosys_lut = sum(n["lut"] for n in synth["nodes"] if n["source"] == "yosys" and "MVAU" in (n["op"] or ""))
+        lines += [f"The cost model is conservative on the built design: it gives its onebit MVAUs {model_lut:,.0f} LUT, "
+                  f"yosys synthesizes them to {yosys_lut:,.0f} ({yosys_lut / model_lut:.2f}x); the search keeps to "
+                  "the model's figure against the budget.", ""]
     for board, found in bounds.items():
         for b in found:
             if b.get("unreachable"):
