@@ -237,8 +237,10 @@ def stream_estimates(out: Path, depths: dict[str, int], fpga_part: str) -> dict[
 
     from hw.check.accel_model import final_model_path
     from hw.driver.io_spec import IOSpec
+    from hw.finn.env import prepare_finn
     from hw.rtl.stitch import plan_accelerator
 
+    prepare_finn(out / "hw")   # FINN's settings: its SWG lists its RTL files from them
     spec = IOSpec.load(out / "driver" / "io.json")
     design = plan_accelerator(ModelWrapper(str(final_model_path(out, spec.hw_model))), exact_depths=depths)
     rows = []
@@ -428,10 +430,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "## What the numbers do not include", "",
               "* Place and route: yosys synthesizes (LUT/FF/BRAM after synth_xilinx); Vivado's placement, routing, "
               "LUT packing (LUT6_2 pairs, which lower the count) and its own optimisation are not run here.",
-              "* The shell: the Zynq PS7 block, AXI interconnect, the IODMAs (FINN estimates none for them) and "
-              "FINN's FIFOs are outside the per-node totals (the whole-design yosys total includes onebit's FIFOs "
-              "and width converters, not the DMAs or the interconnect). BNN-PYNQ's figures are Vivado's "
-              "post-implementation utilisation of the whole design, shell included: not the same accounting.",
+              "* The shell: the Zynq PS7 block, the AXI interconnect and the IODMAs (FINN estimates none for them) "
+              "are in no figure; the search rows leave out the FIFOs too (the 'synthesized' row has them, by FINN's "
+              "estimate). BNN-PYNQ's figures are Vivado's post-implementation utilisation of the whole design, "
+              "shell included: not the same accounting.",
               "* FINN's nodes yosys cannot read here are counted with FINN's own estimate, labelled: yosys 0.23 stops "
               "on FINN's generated ConvolutionInputGenerator_rtl SystemVerilog (syntax error), so the whole-design "
               "yosys total is not available; the FIFOs and width converters of the stitched design rtl_accelerator "
@@ -502,7 +504,7 @@ def run_paragraph(run: dict[str, Any]) -> str:
         parts.append(text)
     return (f"Run: this invocation {run.get('started_utc')} to {run.get('finished_utc', 'n/a')}, commit "
             f"{run.get('commit')}, {run.get('cpus')} CPU cores shared with other sessions' jobs (the load "
-            "averages say how busy; wall times are not idle-machine times). " + "; ".join(parts) + ".")
+            "averages say how busy; wall times are not idle-machine times). Stages: " + "; ".join(parts) + ".")
 
 
 def width_sentence(rows: list[dict[str, Any]]) -> str:
