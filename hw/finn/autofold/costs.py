@@ -11,8 +11,10 @@ the ConvolutionInputGenerator feeding it share SIMD (finn-examples' convention; 
 converters FINN would insert), or, for the RTL SWG, the SWG emits whole windows (`parallel_window=1`,
 SIMD = IFMChannels) and the MVAU takes them at SIMD = MW; a depthwise SWG shares SIMD with the Pool/VVAU it
 feeds (SetFolding's rule). Valid values follow FINN's constraints: PE divides MH (or the channel count),
-SIMD divides MW (and the SWG's IFMChannels), the HLS weight stream stays within ap_int's 8191 bits, and
-the node's folded shapes must pass FINN's own asserts.
+SIMD divides MW (and the SWG's IFMChannels), the node's folded shapes must pass FINN's own asserts, and
+an MVAU's PE x SIMD obeys the limits of what it will be built as (`mvau_refusal`): FINN's MVAU_hls keeps
+its weight stream and its streams within HLS ap_int's 8191 bits; onebit's RTL MVAU (`--mvau rtl`, the
+nodes synth_costs.RTLCosts covers) reads its weights from its own memory, which has no such limit.
 """
 from __future__ import annotations
 
@@ -160,11 +162,58 @@ def ap_int_max_w() -> int:
         return _AP_INT_MAX_W
 
 
-def _mvau_settings(node, instance, swg_node, swg) -> list[dict[str, dict[str, int]]]:
+def hls_mvau_refusal(instance, pe: int, simd: int) -> str | None:
+    """Why FINN's MVAU_hls cannot be built at PE x SIMD (None: it can): FINN's MVAU_hls.get_ap_int_max_w,
+    every ap_int of the HLS top (the weight stream PE*SIMD*weight bits of internal_decoupled weights, the
+    input stream SIMD*input bits, the output stream PE*output bits) within MAX_ALLOWED_AP_INT_W."""
+    return _over_ap_int({"weight stream": pe * simd * instance.get_input_datatype(1).bitwidth(),
+                         **_stream_widths(instance, pe, simd)}, "HLS ap_int's {limit}")
+
+
+def _stream_widths(instance, pe: int, simd: int) -> dict[str, int]:
+    return {"input stream": simd * instance.get_input_datatype(0).bitwidth(),
+            "output stream": pe * instance.get_output_datatype().bitwidth()}
+
+
+def _over_ap_int(widths: dict[str, int], what: str) -> str | None:
+    """'<name> <bits> bits > <what>' for the widths over FINN's ap_int limit, None if none is."""
+    limit = ap_int_max_w()
+    over = [f"{k} {w} bits" for k, w in widths.items() if w > limit]
+    return ", ".join(over) + " > " + what.format(limit=limit) if over else None
+
+
+def onebit_rtl_mvau_refusal(instance, pe: int, simd: int) -> str | None:
+    """Why onebit's RTL MVAU (hw/rtl/sv/onebit_mvau.sv) cannot be built at PE x SIMD (None: it can).
+
+    Its elaboration checks on the folding are PE | MH and SIMD | MW (and TREE_STAGES <= clog2(SIMD) + 1,
+    which hw/rtl/timing.tree_stages always keeps); everything else it checks (XNOR on 1-bit data, ACC_BITS
+    in 2..62, thresholds within OBITS) does not depend on PE or SIMD. The weights are a plain Verilog
+    memory of WMEM = (MH/PE)(MW/SIMD) words of PE*SIMD bits (onebit_rom, no ap_int, no weight stream);
+    synthesis splits a wide word over as many block RAMs or LUTs as it needs, which the cost model charges
+    (hw/rtl/costmodel.py: block RAM by aspect ratio, LUT_ROM_DEPTH at the clock), and the timing check of
+    the search rejects a SIMD whose dot product misses the clock. So PE x SIMD has no bit limit of its own.
+    The node's two AXI streams (SIMD*input bits in, PE*output bits out) meet FINN's nodes (the SWG, FIFOs,
+    width converters: FINN's StreamingDataWidthConverter_hls, for widths that are not multiples, holds a
+    beat in one ap_int), so they keep ap_int's limit."""
+    mw, mh = int(instance.get_nodeattr("MW")), int(instance.get_nodeattr("MH"))
+    if mw % simd or mh % pe:
+        return f"PE ({pe}) must divide MH ({mh}) and SIMD ({simd}) MW ({mw})"
+    return _over_ap_int(_stream_widths(instance, pe, simd), "{limit} (FINN's stream nodes' ap_int)")
+
+
+def mvau_refusal(node, instance, pe: int, simd: int, costs=None) -> str | None:
+    """Why an MVAU node cannot be folded at PE x SIMD (None: it can), by what it will be built as: onebit's
+    RTL MVAU where `costs` (synth_costs.RTLCosts, `--mvau rtl`) covers the node, FINN's MVAU_hls otherwise."""
+    if costs is not None and costs.covers(node.name):
+        return onebit_rtl_mvau_refusal(instance, pe, simd)
+    if node.op_type.endswith("_hls"):
+        return hls_mvau_refusal(instance, pe, simd)
+    return None
+
+
+def _mvau_settings(node, instance, swg_node, swg, costs=None) -> list[dict[str, dict[str, int]]]:
     mw, mh = int(instance.get_nodeattr("MW")), int(instance.get_nodeattr("MH"))
     swg_ch = int(swg.get_nodeattr("IFMChannels")) if swg else None
-    wbits = instance.get_input_datatype(1).bitwidth()
-    hls = node.op_type.endswith("_hls")
     rtl_swg = swg is not None and swg_node.op_type == "ConvolutionInputGenerator_rtl"
     pes = [pe for pe in divisors(mh)]
     settings = []
@@ -172,7 +221,7 @@ def _mvau_settings(node, instance, swg_node, swg) -> list[dict[str, dict[str, in
         if swg_ch is not None and swg_ch % simd:
             continue  # the SWG delivers SIMD channels of one pixel: SIMD must divide them
         for pe in pes:
-            if hls and pe * simd * wbits > ap_int_max_w():
+            if mvau_refusal(node, instance, pe, simd, costs):
                 continue
             setting = {node.name: {"PE": pe, "SIMD": simd}}
             if swg is not None:
@@ -182,14 +231,16 @@ def _mvau_settings(node, instance, swg_node, swg) -> list[dict[str, dict[str, in
         # FINN's RTL SWG in parallel_window mode emits a whole kh x kw window per cycle (SIMD must equal
         # IFMChannels); the MVAU then takes the window at SIMD = MW, with no width converter between.
         for pe in pes:
-            if hls and pe * mw * wbits > ap_int_max_w():
+            if mvau_refusal(node, instance, pe, mw, costs):
                 continue
             settings.append({node.name: {"PE": pe, "SIMD": mw},
                              swg_node.name: {"SIMD": swg_ch, "parallel_window": 1}})
     return settings
 
 
-def build_groups(model: "ModelWrapper") -> list[Group]:
+def build_groups(model: "ModelWrapper", costs=None) -> list[Group]:
+    """The folding groups of a HW graph and their valid settings; `costs` (synth_costs.py) says which MVAUs
+    become onebit's RTL, whose limits differ from FINN's MVAU_hls (mvau_refusal)."""
     nodes = [n for n in model.graph.node if is_hw(n)]
     by_name = {n.name: n for n in nodes}
     tied: dict[str, str] = {}  # SWG name -> consumer compute node name
@@ -215,7 +266,7 @@ def build_groups(model: "ModelWrapper") -> list[Group]:
         types = instance.get_nodeattr_types()
         if base == "MVAU":
             group = Group(node.name, members, "mvau",
-                          settings=_mvau_settings(node, instance, by_name.get(swg_name), swg))
+                          settings=_mvau_settings(node, instance, by_name.get(swg_name), swg, costs))
         elif "PE" in types:
             group = Group(node.name, members, "pe")
             swg_ch = int(swg.get_nodeattr("IFMChannels")) if swg else None
@@ -252,7 +303,7 @@ def evaluated_groups(model: "ModelWrapper", fpga_part: str, port_bits: int | Non
     key = (hashlib.sha256(model.model.SerializeToString()).hexdigest(), fpga_part, int(port_bits or 0),
            getattr(costs, "key", "finn"))
     if key not in _GROUP_CACHE:
-        groups = build_groups(model)
+        groups = build_groups(model, costs)
         _evaluate_groups(model, groups, fpga_part, port_bits, costs)
         if len(_GROUP_CACHE) >= 8:
             _GROUP_CACHE.pop(next(iter(_GROUP_CACHE)))
