@@ -44,7 +44,7 @@ STE plateau check: the same STE seeds on a longer schedule, as a second call wri
 seed by seed (`--schedule-check` names that report's JSON; other methods may join the longer call, its own
 table then compares them with STE at that length):
 
-    python bench/estimators_full.py --models tfc --methods ste --input-bits 8,1 --epochs 60 --jobs 2 \
+    python bench/estimators_full.py --models tfc --methods ste,binaryduo --input-bits 8,1 --epochs 60 --jobs 2 \
         --runner processes --phase train,hardware,report --work build/estimators_60ep --out bench/results/estimators_full_60ep
     python bench/estimators_full.py --models tfc,cnv --input-bits 8,1 --phase report \
         --schedule-check bench/results/estimators_full_60ep.json    # or --phase render without the run folders
