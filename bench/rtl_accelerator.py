@@ -1,7 +1,7 @@
 """The whole accelerator in Verilator (`--mvau rtl`, level rtl_accelerator), by the commands a user types:
 
 1. `python -m quant_models.train --model M --epochs 1 ...`                  -> model.pt (if none exists)
-2. `python export/to_finn.py model.pt --board Pynq-Z1 --mvau rtl [--auto-fold] --verify-samples 200`
+2. `python export/to_finn.py model.pt --board Pynq-Z1 --mvau rtl [--auto-fold] --verify-samples 200 --compare-unpipelined`
    -> FINN build with onebit's RTL nodes, every level on 200 images, report.json with resources_synth (yosys)
 3. rtl_accelerator on N test images (TFC: all 10,000; CNV: 1,000): the stitched design streamed the
    driver-packed DMA bytes, scores z = 2p - n compared with the collapsed integer model of the checkpoint
@@ -79,8 +79,10 @@ def checkpoint(work: Path, model: str, train: list[str], estimator: str = "ste",
 def build(work: Path, name: str, ckpt: Path, options: list[str]) -> Path:
     out = work / name
     if not (out / "report.json").exists():
+        # --compare-unpipelined: the Fmax table below sets each MVAU beside itself unpipelined (issue 21)
         run([sys.executable, "export/to_finn.py", str(ckpt), "--board", "Pynq-Z1", "--mvau", "rtl", "--out", str(out),
-             "--verify-samples", "200", "--no-progress", *options], work / "bench.log", CASE_ENV.get(name))
+             "--verify-samples", "200", "--no-progress", "--compare-unpipelined", *options], work / "bench.log",
+            CASE_ENV.get(name))
     return out
 
 

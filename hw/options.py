@@ -87,6 +87,10 @@ class BuildOptions:
         "auto", "who sizes the FIFOs FINN stitches in an --mvau rtl build: onebit's whole-accelerator simulation in "
         "Verilator (auto: where it can, the default; onebit: or fail) or FINN's step_set_fifo_depths (finn: XSI "
         "simulation on a Vivado host)", choices=("auto", "onebit", "finn"))
+    compare_unpipelined: bool = option(
+        False, "--mvau rtl: the report's yosys table also synthesizes every onebit MVAU without its pipelining "
+        "(MEM_REG = TREE_STAGES = 0) for LUT / FF / Fmax beside the pipelined node: a second synthesis of each MVAU, "
+        "minutes for wide ones (default off: the report says the comparison was not run)")
     verify_samples: int = option(0, "test images verified at the PyTorch levels (default 0 = the whole test set)",
                                  metavar="N")
     python_samples: int = option(

@@ -254,7 +254,8 @@ def _build(options: BuildOptions, folder: BuildFolder, trained, meta: dict[str, 
     collapse_report.update(verification.pop("collapse_check", {}))
     _timing_gate(result, verification)
     report = write_report(result, meta, collapse_report, verification,
-                          seconds=time.perf_counter() - started, marker=False)
+                          seconds=time.perf_counter() - started, marker=False,
+                          compare_unpipelined=options.compare_unpipelined)
     report["options"] = options.values()
     report["integrity"] = build_integrity(out_dir)  # sha256 of what validation reads (hw/check/finished.py)
     faults.point("build:before_deploy")
@@ -332,7 +333,8 @@ def _run_imported(options: BuildOptions) -> dict[str, Any]:
                                              python_samples=options.python_samples)
         _timing_gate(result, verification)
         report = write_report(result, meta, {"import": record}, verification,
-                              seconds=time.perf_counter() - started, marker=False)
+                              seconds=time.perf_counter() - started, marker=False,
+                              compare_unpipelined=options.compare_unpipelined)
         report["options"] = options.values()
         report["integrity"] = build_integrity(out_dir)
         if verification["ok"]:

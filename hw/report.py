@@ -51,9 +51,10 @@ def layer_table(result: BuildResult) -> list[dict[str, Any]]:
 
 
 def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dict[str, Any],
-                 verification: dict[str, Any], seconds: float, marker: bool = True) -> dict[str, Any]:
+                 verification: dict[str, Any], seconds: float, marker: bool = True,
+                 compare_unpipelined: bool = False) -> dict[str, Any]:
     """report.md (+ resources.png) now; report.json too unless `marker` is False (then the caller writes it
-    last with `write_report_json`, after the deployment package)."""
+    last with `write_report_json`, after the deployment package). compare_unpipelined: --compare-unpipelined."""
     board = result.board
     rows = layer_table(result)
     totals = {key: sum(r[key] for r in rows) for key in ("LUT", "BRAM_18K", "DSP")}
@@ -110,7 +111,7 @@ def write_report(result: BuildResult, meta: dict[str, Any], collapse_report: dic
     if isinstance(packing, dict):
         io_spec = _read_json(result.out_dir / "driver" / "io.json").get("input", {})
         report["input_packing"] = input_packing_section(packing, fps, board, io_spec.get("shape_folded") or [1, packing["bits"]])
-    report["resources_synth"] = resources_synth(result)
+    report["resources_synth"] = resources_synth(result, compare_unpipelined)
     png = _resources_png(result.out_dir / "resources.png", rows, board.name)
     if png:
         report["artifacts"]["resources_png"] = str(png)
@@ -159,8 +160,9 @@ def _io_bound(rows: list[dict[str, Any]], board) -> dict[str, Any] | None:
             "fps": board.clock_mhz * 1e6 / slowest["cycles"] if slowest["cycles"] else None}
 
 
-def resources_synth(result: BuildResult) -> dict[str, Any]:
-    """yosys synth_xilinx counts per node and for the whole design (hw/rtl/synth_report.py), `--mvau rtl` only."""
+def resources_synth(result: BuildResult, compare_unpipelined: bool = False) -> dict[str, Any]:
+    """yosys synth_xilinx counts per node and for the whole design (hw/rtl/synth_report.py), `--mvau rtl` only;
+    with each onebit MVAU also synthesized unpipelined where compare_unpipelined (--compare-unpipelined)."""
     if result.extras.get("mvau") != "rtl":
         return {"executed": False, "reason": "FINN HLS nodes have no RTL without Vitis HLS; build with --mvau rtl"}
     import shutil
@@ -173,7 +175,8 @@ def resources_synth(result: BuildResult) -> dict[str, Any]:
 
     from hw.rtl.synth_report import fmax_warnings, synth_resources
 
-    synth = {"executed": True, **synth_resources(ModelWrapper(str(result.final_model)), result.board.fpga_part)}
+    synth = {"executed": True, **synth_resources(ModelWrapper(str(result.final_model)), result.board.fpga_part,
+                                                 unpipelined=compare_unpipelined)}
     # every --mvau rtl build (auto-fold's included) says which node's estimated Fmax misses the board clock
     synth["fmax_warnings"] = fmax_warnings(synth, result.board.clock_mhz)
     for line in synth["fmax_warnings"]:

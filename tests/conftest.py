@@ -6,6 +6,7 @@ compared on a real build folder. Owner: accelerator engineer (issue #4); kept sm
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -75,3 +76,30 @@ def cnv_build(tmp_path_factory) -> Path:
     # Narrow channels keep the session fixture near a minute; the structure is CNV's (6 conv, 2 pools, 3 FC).
     arch = ["--arch", "channels=[16,16,32,32,64,64]", "--arch", "fc=[64,64]"]
     return _build(_train(root, "cnv", ["--limit-train", "500", *arch]), root / "build")
+
+
+# A small `--mvau rtl` folding of the TFC fixture, shared by every test that builds that checkpoint with onebit's
+# RTL nodes (tests/hw/rtl/test_rtl_accelerator.py, test_verification_truth.py, test_vivado_contract.py): the same
+# nodes and weights give the same Verilator and yosys cache keys ($ONEBIT_CACHE), so a fresh machine compiles and
+# synthesizes them once for the suite, in seconds, where auto-fold's widest layer (PE 32 x SIMD 16) takes minutes.
+# Neighbouring PE / SIMD differ, so the stitched design needs width converters both ways (2 -> 4, 4 -> 1,
+# 1 -> 2 elements per beat); MVAU_hls_2 (64 x 64, PE = SIMD = 1) is the bottleneck.
+TFC_RTL_FOLDING = {"MVAU_hls_0": (2, 7), "MVAU_hls_1": (4, 4), "MVAU_hls_2": (1, 1), "MVAU_hls_3": (5, 2)}
+
+
+@pytest.fixture(scope="session")
+def tfc_rtl_folding(tmp_path_factory) -> Path:
+    """TFC_RTL_FOLDING as a FINN folding file (`--folding FILE`)."""
+    path = tmp_path_factory.mktemp("tfc_rtl_folding") / "folding.json"
+    path.write_text(json.dumps({name: {"PE": pe, "SIMD": simd} for name, (pe, simd) in TFC_RTL_FOLDING.items()}))
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): the tests of one module stay on one worker,
+    so a module-scoped build is made once; a module that marks itself `xdist_group("ray")` (it starts local Ray
+    instances) shares that group with the other such modules, so no two Ray instances run at once."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

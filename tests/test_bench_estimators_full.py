@@ -16,6 +16,9 @@ if str(ROOT) not in sys.path:
 
 from bench.estimators_full import INCOMPLETE, main  # noqa: E402
 
+# its Ray runner test starts a local Ray instance: one at a time under `make test` (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
+
 TINY = ["--models", "tfc", "--methods", "ste,binaryduo,float", "--seeds", "1", "--epochs", "2",
         "--limit-train", "300", "--limit-test", "100", "--arch", 'tfc={"hidden": [16, 16]}',
         "--float-lrs", "0.003,0.01", "--timing-steps", "2", "--verify-samples", "20", "--hw-methods", "ste",

@@ -8,8 +8,11 @@ FINN's HLS nodes have no RTL before Vitis HLS runs (a `--mvau hls` build), which
 
 Beside the counts, every node gets an estimated Fmax (`timing`, hw/rtl/timing.py: yosys cell delays plus a
 routing allowance, 7-series -1 for every board) and the whole design the slowest of its nodes, FIFOs and
-width converters. onebit's MVAUs also get `unpipelined`: the LUT/FF counts and Fmax of the same node without
-the pipelining (MEM_REG = 0, TREE_STAGES = 0), what onebit's MVAU was before, so its cost is visible.
+width converters. onebit's MVAUs get `pipelining` (MEM_REG, tree ranks, latency) and, where asked for
+(`--compare-unpipelined`, issue 21's comparison), `unpipelined`: the LUT/FF counts and Fmax of the same node
+without the pipelining (MEM_REG = 0, TREE_STAGES = 0), what onebit's MVAU was before, so its cost is visible.
+That is a second synthesis of every MVAU (minutes for a wide one), so a build runs it only on request and the
+report says when it was not run.
 """
 from __future__ import annotations
 
@@ -22,9 +25,15 @@ from hw.rtl.yosys import FAMILIES, family_for_part, synthesize
 from onebit.errors import OnebitError
 
 
-def synth_resources(model, fpga_part: str, whole: bool = True, unpipelined: bool = True) -> dict[str, Any]:
-    """{"family", "nodes": {name: counts or {"error"}, with "timing" and (MVAUs) "unpipelined"},
-    "total": whole-design counts or {"error"}, with "timing"}."""
+# What the report says in place of the unpipelined figures when the build did not ask for them.
+UNPIPELINED_NOT_RUN = ("not run: the comparison with the unpipelined MVAU is opt-in (build with --compare-unpipelined; "
+                       "it synthesizes every onebit MVAU a second time)")
+
+
+def synth_resources(model, fpga_part: str, whole: bool = True, unpipelined: bool = False) -> dict[str, Any]:
+    """{"family", "nodes": {name: counts or {"error"}, with "timing" and (MVAUs) "pipelining"},
+    "total": whole-design counts or {"error"}, with "timing", "unpipelined_comparison": {"executed", "reason"}}.
+    unpipelined: also synthesize every onebit MVAU without its pipelining (pipelining["unpipelined"])."""
     from finn.util.fpgadataflow import is_hls_node, is_rtl_node
     from qonnx.custom_op.registry import getCustomOp
 
@@ -38,8 +47,8 @@ def synth_resources(model, fpga_part: str, whole: bool = True, unpipelined: bool
                 rtl = inst.rtl_node(model)
                 nodes[node.name] = rtl.resources(family).as_dict()
                 nodes[node.name]["timing"] = _timing(rtl.timing)
-                if unpipelined and hasattr(rtl, "unpipelined"):
-                    nodes[node.name]["pipelining"] = _pipelining(rtl, family)
+                if hasattr(rtl, "unpipelined"):
+                    nodes[node.name]["pipelining"] = _pipelining(rtl, family, unpipelined)
             elif is_rtl_node(node):
                 files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
                 module = inst.get_nodeattr("gen_top_module") or inst.get_verilog_top_module_name()
@@ -50,7 +59,9 @@ def synth_resources(model, fpga_part: str, whole: bool = True, unpipelined: bool
         except OnebitError as error:
             nodes[node.name] = {"error": str(error)}
     result: dict[str, Any] = {"tool": "yosys synth_xilinx", "family": family, "family_name": FAMILIES[family],
-                              "nodes": nodes, "timing_model": timing_model()}
+                              "nodes": nodes, "timing_model": timing_model(),
+                              "unpipelined_comparison": ({"executed": True} if unpipelined else
+                                                         {"executed": False, "reason": UNPIPELINED_NOT_RUN})}
     if whole:
         result["total"] = _whole_design(model, family, nodes)
     return result
@@ -72,13 +83,17 @@ def _timing(estimate) -> dict[str, Any]:
     return {k: v for k, v in t.as_dict().items() if k != "path"} | {"path": t.path[-12:]}
 
 
-def _pipelining(rtl, family: str) -> dict[str, Any]:
-    """The same MVAU without its pipelining: LUT/FF counts and Fmax beside the pipelined node's."""
+def _pipelining(rtl, family: str, compare: bool) -> dict[str, Any]:
+    """An MVAU's pipelining (registers, latency) and, if `compare`, the same MVAU without it synthesized: LUT/FF
+    counts and Fmax beside the pipelined node's; otherwise "unpipelined" says the comparison was not run."""
     params = rtl.parameters()
     old = rtl.unpipelined()
     out: dict[str, Any] = {"mem_reg": params.get("MEM_REG"), "tree_stages": params.get("TREE_STAGES"),
                            "clock_ns": rtl.cfg.clock_ns, "latency_cycles": rtl.cfg.latency,
                            "unpipelined_latency_cycles": old.cfg.latency}
+    if not compare:
+        out["unpipelined"] = {"not_run": UNPIPELINED_NOT_RUN}
+        return out
     try:
         counts = old.resources(family)
         out["unpipelined"] = {"lut_total": counts.lut_total, "ff": counts.ff, "bram18": counts.bram18}
@@ -208,8 +223,10 @@ def timing_rows(synth: dict[str, Any], clock_mhz: float | None) -> list[str]:
         old = p.get("unpipelined") or {}
         old_t = old.get("timing") or {}
         ranks = f"{p.get('mem_reg')}, {p.get('tree_stages')}" if p else "-"
-        old_text = "-" if not p else (f"{old.get('lut_total', '?')} / {old.get('ff', '?')} / "
-                                      f"{old_t.get('fmax_mhz', 'n/a')} / {p.get('unpipelined_latency_cycles')}")
+        old_text = ("-" if not p else f"not run (--compare-unpipelined) / {p.get('unpipelined_latency_cycles')}"
+                    if "not_run" in old else
+                    f"{old.get('lut_total', '?')} / {old.get('ff', '?')} / {old_t.get('fmax_mhz', 'n/a')} / "
+                    f"{p.get('unpipelined_latency_cycles')}")
         lines.append(f"| {name} | {t['fmax_mhz']:.0f}{flag} | {t['cell_ns']:.2f} + {t['route_ns']:.2f} | {t['nets']} | "
                      f"{ranks} | "
                      f"{p.get('latency_cycles', '-')} | {old_text} | "
@@ -220,4 +237,7 @@ def timing_rows(synth: dict[str, Any], clock_mhz: float | None) -> list[str]:
     elif whole:
         lines.append(f"| whole design (slowest stage: {whole['critical_stage']}) | {whole['fmax_mhz']:.0f} | "
                      f"{whole['period_ns']:.2f} | | | | | |")
+    comparison = synth.get("unpipelined_comparison") or {}
+    if comparison.get("executed") is False and any(c.get("pipelining") for c in synth["nodes"].values()):
+        lines += ["", f"Unpipelined MVAUs (LUT / FF / Fmax above): {comparison['reason']}."]
     return lines

@@ -260,8 +260,8 @@ def _module_definitions(path: Path) -> list[str]:
 # The CNV case (~4 min: its whole-accelerator FIFO sizing plus the fake Vivado flow) runs with -m rtl_sweep and in
 # bench/rtl_stitched_fifos.py (1,000 images); the suite keeps the TFC case under its 15-minute budget.
 @pytest.mark.parametrize("which", ["tfc", pytest.param("cnv", marks=pytest.mark.rtl_sweep)])
-def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, cnv_build, fake_environment, tmp_path,
-                                                            monkeypatch):
+def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, cnv_build, tfc_rtl_folding,
+                                                            fake_environment, tmp_path, monkeypatch):
     """`--mvau rtl` through the whole Vivado flow (fake tools): the FIFOs FINN stitches (StreamingFIFO nodes of
     the final dataflow partition) are exactly the depths onebit sized by simulation; the rtl_accelerator level
     (run by the build) and a direct run simulate exactly those depths at FINN's estimated cycles per image with
@@ -281,8 +281,11 @@ def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, c
     fake.log.unlink(missing_ok=True)
     monkeypatch.setenv("ONEBIT_LEVELS", "rtl_accelerator")
     out = tmp_path / which
+    # TFC: the suite's small --mvau rtl folding (tests/conftest.py: width converters both ways; its Verilator and
+    # yosys runs are the other RTL tests', cached), not auto-fold's PE 32 x SIMD 16 first layer (minutes of yosys)
+    folding = tfc_rtl_folding if which == "tfc" else source / "folding.json"
     argv = [str(source / "model.pt"), "--board", "Pynq-Z1", "--out", str(out), "--verify-samples", "10",
-            "--no-progress", "--mvau", "rtl", "--folding", str(source / "folding.json")]
+            "--no-progress", "--mvau", "rtl", "--folding", str(folding)]
     assert build_main(argv) == 0, (out / "build.log").read_text()[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert "step_onebit_fifo_depths" in report["steps"]["run"] and "step_set_fifo_depths" in report["steps"]["run"]
@@ -329,3 +332,11 @@ def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, c
     assert [c for c in calls if c["kind"] == "missing"] == []
     assert (out / "deploy" / "manifest.json").is_file()
     assert report["verification"]["timing"]["status"] == "passed"
+    # the yosys table without --compare-unpipelined: every onebit MVAU's row says the comparison was not run
+    from hw.rtl.synth_report import UNPIPELINED_NOT_RUN
+
+    synth = report["resources_synth"]
+    assert synth["executed"] and synth["unpipelined_comparison"] == {"executed": False, "reason": UNPIPELINED_NOT_RUN}
+    mvaus = [c for c in synth["nodes"].values() if "pipelining" in c]
+    assert mvaus and all(c["pipelining"]["unpipelined"] == {"not_run": UNPIPELINED_NOT_RUN} for c in mvaus)
+    assert UNPIPELINED_NOT_RUN in (out / "report.md").read_text()

@@ -2,8 +2,9 @@
 Verilator against the bit-exact accelerator model, and the ways the level must fail (a corrupted weight
 init file names the node; a consumer that stops is a deadlock error, not a hang).
 
-One FINN build (about a minute, a folding file that needs width converters) and one Verilator build of the stitched design (about half a minute,
-cached); the tiny TFC checkpoint is the shared tfc_build fixture's.
+One FINN build (about a minute, the suite's small `--mvau rtl` folding, tests/conftest.py: it needs width converters)
+and one Verilator build of the stitched design (about half a minute, cached); the tiny TFC checkpoint is the shared
+tfc_build fixture's.
 """
 from __future__ import annotations
 
@@ -18,13 +19,10 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed (tools/setup_env.sh)")]
 
 SAMPLES = 24
-# a folding whose neighbouring PE / SIMD differ, so the stitched design needs width converters both ways
-# (2 -> 4, 4 -> 1, 1 -> 2 elements per beat); MVAU_hls_2 (64 x 64, PE = SIMD = 1) is the bottleneck
-FOLDING = {"MVAU_hls_0": (2, 7), "MVAU_hls_1": (4, 4), "MVAU_hls_2": (1, 1), "MVAU_hls_3": (5, 2)}
 
 
 @pytest.fixture(scope="module")
-def tfc_rtl_build(tfc_build, tmp_path_factory) -> Path:
+def tfc_rtl_build(tfc_build, tfc_rtl_folding, tmp_path_factory) -> Path:
     import quant_models.compat  # noqa: F401
     from export.collapse import collapse
     from export.qonnx import export_qonnx
@@ -40,10 +38,8 @@ def tfc_rtl_build(tfc_build, tmp_path_factory) -> Path:
     trained, meta = load_checkpoint(out / "model.pt")
     plain, _ = collapse(trained, meta)
     qonnx_path = export_qonnx(plain, meta, out / "model_qonnx.onnx")
-    folding = out.parent / "folding_in.json"
-    folding.write_text(json.dumps({name: {"PE": pe, "SIMD": simd} for name, (pe, simd) in FOLDING.items()}))
-    result = build_accelerator(qonnx_path, out, get_board("Pynq-Z1"), folding_from_file(folding), progress=False,
-                               mvau="rtl")
+    result = build_accelerator(qonnx_path, out, get_board("Pynq-Z1"), folding_from_file(tfc_rtl_folding),
+                               progress=False, mvau="rtl")
     finish_build_folder(result)
     return out
 
@@ -56,7 +52,7 @@ def _images(build: Path, n: int = SAMPLES) -> np.ndarray:
     return load_test_set(meta, n)[0]
 
 
-def test_rtl_build_keeps_folding_and_runs_finns_later_steps(tfc_rtl_build):
+def test_rtl_build_keeps_folding_and_runs_finns_later_steps(tfc_rtl_build, tfc_rtl_folding):
     from finn.util.fpgadataflow import is_rtl_node
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
@@ -74,8 +70,9 @@ def test_rtl_build_keeps_folding_and_runs_finns_later_steps(tfc_rtl_build):
     cycles = json.loads((tfc_rtl_build / "report" / "estimate_layer_cycles.json").read_text())
     assert set(cycles) == {n.name for n in model.graph.node}
     # the folding chosen before the replacement is kept: PE / SIMD of every layer in order
+    folding = json.loads(tfc_rtl_folding.read_text())
     assert [(getCustomOp(n).get_nodeattr("PE"), getCustomOp(n).get_nodeattr("SIMD")) for n in model.graph.node] \
-        == list(FOLDING.values())
+        == [(folding[name]["PE"], folding[name]["SIMD"]) for name in sorted(folding)]
 
 
 def test_rtl_accelerator_matches_and_meets_the_estimate(tfc_rtl_build):

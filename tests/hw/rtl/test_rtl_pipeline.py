@@ -126,6 +126,38 @@ def test_timing_estimate_of_a_small_node_and_what_pipelining_buys():
     assert piped.unpipelined().parameters() == flat.parameters()
 
 
+@needs_yosys
+def test_report_sets_the_unpipelined_node_beside_only_when_asked():
+    """The build report's comparison with the unpipelined MVAU (--compare-unpipelined; opt-in since it is a second
+    synthesis of every MVAU): asked, a small node's row has the same node synthesized unpipelined (LUT, FF, a
+    lower Fmax, a shorter latency); not asked, the row and a line under the table say the comparison was not run."""
+    from hw.rtl.synth_report import UNPIPELINED_NOT_RUN, _pipelining, timing_rows
+
+    cfg, weights, thresholds = _case(16, 4, 2, 8, "UINT8", 0, 0)
+    piped = RTLMvau(dataclasses.replace(cfg, tree_stages=2, mem_reg=1), weights, thresholds)
+    timing = piped.timing().as_dict()
+    asked = _pipelining(piped, "xc7", compare=True)
+    old = asked["unpipelined"]
+    assert old["lut_total"] > 0 and old["ff"] > 0 and old["timing"]["fmax_mhz"] < timing["fmax_mhz"], old
+    assert (asked["mem_reg"], asked["tree_stages"]) == (1, 2)
+    assert asked["unpipelined_latency_cycles"] == asked["latency_cycles"] - 3
+    not_asked = _pipelining(piped, "xc7", compare=False)
+    assert not_asked["unpipelined"] == {"not_run": UNPIPELINED_NOT_RUN}
+    assert {k: v for k, v in not_asked.items() if k != "unpipelined"} == \
+        {k: v for k, v in asked.items() if k != "unpipelined"}
+
+    def table(pipelining, executed):
+        synth = {"nodes": {"n": {"timing": timing, "lut_total": 1, "ff": 1, "pipelining": pipelining}},
+                 "unpipelined_comparison": {"executed": True} if executed else
+                 {"executed": False, "reason": UNPIPELINED_NOT_RUN}}
+        return "\n".join(timing_rows(synth, 100.0))
+
+    shown = table(asked, True)
+    assert f"| {old['lut_total']} / {old['ff']} / {old['timing']['fmax_mhz']} / " in shown and "not run" not in shown
+    hidden = table(not_asked, False)
+    assert "| not run (--compare-unpipelined) / " in hidden and UNPIPELINED_NOT_RUN in hidden, hidden
+
+
 LONG_PATH = """
 module chain #(parameter int N = 1) (input logic clk, input logic [7:0] a, b, output logic [7:0] q);
   logic [7:0] ra, rb;
