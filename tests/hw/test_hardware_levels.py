@@ -239,7 +239,7 @@ def test_validate_runs_selected_levels(tfc_build, capsys):
                  "--node-samples", "5"]) == 0
     out = capsys.readouterr().out
     if verilator_path():
-        assert "rtl_nodes: passed: 0 mismatching node outputs on 5 images + random inputs, 0 nodes" in out
+        assert "rtl_nodes: nothing to simulate: no *_rtl node in the final HW graph" in out  # an HLS build
     assert "cppsim: " in out
     assert main([str(tfc_build), "--limit", "5", "--levels", "rtl"]) == 2
     assert "unknown level(s) rtl" in capsys.readouterr().err
