@@ -303,6 +303,16 @@ def test_rtl_build_stitches_onebits_fifo_depths_once_defined(which, tfc_build, c
     assert stitched == ours
     level = report["verification"]["levels"]["rtl_accelerator"]
     assert level["executed"] and level["integer_mismatches"] == 0 and "as stitched: FINN's StreamingFIFO nodes" in level["how"]
+    if which == "tfc":  # `onebit sweep`'s row of this build (a schema mismatch once failed every --mvau rtl run)
+        from onebit.sweep.runner import metrics_of
+
+        (tmp_path / "row").mkdir()
+        (tmp_path / "row" / "build").symlink_to(out)  # a sweep run's folder holds its build as build/
+        synth, row = report["resources_synth"], metrics_of("build", tmp_path / "row")
+        # the whole stitched design (nodes, FIFOs, width converters; hw/rtl/synth_report.py) and its slowest stage
+        total = synth["total"]
+        assert row["synth_lut"] == total["lut_total"] > synth["nodes"]["OnebitMVAU_rtl_0"]["lut_total"]
+        assert row["fmax_mhz"] == min(total["timing"]["stages"].values()) > 0 and row["mismatches"] == 0
 
     # the stitched design simulated at those depths: FINN's estimated cycles per image, bit-exact
     spec = IOSpec.load(out / "driver" / "io.json")

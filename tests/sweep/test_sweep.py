@@ -194,3 +194,18 @@ def test_a_run_whose_ray_worker_dies_is_recorded_as_one_line(tmp_path):
     ((name, record),) = records
     assert name == "dies" and record["status"] == "failed" and record["seconds"] is None
     assert record["error"].startswith("Ray: WorkerCrashedError: ") and "\n" not in record["error"], record
+
+
+def test_design_figures_read_the_whole_design_else_the_timed_nodes():
+    """A sweep row's synthesized LUT and Fmax from report.json's resources_synth as hw/rtl/synth_report.py writes
+    it: the whole design's total (lut_total, its slowest stage), or, where the whole design was not synthesized,
+    no LUT figure and the slowest timed node."""
+    from hw.rtl.synth_report import design_figures
+
+    nodes = {"a": {"lut_total": 5, "timing": {"fmax_mhz": 300.0}}, "b": {"lut_total": 7, "timing": {"fmax_mhz": 250.0}},
+             "fifo": {"error": "yosys could not parse it"}}
+    whole = {"executed": True, "nodes": nodes, "total": {"lut_total": 20, "timing": {"fmax_mhz": 240.0}}}
+    assert design_figures(whole) == {"lut": 20, "fmax_mhz": 240.0}
+    partial = {"executed": True, "nodes": nodes, "total": {"error": "fifo not synthesized"}}
+    assert design_figures(partial) == {"lut": None, "fmax_mhz": 250.0}
+    assert design_figures({"executed": False, "reason": "FINN HLS nodes"}) == {"lut": None, "fmax_mhz": None}
