@@ -849,13 +849,18 @@ def write_report(args: argparse.Namespace, runs: list[RunSpec], stem: Path) -> d
               "lr": args.lr, "batch_size": args.batch_size, "float_lrs": args.float_lrs,
               "limit_train": args.limit_train, "limit_test": args.limit_test, "arch": args.arch,
               "device": _device_name(args.device), "board": args.board, "verify_samples": args.verify_samples}
-    schedule_check(summary, _longer(args), args.schedule_check)
     data = {"config": config, "complete": complete, "summary": summary,
             "projection": projection(args, runs)}
+    return _write(args, data, stem)
+
+
+def _write(args: argparse.Namespace, data: dict[str, Any], stem: Path) -> dict[str, Any]:
+    """The report's JSON, Markdown and curves PNG at `stem`, with the schedule check of `--schedule-check`."""
+    schedule_check(data["summary"], _longer(args), args.schedule_check)
     write_json(stem.with_suffix(".json"), data)
     write_text_atomic(stem.with_suffix(".md"), _markdown(data, stem))
-    if any("mean_curve" in e for s in summary.values() for e in s["methods"].values()):
-        _plot(summary, stem.with_suffix(".png"))
+    if any("mean_curve" in e for s in data["summary"].values() for e in s["methods"].values()):
+        _plot(data["summary"], stem.with_suffix(".png"))
     return data
 
 
@@ -894,12 +899,7 @@ def render(args: argparse.Namespace) -> dict[str, Any]:
     data = read_json(stem.with_suffix(".json"))
     if data is None:
         raise OnebitError(f"{stem.with_suffix('.json')}: no report to render; run the report phase first")
-    schedule_check(data["summary"], _longer(args), args.schedule_check)
-    write_json(stem.with_suffix(".json"), data)
-    write_text_atomic(stem.with_suffix(".md"), _markdown(data, stem))
-    if any("mean_curve" in e for s in data["summary"].values() for e in s["methods"].values()):
-        _plot(data["summary"], stem.with_suffix(".png"))
-    return data
+    return _write(args, data, stem)
 
 
 def _longer(args: argparse.Namespace) -> dict[str, Any] | None:

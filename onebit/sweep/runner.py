@@ -160,7 +160,7 @@ def execute(run_dict: dict[str, Any], folder: str, training: dict[str, Any] | No
             checkpoint = run.params.get("checkpoint") or str(Path(training["folder"]) / "model.pt")
             command = _build_command(run, path, checkpoint)
         record["command"] = command
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        env = {**os.environ, "PYTHONPATH": _task_pythonpath(),
                "ONEBIT_PROGRESS": "plain"}
         with open(log, "w") as out:
             code = subprocess.call(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -310,6 +310,11 @@ def _run_all(spec: dict[str, Any], runs: list[Run], folder: Path, address: str |
         raise
 
 
+def _task_pythonpath() -> str:
+    """PYTHONPATH of a run's process and of Ray's workers: this checkout first, so they import this onebit."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
+
 def start_ray(address: str | None, num_cpus: int | None) -> None:
     """Connect to the Ray cluster at `address`, or start a local instance with `num_cpus` CPUs (None: all);
     the tasks import onebit from this checkout (a cluster's nodes share it, see docs/sweeps.md)."""
@@ -325,8 +330,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     if not ray.is_initialized():
         ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
                  log_to_driver=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                     filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}})
+                 runtime_env={"env_vars": {"PYTHONPATH": _task_pythonpath()}})
 
 
 def gather(pending: dict[Any, Any], on_record, deadline: float | None = None) -> list[Any]:
@@ -397,7 +401,7 @@ def execute_command(task_dict: dict[str, Any], *dependencies: dict[str, Any]) ->
     if unfinished:  # a later call runs it, once what it waits for has finished
         record.update(status="not run", error=f"waits for {', '.join(unfinished)}")
     else:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        env = {**os.environ, "PYTHONPATH": _task_pythonpath(),
                **task.env}
         folder.mkdir(parents=True, exist_ok=True)
         log = folder / task.log
